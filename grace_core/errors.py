@@ -1,0 +1,63 @@
+"""Every error grace_core raises, in one hierarchy (catch ``GraceError`` for all of them)."""
+
+from __future__ import annotations
+
+
+class GraceError(Exception):
+    """Base of every error grace_core raises."""
+
+
+class WorkspaceError(GraceError):
+    """A workspace cannot be opened, migrated or used as asked."""
+
+
+class WorkspaceLockedError(WorkspaceError):
+    """Another process owns the workspace file (DuckDB allows one writer per file)."""
+
+    def __init__(self, path: str, *, owner_pid: int | None, owner: str | None) -> None:
+        self.path = path
+        self.owner_pid = owner_pid
+        self.owner = owner
+        who = f"process {owner_pid}" if owner_pid else "another process"
+        if owner:
+            who += f" ({owner})"
+        super().__init__(
+            f"workspace {path} is owned by {who}; open a read-only snapshot instead with "
+            f"open_workspace({path!r}, snapshot=True) or `grace --snapshot ...`"
+        )
+
+
+class ReadOnlyError(WorkspaceError):
+    """A write was attempted on a read-only snapshot."""
+
+
+class EventError(GraceError):
+    """An event cannot be published: bad topic, actor, resource or payload. Nothing was written."""
+
+
+class PayloadError(EventError):
+    """The payload is not a JSON object of allowed size and types."""
+
+
+class LedgerError(GraceError):
+    """The ledger cannot complete an operation."""
+
+
+class ChainBrokenError(LedgerError):
+    """Verification found the first event whose stored form does not match the chain."""
+
+
+class ProofError(GraceError):
+    """A Merkle proof does not verify or is malformed."""
+
+
+class SignatureError(GraceError):
+    """A signed checkpoint is malformed or its signature does not verify."""
+
+
+class LoopError(GraceError):
+    """A loop or the scheduler was asked for something it cannot do."""
+
+
+class MetricsError(GraceError):
+    """A metric is unknown, or a sample is malformed."""

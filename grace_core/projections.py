@@ -1,0 +1,65 @@
+"""Projections: engine tables kept up to date from the events that change them, in the same transaction."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fnmatch import translate
+
+import duckdb
+
+from .events import Event
+
+__all__ = ["Applier", "Projections", "topic_matcher"]
+
+Applier = Callable[[duckdb.DuckDBPyConnection, list[Event]], None]
+
+
+def topic_matcher(pattern: str) -> Callable[[str], bool]:
+    """Glob over topics: ``*`` matches any run of characters (dots included), ``?`` one character."""
+    match = re.compile(translate(pattern)).match
+    return lambda topic: match(topic) is not None
+
+
+@dataclass(frozen=True)
+class _Projection:
+    name: str
+    pattern: str
+    applier: Applier
+    tables: tuple[str, ...]
+    matches: Callable[[str], bool]
+
+
+class Projections:
+    """The registry every engine adds its projection to; replay runs the same appliers."""
+
+    def __init__(self) -> None:
+        self._items: list[_Projection] = []
+        self._by_topic: dict[str, list[_Projection]] = {}
+
+    def register(self, name: str, pattern: str, applier: Applier, *, tables: Sequence[str]) -> None:
+        if any(p.name == name for p in self._items):
+            raise ValueError(f"projection {name!r} is registered already")
+        self._items.append(_Projection(name, pattern, applier, tuple(tables), topic_matcher(pattern)))
+        self._by_topic.clear()
+
+    @property
+    def tables(self) -> list[str]:
+        return [t for p in self._items for t in p.tables]
+
+    def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
+        """Hand each applier its events, in ledger order. Runs inside the ledger's write transaction."""
+        batches: dict[str, list[Event]] = {}
+        for event in events:
+            targets = self._by_topic.get(event.topic)
+            if targets is None:
+                targets = self._by_topic[event.topic] = [p for p in self._items if p.matches(event.topic)]
+            for projection in targets:
+                batches.setdefault(projection.name, []).append(event)
+        if not batches:
+            return
+        for projection in self._items:
+            selected = batches.get(projection.name)
+            if selected:
+                projection.applier(con, selected)
