@@ -99,7 +99,9 @@ class Causal:
         df = pd.concat(frames).drop_duplicates("id")
         g: nx.DiGraph = nx.DiGraph()
         for row in df.itertuples(index=False):
-            g.add_node(row.id, seq=int(row.seq), topic=row.topic, actor=row.actor, label=f"{row.seq} {row.topic}")
+            g.add_node(
+                row.id, seq=int(row.seq), topic=row.topic, actor=row.actor, label=f"{row.seq} {row.topic}"
+            )
         for row in df.itertuples(index=False):
             if isinstance(row.parent_id, str) and row.parent_id in g:
                 g.add_edge(row.parent_id, row.id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -65,12 +66,22 @@ def canonical_json(payload: Mapping[str, Any] | None, *, limit: int = MAX_PAYLOA
     return text
 
 
+def _shown(value: object, limit: int = 60) -> str:
+    """repr() for an error message, cut short: a megabyte of bad input must not become a megabyte of error."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}...{size}"
+
+
 def check_topic(topic: str) -> str:
-    if topic in _valid_topics:
-        return topic
+    with contextlib.suppress(TypeError):  # unhashable input is not a topic; say so below
+        if topic in _valid_topics:
+            return topic
     if not isinstance(topic, str) or len(topic) > 200 or not _TOPIC.match(topic):
         raise EventError(
-            f"bad topic {topic!r}: use dot-separated lower-case words of letters, digits and '_' "
+            f"bad topic {_shown(topic)}: use dot-separated lower-case words of letters, digits and '_' "
             "(e.g. 'chat.message.received'), at most 200 characters"
         )
     if len(_valid_topics) < 100_000:
@@ -83,10 +94,14 @@ def check_name(kind: str, value: str | None, *, required: bool) -> str | None:
         if required:
             raise EventError(f"an event needs an {kind}")
         return None
-    if value in _valid_names:
-        return value
+    with contextlib.suppress(TypeError):  # unhashable input is not a name; say so below
+        if value in _valid_names:
+            return value
     if not isinstance(value, str) or not value or len(value) > 1000 or _CONTROL.search(value):
-        raise EventError(f"bad {kind} {value!r}: a non-empty string of at most 1000 characters, no control characters")
+        raise EventError(
+            f"bad {kind} {_shown(value)}: a non-empty string of at most 1000 characters, "
+            "no control characters"
+        )
     if len(_valid_names) < 100_000:
         _valid_names.add(value)
     return value
@@ -100,15 +115,22 @@ NULL = "\x1e"
 
 
 def record_bytes(
-    seq: int, id: str, ts_us: int, topic: str, actor: str, resource: str | None,
-    payload: str, parent_id: str | None, correlation_id: str,
+    seq: int,
+    id: str,
+    ts_us: int,
+    topic: str,
+    actor: str,
+    resource: str | None,
+    payload: str,
+    parent_id: str | None,
+    correlation_id: str,
 ) -> bytes:
     """Canonical bytes of one event: what the chain hashes and the Merkle tree takes as a leaf."""
     return (
         f"grace.event.v1\x1f{seq}\x1f{id}\x1f{ts_us}\x1f{topic}\x1f{actor}\x1f"
         f"{NULL if resource is None else resource}\x1f{NULL if parent_id is None else parent_id}\x1f"
         f"{correlation_id}\x1f{payload}"
-    ).encode("utf-8")
+    ).encode()
 
 
 # The same bytes as record_bytes(), built by DuckDB for a whole table at once.
@@ -158,15 +180,29 @@ class Event(NamedTuple):
 
     def record(self) -> bytes:
         return record_bytes(
-            self.seq, self.id, self.ts_us, self.topic, self.actor, self.resource,
-            self.payload_json, self.parent_id, self.correlation_id,
+            self.seq,
+            self.id,
+            self.ts_us,
+            self.topic,
+            self.actor,
+            self.resource,
+            self.payload_json,
+            self.parent_id,
+            self.correlation_id,
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "id": self.id, "ts": self.ts.isoformat(), "topic": self.topic, "actor": self.actor,
-            "resource": self.resource, "payload": self.payload, "parent_id": self.parent_id,
-            "correlation_id": self.correlation_id, "hash": self.hash.hex(),
+            "seq": self.seq,
+            "id": self.id,
+            "ts": self.ts.isoformat(),
+            "topic": self.topic,
+            "actor": self.actor,
+            "resource": self.resource,
+            "payload": self.payload,
+            "parent_id": self.parent_id,
+            "correlation_id": self.correlation_id,
+            "hash": self.hash.hex(),
         }
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -14,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import merkle
-from .errors import LedgerError, ReadOnlyError
+from .errors import LedgerError, ReadOnlyError, SignatureError
 from .events import GENESIS_HASH, NULL, RECORD_SQL, Draft, Event
 from .projections import Projections
 
@@ -24,14 +25,26 @@ if TYPE_CHECKING:
 __all__ = ["InclusionProof", "Ledger", "VerifyReport"]
 
 _EVENT_COLUMNS = (
-    "seq, id, epoch_us(ts) AS ts_us, topic, actor, resource, payload, parent_id, correlation_id, prev_hash, hash"
+    "seq, id, epoch_us(ts) AS ts_us, topic, actor, resource, payload, parent_id, correlation_id, "
+    "prev_hash, hash"
 )
-_ARROW_SCHEMA = pa.schema([
-    ("seq", pa.int64()), ("id", pa.string()), ("ts", pa.timestamp("us", tz="UTC")), ("topic", pa.string()),
-    ("actor", pa.string()), ("resource", pa.string()), ("payload", pa.string()), ("parent_id", pa.string()),
-    ("correlation_id", pa.string()), ("prev_hash", pa.binary()), ("hash", pa.binary()),
-])
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("seq", pa.int64()),
+        ("id", pa.string()),
+        ("ts", pa.timestamp("us", tz="UTC")),
+        ("topic", pa.string()),
+        ("actor", pa.string()),
+        ("resource", pa.string()),
+        ("payload", pa.string()),
+        ("parent_id", pa.string()),
+        ("correlation_id", pa.string()),
+        ("prev_hash", pa.binary()),
+        ("hash", pa.binary()),
+    ]
+)
 CommitListener = Callable[[list[Event]], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -47,7 +60,9 @@ class VerifyReport:
 
     def __str__(self) -> str:
         if self.ok:
-            return f"ledger intact: {self.size} events, {self.checkpoints_checked} signed checkpoints match"
+            n = self.checkpoints_checked
+            checked = f"{n} signed checkpoint matches" if n == 1 else f"{n} signed checkpoints match"
+            return f"ledger intact: {self.size} events, {checked}"
         return f"ledger broken at seq {self.first_bad_seq}: {self.reason}"
 
 
@@ -64,8 +79,12 @@ class InclusionProof:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "seq": self.seq, "index": self.index, "size": self.size, "leaf": self.leaf.decode("utf-8"),
-            "path": [h.hex() for h in self.path], "checkpoint": self.checkpoint,
+            "seq": self.seq,
+            "index": self.index,
+            "size": self.size,
+            "leaf": self.leaf.decode("utf-8"),
+            "path": [h.hex() for h in self.path],
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -136,7 +155,9 @@ class Ledger:
         return [_row_event(r) for r in self.reader().execute(sql, params).fetchall()]
 
     def get(self, event_id: str) -> Event:
-        row = self.reader().execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", [event_id]).fetchone()
+        row = (
+            self.reader().execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE id = ?", [event_id]).fetchone()
+        )
         if row is None:
             raise LedgerError(f"no event with id {event_id!r}")
         return _row_event(row)
@@ -203,6 +224,30 @@ class Ledger:
         return ticket.events
 
     def _write_batch(self, batch: list[_Ticket]) -> None:
+        try:
+            events, cursors, seq, prev = self._chain(batch)
+            self._transaction(events, cursors)
+        except BaseException as exc:
+            # Every ticket in the batch gets the error (nothing was written); none may be left waiting.
+            for ticket in batch:
+                ticket.events = []
+                ticket.error = exc
+                ticket.done = True
+            if not isinstance(exc, Exception):
+                raise
+            return
+        with self._cv:
+            self._head_seq, self._head_hash = seq, prev
+            for ticket in batch:
+                ticket.done = True
+        if events:
+            for listener in self._listeners:
+                try:
+                    listener(events)
+                except Exception:  # the events are durable: a listener's bug must not fail their publisher
+                    log.exception("commit listener %r failed", listener)
+
+    def _chain(self, batch: list[_Ticket]) -> tuple[list[Event], dict[str, int], int, bytes]:
         seq, prev = self._head_seq, self._head_hash
         events: list[Event] = []
         cursors: dict[str, int] = {}
@@ -212,32 +257,34 @@ class Ledger:
             for d in ticket.drafts:
                 seq += 1
                 # record_bytes() inlined: this loop is the append hot path.
-                digest = sha(prev + (
-                    f"grace.event.v1\x1f{seq}\x1f{d.id}\x1f{d.ts_us}\x1f{d.topic}\x1f{d.actor}\x1f"
-                    f"{NULL if d.resource is None else d.resource}\x1f{NULL if d.parent_id is None else d.parent_id}"
-                    f"\x1f{d.correlation_id}\x1f{d.payload_json}"
-                ).encode()).digest()
-                out.append(Event(seq, d.id, d.ts_us, d.topic, d.actor, d.resource, d.payload_json, d.parent_id,
-                                 d.correlation_id, prev, digest))
+                digest = sha(
+                    prev
+                    + (
+                        f"grace.event.v1\x1f{seq}\x1f{d.id}\x1f{d.ts_us}\x1f{d.topic}\x1f{d.actor}\x1f"
+                        f"{NULL if d.resource is None else d.resource}\x1f"
+                        f"{NULL if d.parent_id is None else d.parent_id}\x1f{d.correlation_id}\x1f{d.payload_json}"
+                    ).encode()
+                ).digest()
+                out.append(
+                    Event(
+                        seq,
+                        d.id,
+                        d.ts_us,
+                        d.topic,
+                        d.actor,
+                        d.resource,
+                        d.payload_json,
+                        d.parent_id,
+                        d.correlation_id,
+                        prev,
+                        digest,
+                    )
+                )
                 prev = digest
             events.extend(out)
             if ticket.cursors:
                 cursors.update(ticket.cursors)
-        try:
-            self._transaction(events, cursors)
-        except Exception as exc:  # noqa: BLE001 - every ticket in the batch gets the error, none is lost silently
-            for ticket in batch:
-                ticket.events = []
-                ticket.error = exc
-                ticket.done = True
-            return
-        with self._cv:
-            self._head_seq, self._head_hash = seq, prev
-            for ticket in batch:
-                ticket.done = True
-        if events:
-            for listener in self._listeners:
-                listener(events)
+        return events, cursors, seq, prev
 
     def _transaction(self, events: list[Event], cursors: Mapping[str, int]) -> None:
         con = self._write
@@ -274,7 +321,11 @@ class Ledger:
             while seq < total:
                 batch = source.events(since=seq, until=total, limit=chunk)
                 for ev in batch:
-                    if ev.seq != seq + 1 or ev.prev_hash != prev or hashlib.sha256(prev + ev.record()).digest() != ev.hash:
+                    if (
+                        ev.seq != seq + 1
+                        or ev.prev_hash != prev
+                        or hashlib.sha256(prev + ev.record()).digest() != ev.hash
+                    ):
                         raise LedgerError(f"the source ledger is broken at seq {seq + 1}; verify it first")
                     seq, prev = ev.seq, ev.hash
                 with self._cv:
@@ -292,7 +343,9 @@ class Ledger:
         return int(row[0]) if row else 0
 
     # -- verification ----------------------------------------------------------------------------------------
-    def records(self, *, since: int = 0, until: int | None = None, chunk: int = 100_000) -> Iterator[pa.RecordBatch]:
+    def records(
+        self, *, since: int = 0, until: int | None = None, chunk: int = 100_000
+    ) -> Iterator[pa.RecordBatch]:
         """Record batches of (seq, record, prev_hash, hash) in ledger order, the record rebuilt from the columns."""
         sql = f"SELECT seq, {RECORD_SQL} AS record, prev_hash, hash FROM events WHERE seq > ?"
         params: list[Any] = [since]
@@ -313,7 +366,8 @@ class Ledger:
         the (verified) hash at its size, so a rewritten or truncated tail is caught too.
         """
         started = time.perf_counter()
-        bar = _progress(total=self.head[0], desc="verify", enabled=progress)
+        committed = self.head[0]  # read before the scan: every event counted here is visible to it
+        bar = _progress(total=committed, desc="verify", enabled=progress)
         try:
             size, bad_at, why = self._check_links()
         finally:
@@ -322,32 +376,71 @@ class Ledger:
                 bar.close()
         if bad_at is not None:
             return self._report(False, bad_at - 1, bad_at, why, started)
-        checkpoints = self._checkpoint_rows()
-        for cp_size, chain_hash, _note in checkpoints:
+        if size < committed:
+            # A deleted tail leaves a consistent chain; this process still knows how long it was.
+            why = f"ledger truncated: {committed} events were committed, only {size} remain"
+            return self._report(False, size, size + 1, why, started)
+        try:
+            checkpoints = self._signed_checkpoints()
+        except SignatureError as exc:
+            return self._report(False, size, size + 1, str(exc), started)
+        for cp_size, chain_hash in checkpoints:
             if cp_size > size:
-                return self._report(False, size, size + 1, f"ledger truncated: a signed checkpoint covers "
-                                    f"{cp_size} events, only {size} remain", started)
+                return self._report(
+                    False,
+                    size,
+                    size + 1,
+                    f"ledger truncated: a signed checkpoint covers {cp_size} events, only {size} remain",
+                    started,
+                )
             if self.chain_hash(cp_size) != chain_hash:
-                return self._report(False, size, cp_size, f"the chain differs from the checkpoint of size {cp_size}",
-                                    started)
-        return VerifyReport(True, size, checkpoints_checked=len(checkpoints), seconds=time.perf_counter() - started)
+                why = f"the chain differs from the checkpoint of size {cp_size} (signed)"
+                return self._report(False, size, cp_size, why, started)
+        return VerifyReport(
+            True, size, checkpoints_checked=len(checkpoints), seconds=time.perf_counter() - started
+        )
+
+    def _signed_checkpoints(self) -> list[tuple[int, bytes]]:
+        """(size, chain hash) of every recorded checkpoint, read from its signed note, never from columns."""
+        cur = self.reader()
+        keys = [str(r[0]) for r in cur.execute("SELECT verifier_key FROM signing_keys").fetchall()]
+        out = []
+        for (note,) in cur.execute("SELECT note FROM checkpoints ORDER BY size").fetchall():
+            cp = None
+            for key in keys:
+                try:
+                    cp = merkle.open_checkpoint(str(note), verifier_key=key)
+                    break
+                except SignatureError:
+                    continue
+            if cp is None:
+                raise SignatureError("a recorded checkpoint is not signed by any key on the ledger")
+            chain = [e.split(" ", 1)[1] for e in cp.extensions if e.startswith("chain ")]
+            if len(chain) != 1:
+                raise SignatureError(f"the signed checkpoint of size {cp.size} has no chain line")
+            out.append((cp.size, bytes.fromhex(chain[0])))
+        return out
 
     def _check_links(self) -> tuple[int, int | None, str]:
         """(events, first bad seq or None, why). A fast parallel pass; a precise ordered pass only if broken."""
         cur = self.reader()
-        row = cur.execute(f"""
+        row = cur.execute(
+            f"""
             SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0),
                    min(seq) FILTER (WHERE sha256(prev_hash || {RECORD_SQL}) IS DISTINCT FROM lower(hex(hash))
                                     OR resource = chr(30) OR parent_id = chr(30)),
                    (SELECT min(a.seq) FROM events a LEFT JOIN events b ON b.seq = a.seq - 1
                     WHERE a.prev_hash IS DISTINCT FROM (CASE WHEN a.seq = 1 THEN ?::BLOB ELSE b.hash END))
-            FROM events""", [GENESIS_HASH]).fetchone()
+            FROM events""",
+            [GENESIS_HASH],
+        ).fetchone()
         assert row is not None
         count, distinct, top, altered, unlinked = row
         if count == distinct == top and altered is None and unlinked is None:
             return int(count), None, ""
         # Something is wrong: find the first bad row in ledger order, and say what is wrong with it.
-        bad = cur.execute(f"""
+        bad = cur.execute(
+            f"""
             SELECT pos, seq, prev_hash IS DISTINCT FROM link,
                    sha256(prev_hash || {RECORD_SQL}) IS DISTINCT FROM lower(hex(hash))
             FROM (SELECT *, row_number() OVER w AS pos, lag(hash, 1, ?::BLOB) OVER w AS link
@@ -355,14 +448,17 @@ class Ledger:
             WHERE seq IS DISTINCT FROM pos OR prev_hash IS DISTINCT FROM link
                OR resource = chr(30) OR parent_id = chr(30)
                OR sha256(prev_hash || {RECORD_SQL}) IS DISTINCT FROM lower(hex(hash))
-            ORDER BY pos LIMIT 1""", [GENESIS_HASH]).fetchone()
+            ORDER BY pos LIMIT 1""",
+            [GENESIS_HASH],
+        ).fetchone()
         if bad is None:
             return int(count), int(count) + 1, "the ledger ends early"
         pos, seq, unlinked_row, altered_row = int(bad[0]), bad[1], bool(bad[2]), bool(bad[3])
         if seq is None or seq > pos:
             why = f"event {pos} is missing"
         elif seq < pos:
-            why = f"event {seq} appears twice or out of order"
+            # Ordered by seq, a seq below its position is a repeat: name the repeated seq, not the row after.
+            return int(count), int(seq), f"event {seq} appears twice"
         elif altered_row:
             why = "contents do not match the hash"
         elif unlinked_row:
@@ -372,13 +468,8 @@ class Ledger:
         return int(count), pos, why
 
     @staticmethod
-    def _report(
-ok: bool, size: int, seq: int, reason: str, started: float) -> VerifyReport:
+    def _report(ok: bool, size: int, seq: int, reason: str, started: float) -> VerifyReport:
         return VerifyReport(ok, size, seq, reason, seconds=time.perf_counter() - started)
-
-    def _checkpoint_rows(self) -> list[tuple[int, bytes, str]]:
-        rows = self.reader().execute("SELECT size, chain_hash, note FROM checkpoints ORDER BY size").fetchall()
-        return [(int(s), bytes(c), str(n)) for s, c, n in rows]
 
     # -- Merkle tree, checkpoints, proofs ----------------------------------------------------------------------
     def merkle_tree(self, size: int | None = None) -> merkle.MerkleTree:
@@ -406,7 +497,10 @@ ok: bool, size: int, seq: int, reason: str, started: float) -> VerifyReport:
         size = self.head[0] if size is None else size
         tree = self.merkle_tree(size)
         return merkle.Checkpoint(
-            origin=origin, size=size, root=tree.root(size), extensions=(f"chain {self.chain_hash(size).hex()}",)
+            origin=origin,
+            size=size,
+            root=tree.root(size),
+            extensions=(f"chain {self.chain_hash(size).hex()}",),
         )
 
     def inclusion_proof(self, seq: int, *, checkpoint: str, size: int) -> InclusionProof:
@@ -414,7 +508,9 @@ ok: bool, size: int, seq: int, reason: str, started: float) -> VerifyReport:
             raise LedgerError(f"seq {seq} is not covered by a checkpoint of size {size}")
         tree = self.merkle_tree(size)
         leaf = self.at(seq).record()
-        return InclusionProof(seq, leaf, seq - 1, size, tuple(tree.inclusion_proof(seq - 1, size)), checkpoint)
+        return InclusionProof(
+            seq, leaf, seq - 1, size, tuple(tree.inclusion_proof(seq - 1, size)), checkpoint
+        )
 
     def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         return self.merkle_tree(new_size).consistency_proof(old_size, new_size)
@@ -422,7 +518,9 @@ ok: bool, size: int, seq: int, reason: str, started: float) -> VerifyReport:
 
 def _row_event(row: tuple[Any, ...]) -> Event:
     seq, id_, ts_us, topic, actor, resource, payload, parent, corr, prev, h = row
-    return Event(int(seq), id_, int(ts_us), topic, actor, resource, payload, parent, corr, bytes(prev), bytes(h))
+    return Event(
+        int(seq), id_, int(ts_us), topic, actor, resource, payload, parent, corr, bytes(prev), bytes(h)
+    )
 
 
 def _arrow(events: list[Event]) -> pa.Table:

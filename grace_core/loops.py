@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 
 from .clock import ManualClock
-from .errors import LoopError
-from .events import Event, canonical_json
+from .errors import LoopError, PayloadError
+from .events import Event, canonical_json, is_finite_number
 from .mesh import Message
 from .projections import topic_matcher
 
@@ -100,9 +100,11 @@ class Scheduler:
         loop = self[name]
         if key not in loop.params:
             raise LoopError(f"loop {name!r} has no parameter {key!r}; it has {', '.join(loop.params)}")
-        row = self.ledger.reader().execute(
-            "SELECT value FROM loop_params WHERE loop = ? AND name = ?", [name, key]
-        ).fetchone()
+        row = (
+            self.ledger.reader()
+            .execute("SELECT value FROM loop_params WHERE loop = ? AND name = ?", [name, key])
+            .fetchone()
+        )
         return json.loads(row[0]) if row else loop.params[key]
 
     def params_of(self, name: str) -> dict[str, Any]:
@@ -113,12 +115,19 @@ class Scheduler:
         old = self.param(name, key)
         default = self[name].params[key]
         if isinstance(default, int | float) and not isinstance(default, bool):
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            if not is_finite_number(value) or value <= 0:  # NaN and inf would stall or spin the schedule
                 raise LoopError(f"{name}.{key} must be a positive number, not {value!r}")
-        canonical_json({"v": value})  # fail early on values that cannot be stored
+            if isinstance(default, int) and key != "interval" and not float(value).is_integer():
+                raise LoopError(f"{name}.{key} must be a whole number, not {value!r}")  # e.g. a batch size
+        try:
+            canonical_json({"v": value})  # fail early on values that cannot be stored
+        except PayloadError as exc:
+            raise LoopError(f"{name}.{key} cannot be stored: {exc}") from exc
         event = self.mesh.publish(
-            "loop.param_changed", {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
-            actor=actor, resource=f"loop:{name}",
+            "loop.param_changed",
+            {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
+            actor=actor,
+            resource=f"loop:{name}",
         )
         status = self._status[name]
         if key == "interval" and status.last_tick is not None:
@@ -136,7 +145,9 @@ class Scheduler:
             status.next_due = self.clock.time()
             if not isinstance(self.clock, ManualClock):
                 stop = threading.Event()
-                thread = threading.Thread(target=self._live, args=(n, stop), name=f"grace-loop-{n}", daemon=True)
+                thread = threading.Thread(
+                    target=self._live, args=(n, stop), name=f"grace-loop-{n}", daemon=True
+                )
                 self._threads[n] = (thread, stop)
                 thread.start()
 
@@ -160,8 +171,12 @@ class Scheduler:
     def _set_state(self, name: str, state: str, actor: str | None) -> None:
         old = self._status[name].state
         self._status[name].state = state
-        self.mesh.publish(f"loop.{_VERB[state]}", {"loop": name, "from": old},
-                          actor=actor or self.actor, resource=f"loop:{name}")
+        self.mesh.publish(
+            f"loop.{_VERB[state]}",
+            {"loop": name, "from": old},
+            actor=actor or self.actor,
+            resource=f"loop:{name}",
+        )
 
     def _join(self, name: str, timeout: float) -> None:
         entry = self._threads.pop(name, None)
@@ -190,25 +205,40 @@ class Scheduler:
             batch = int(self.param(name, "batch_size")) if "batch_size" in loop.params else 10_000
             fetched = self.ledger.events(since=cursor, until=head, limit=batch)
             matchers = [topic_matcher(p) for p in loop.topics]
-            events = [e for e in fetched if not e.topic.startswith("loop.") and any(m(e.topic) for m in matchers)]
+            events = [
+                e for e in fetched if not e.topic.startswith("loop.") and any(m(e.topic) for m in matchers)
+            ]
             to_seq = fetched[-1].seq if fetched else cursor
             try:
                 summary = dict(loop.process(events, self) or {}) if events else {}
             except Exception as exc:
                 status.errors += 1
                 status.last_error = f"{type(exc).__name__}: {exc}"
-                self.mesh.publish("loop.failed", {"loop": name, "error": status.last_error[:2000],
-                                                  "cursor": cursor}, actor=self.actor, resource=f"loop:{name}")
+                self.mesh.publish(
+                    "loop.failed",
+                    {"loop": name, "error": status.last_error[:2000], "cursor": cursor},
+                    actor=self.actor,
+                    resource=f"loop:{name}",
+                )
                 raise
             finally:
                 status.last_tick = self.clock.time()
                 status.next_due = status.last_tick + float(self.param(name, "interval"))
             status.ticks += 1
             status.last_error = None
-            payload = {"loop": name, "processed": len(events), "from_seq": cursor, "to_seq": to_seq,
-                       "lag": max(0, head - to_seq), **summary}
-            self.mesh.publish_many([Message("loop.ticked", payload, f"loop:{name}")], actor=self.actor,
-                                   cursors={f"loop:{name}": to_seq})
+            payload = {
+                "loop": name,
+                "processed": len(events),
+                "from_seq": cursor,
+                "to_seq": to_seq,
+                "lag": max(0, head - to_seq),
+                **summary,
+            }
+            self.mesh.publish_many(
+                [Message("loop.ticked", payload, f"loop:{name}")],
+                actor=self.actor,
+                cursors={f"loop:{name}": to_seq},
+            )
             return len(events)
 
     def run_for(self, *, seconds: float = 0.0, minutes: float = 0.0, hours: float = 0.0) -> int:
@@ -217,12 +247,17 @@ class Scheduler:
         Deterministic: loops due at the same instant tick in registration order. Returns the number of ticks.
         """
         if not isinstance(self.clock, ManualClock):
-            raise LoopError("run_for needs a workspace opened with a ManualClock; on a live clock use start()")
+            raise LoopError(
+                "run_for needs a workspace opened with a ManualClock; on a live clock use start()"
+            )
         end = self.clock.time() + seconds + 60 * minutes + 3600 * hours
         ticks = 0
         while True:
-            due = [(s.next_due, i, n) for i, (n, s) in enumerate(self._status.items())
-                   if s.state == "running" and s.next_due is not None and s.next_due <= end]
+            due = [
+                (s.next_due, i, n)
+                for i, (n, s) in enumerate(self._status.items())
+                if s.state == "running" and s.next_due is not None and s.next_due <= end
+            ]
             if not due:
                 break
             when, _, name = min(due)
@@ -263,12 +298,21 @@ class Scheduler:
         for name, s in self._status.items():
             cursor = self.cursor(name)
             thread = self._threads.get(name)
-            rows.append({
-                "loop": name, "state": s.state, "cursor": cursor, "lag": head - cursor, "ticks": s.ticks,
-                "errors": s.errors, "alive": bool(thread and thread[0].is_alive()) or isinstance(self.clock, ManualClock),
-                "last_tick": _ts(s.last_tick), "next_due": _ts(s.next_due), "last_error": s.last_error,
-                **{f"param.{k}": v for k, v in self.params_of(name).items()},
-            })
+            rows.append(
+                {
+                    "loop": name,
+                    "state": s.state,
+                    "cursor": cursor,
+                    "lag": head - cursor,
+                    "ticks": s.ticks,
+                    "errors": s.errors,
+                    "alive": bool(thread and thread[0].is_alive()) or isinstance(self.clock, ManualClock),
+                    "last_tick": _ts(s.last_tick),
+                    "next_due": _ts(s.next_due),
+                    "last_error": s.last_error,
+                    **{f"param.{k}": v for k, v in self.params_of(name).items()},
+                }
+            )
         return pd.DataFrame(rows)
 
     def state(self, name: str) -> LoopStatus:

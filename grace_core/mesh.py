@@ -15,9 +15,9 @@ thread once the outermost publish has committed, breadth-first, so the same inpu
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,7 +100,12 @@ class Mesh:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.max_payload_bytes = max_payload_bytes
-        self._rng = random.Random(seed) if seed is not None else None
+        # Ids come from a PRNG: ids must be unique, not unguessable, and uuid4() costs a system call each.
+        # Seeded, they repeat run to run and continue from the ledger head, so reopening with the same seed
+        # never reuses an id; unseeded, the generator starts from 256 random bits.
+        head_seq, head_hash = ledger.head
+        basis = f"{seed}:{head_seq}:{head_hash.hex()}" if seed is not None else os.urandom(32)
+        self._rng = random.Random(basis)  # noqa: S311 - ids, not secrets
         self._subs: list[Subscription] = []
         self._by_topic: dict[str, list[Subscription]] = {}
         self._lock = threading.RLock()
@@ -115,11 +120,9 @@ class Mesh:
 
     # -- publishing ------------------------------------------------------------------------------------------
     def new_id(self) -> str:
-        """A fresh event id: random, or from the workspace seed so that runs repeat exactly."""
-        if self._rng is None:
-            return str(uuid.uuid4())
+        """A fresh event id (RFC 4122 version 4 layout): random, or from the workspace seed."""
         bits = self._rng.getrandbits(128)  # one C call: atomic under the GIL
-        # RFC 4122 version 4 layout, formatted by hand: uuid.UUID() costs a microsecond per event.
+        # Formatted by hand: uuid.UUID() costs a microsecond per event.
         h = f"{(bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48):032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
@@ -131,8 +134,14 @@ class Mesh:
         event_id = self.new_id()
         cause = message.cause
         return Draft(
-            event_id, round(self.clock.time() * 1_000_000), message.topic, actor, message.resource, payload,
-            cause.id if cause else None, cause.correlation_id if cause else event_id,
+            event_id,
+            round(self.clock.time() * 1_000_000),
+            message.topic,
+            actor,
+            message.resource,
+            payload,
+            cause.id if cause else None,
+            cause.correlation_id if cause else event_id,
         )
 
     def publish(
@@ -233,10 +242,12 @@ class Mesh:
         if not sub.durable:
             with self._lock:
                 return sub._pending[0] if sub._pending else None
-        head = self.ledger.head[0]
-        if sub._scanned >= head:
-            return None
         if not sub._pending:
+            # Fetched events are served before asking whether the ledger has more: ``_scanned`` already
+            # counts the fetched page, so checking it first would strand all but one event of a catch-up.
+            head = self.ledger.head[0]
+            if sub._scanned >= head:
+                return None
             page = self.ledger.events(since=sub.cursor, topic=sub.pattern, until=head, limit=500)
             sub._pending.extend(page)
             sub._scanned = page[-1].seq if len(page) == 500 else head
@@ -279,10 +290,19 @@ class Mesh:
             return
         with handling(event):
             self.publish_many(
-                [Message("mesh.delivery_failed", {
-                    "subscriber": sub.name, "event_id": event.id, "event_seq": event.seq, "topic": event.topic,
-                    "attempts": self.max_attempts, "error": error[:2000],
-                })],
+                [
+                    Message(
+                        "mesh.delivery_failed",
+                        {
+                            "subscriber": sub.name,
+                            "event_id": event.id,
+                            "event_seq": event.seq,
+                            "topic": event.topic,
+                            "attempts": self.max_attempts,
+                            "error": error[:2000],
+                        },
+                    )
+                ],
                 actor="mesh",
             )
 
@@ -390,7 +410,9 @@ class Mesh:
         for row in df.itertuples(index=False):
             sub = by_name.get(row.subscriber)
             if sub is None:
-                log.warning("dead letter %s: subscriber %s is not subscribed now", row.event_id, row.subscriber)
+                log.warning(
+                    "dead letter %s: subscriber %s is not subscribed now", row.event_id, row.subscriber
+                )
                 continue
             event = self.ledger.get(row.failed_event_id)
             try:
@@ -400,8 +422,11 @@ class Mesh:
                 log.warning("dead letter %s still fails: %s", row.event_id, exc)
                 continue
             with handling(event):
-                self.publish("mesh.dead_letter_replayed", {"dead_letter": row.event_id,
-                                                           "subscriber": row.subscriber}, actor="mesh")
+                self.publish(
+                    "mesh.dead_letter_replayed",
+                    {"dead_letter": row.event_id, "subscriber": row.subscriber},
+                    actor="mesh",
+                )
             done += 1
         return done
 
@@ -413,8 +438,16 @@ def apply_dead_letters(con: Any, events: list[Event]) -> None:
         if e.topic == "mesh.delivery_failed":
             con.execute(
                 "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), NULL)",
-                [e.id, p["event_id"], p["event_seq"], p["topic"], p["subscriber"], p["attempts"], p["error"],
-                 e.ts_us],
+                [
+                    e.id,
+                    p["event_id"],
+                    p["event_seq"],
+                    p["topic"],
+                    p["subscriber"],
+                    p["attempts"],
+                    p["error"],
+                    e.ts_us,
+                ],
             )
         elif e.topic == "mesh.dead_letter_replayed":
             con.execute(

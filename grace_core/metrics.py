@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["DerivedMetric", "Metrics"]
 
 KINDS = ("counter", "gauge", "histogram")
+_METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*\Z")
 DEFAULT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -47,12 +50,23 @@ class DerivedMetric:
 
 BUILTIN = (
     DerivedMetric("grace_events_total", "counter", "*", "Events appended to the ledger, by topic."),
-    DerivedMetric("grace_delivery_failures_total", "counter", "mesh.delivery_failed",
-                  "Deliveries that became dead letters, by subscriber.", label="subscriber"),
+    DerivedMetric(
+        "grace_delivery_failures_total",
+        "counter",
+        "mesh.delivery_failed",
+        "Deliveries that became dead letters, by subscriber.",
+        label="subscriber",
+    ),
     DerivedMetric("grace_loop_ticks_total", "counter", "loop.ticked", "Loop ticks, by loop.", label="loop"),
-    DerivedMetric("grace_loop_lag_events", "histogram", "loop.ticked",
-                  "Events behind the ledger head at the end of each tick, by loop.", value="lag", label="loop",
-                  buckets=(0, 1, 10, 100, 1_000, 10_000, 100_000)),
+    DerivedMetric(
+        "grace_loop_lag_events",
+        "histogram",
+        "loop.ticked",
+        "Events behind the ledger head at the end of each tick, by loop.",
+        value="lag",
+        label="loop",
+        buckets=(0, 1, 10, 100, 1_000, 10_000, 100_000),
+    ),
 )
 
 
@@ -74,14 +88,22 @@ class Metrics:
 
     # -- recording -------------------------------------------------------------------------------------------
     def record(
-        self, name: str, value: float, *, kind: str = "gauge", labels: Mapping[str, str] | None = None,
+        self,
+        name: str,
+        value: float,
+        *,
+        kind: str = "gauge",
+        labels: Mapping[str, str] | None = None,
         actor: str = "metrics",
     ) -> Event:
         """Record one sample (a gauge reading, a counter increment or a histogram observation) as an event."""
         return self.record_many([(name, value, labels or {})], kind=kind, actor=actor)
 
     def record_many(
-        self, samples: Iterable[tuple[str, float, Mapping[str, str]]], *, kind: str = "gauge",
+        self,
+        samples: Iterable[tuple[str, float, Mapping[str, str]]],
+        *,
+        kind: str = "gauge",
         actor: str = "metrics",
     ) -> Event:
         """Record several samples of one kind in a single ``metrics.sampled`` event."""
@@ -89,13 +111,24 @@ class Metrics:
             raise MetricsError(f"kind is one of {', '.join(KINDS)}, not {kind!r}")
         rows = []
         for name, value, labels in samples:
-            if not isinstance(name, str) or not name.replace("_", "").replace(":", "").isalnum():
-                raise MetricsError(f"bad metric name {name!r}: letters, digits, '_' and ':' only")
+            if not isinstance(name, str) or not _METRIC_NAME.match(name):
+                raise MetricsError(
+                    f"bad metric name {name!r}: ASCII letters, digits, '_' and ':', "
+                    "not starting with a digit (a Prometheus name)"
+                )
+            for key in labels:
+                if not isinstance(key, str) or not _LABEL_NAME.match(key) or key.startswith("__"):
+                    raise MetricsError(
+                        f"bad label name {key!r} on {name}: ASCII letters, digits and "
+                        "'_', not starting with a digit or '__'"
+                    )
             if not is_finite_number(value):
                 raise MetricsError(f"metric {name} needs a finite number, not {value!r}")
             if name in self._derived:
                 raise MetricsError(f"{name} is derived from events; it cannot be recorded")
-            rows.append({"name": name, "value": float(value), "labels": {str(k): str(v) for k, v in labels.items()}})
+            rows.append(
+                {"name": name, "value": float(value), "labels": {str(k): str(v) for k, v in labels.items()}}
+            )
         if not rows:
             raise MetricsError("no samples to record")
         return self._mesh.publish("metrics.sampled", {"kind": kind, "samples": rows}, actor=actor)
@@ -107,7 +140,12 @@ class Metrics:
         return sorted(set(self._derived) | {r[0] for r in sampled})
 
     def series(
-        self, name: str, *, since: datetime | None = None, until: datetime | None = None, every: str = "1 minute"
+        self,
+        name: str,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        every: str = "1 minute",
     ) -> pd.DataFrame:
         """A metric over time, one row per time bucket and label set.
 
@@ -118,28 +156,38 @@ class Metrics:
         where, params = _window(since, until)
         if name in self._derived:
             m = self._derived[name]
-            base = (f"SELECT ts, {m.label_sql()} AS label, {m.value_sql()} AS value FROM events "
-                    f"WHERE topic GLOB ? {where}")
+            base = (
+                f"SELECT ts, {m.label_sql()} AS label, {m.value_sql()} AS value, seq AS ord FROM events "
+                f"WHERE topic GLOB ? {where}"
+            )
             params = [m.topic, *params]
             kind = m.kind
         else:
             kind = self._sampled_kind(name)
-            base = f"SELECT ts, labels AS label, value FROM metric_samples WHERE name = ? {where}"
+            # rowid is ledger order (the table is append-only, filled in commit order): it breaks ties
+            # between readings at one instant, which is every reading on a ManualClock that did not move.
+            base = (
+                f"SELECT ts, labels AS label, value, rowid AS ord FROM metric_samples WHERE name = ? {where}"
+            )
             params = [name, *params]
         if kind == "counter":
             agg = "count(*) AS count" if name in self._derived else "sum(value) AS count"
-            sql = (f"SELECT {bucket} AS ts, label, {agg} FROM ({base}) GROUP BY ALL ORDER BY ts, label")
+            sql = f"SELECT {bucket} AS ts, label, {agg} FROM ({base}) GROUP BY ALL ORDER BY ts, label"
             df = self._ledger.reader().execute(sql, params).df()
             df["total"] = df.groupby("label", dropna=False)["count"].cumsum()
         elif kind == "gauge":
-            sql = (f"SELECT {bucket} AS ts, label, arg_max(value, ts) AS last, min(value) AS min, "
-                   f"max(value) AS max, avg(value) AS mean FROM ({base}) GROUP BY ALL ORDER BY ts, label")
+            sql = (
+                f"SELECT {bucket} AS ts, label, arg_max(value, ord) AS last, min(value) AS min, "
+                f"max(value) AS max, avg(value) AS mean FROM ({base}) GROUP BY ALL ORDER BY ts, label"
+            )
             df = self._ledger.reader().execute(sql, params).df()
         else:
-            sql = (f"SELECT {bucket} AS ts, label, count(value) AS count, sum(value) AS sum, avg(value) AS mean, "
-                   f"quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.95) AS p95, "
-                   f"quantile_cont(value, 0.99) AS p99 FROM ({base}) WHERE value IS NOT NULL "
-                   f"GROUP BY ALL ORDER BY ts, label")
+            sql = (
+                f"SELECT {bucket} AS ts, label, count(value) AS count, sum(value) AS sum, avg(value) AS mean, "
+                f"quantile_cont(value, 0.5) AS p50, quantile_cont(value, 0.95) AS p95, "
+                f"quantile_cont(value, 0.99) AS p99 FROM ({base}) WHERE value IS NOT NULL "
+                f"GROUP BY ALL ORDER BY ts, label"
+            )
             df = self._ledger.reader().execute(sql, params).df()
         df.insert(0, "metric", name)
         return df
@@ -150,17 +198,24 @@ class Metrics:
         where, params = _window(since, until)
         cur = self._ledger.reader()
         for m in self._derived.values():
-            sql = (f"SELECT label, count(value), sum(value), quantile_cont(value, 0.5), quantile_cont(value, 0.99) "
-                   f"FROM (SELECT {m.label_sql()} AS label, {m.value_sql()} AS value FROM events "
-                   f"WHERE topic GLOB ? {where}) WHERE value IS NOT NULL GROUP BY ALL ORDER BY label")
+            sql = (
+                f"SELECT label, count(value), sum(value), quantile_cont(value, 0.5), quantile_cont(value, 0.99) "
+                f"FROM (SELECT {m.label_sql()} AS label, {m.value_sql()} AS value FROM events "
+                f"WHERE topic GLOB ? {where}) WHERE value IS NOT NULL GROUP BY ALL ORDER BY label"
+            )
             for label, count, total, p50, p99 in cur.execute(sql, [m.topic, *params]).fetchall():
                 row = {"metric": m.name, "kind": m.kind, "labels": _labels(m, label), "count": int(count)}
-                row.update({"value": float(count)} if m.kind == "counter" else
-                           {"value": total / count, "sum": total, "p50": p50, "p99": p99})
+                row.update(
+                    {"value": float(count)}
+                    if m.kind == "counter"
+                    else {"value": total / count, "sum": total, "p50": p50, "p99": p99}
+                )
                 rows.append(row)
-        sql = (f"SELECT name, any_value(kind), labels, count(*), sum(value), arg_max(value, ts), "
-               f"quantile_cont(value, 0.5), quantile_cont(value, 0.99) FROM metric_samples WHERE true {where} "
-               f"GROUP BY name, labels ORDER BY name, labels")
+        sql = (
+            f"SELECT name, any_value(kind), labels, count(*), sum(value), arg_max(value, rowid), "
+            f"quantile_cont(value, 0.5), quantile_cont(value, 0.99) FROM metric_samples WHERE true {where} "
+            f"GROUP BY name, labels ORDER BY name, labels"
+        )
         for name, kind, labels, count, total, last, p50, p99 in cur.execute(sql, params).fetchall():
             row = {"metric": name, "kind": kind, "labels": json.loads(labels), "count": int(count)}
             if kind == "counter":
@@ -178,16 +233,19 @@ class Metrics:
         cur = self._ledger.reader()
         for m in self._derived.values():
             lines += [f"# HELP {m.name} {m.help}", f"# TYPE {m.name} {m.kind}"]
-            src = (f"SELECT {m.label_sql()} AS label, {m.value_sql()} AS value FROM events WHERE topic GLOB ?")
+            src = f"SELECT {m.label_sql()} AS label, {m.value_sql()} AS value FROM events WHERE topic GLOB ?"
             key = "topic" if m.label is None else m.label
             if m.kind == "counter":
-                for label, n in cur.execute(f"SELECT label, count(*) FROM ({src}) GROUP BY 1 ORDER BY 1",
-                                            [m.topic]).fetchall():
+                for label, n in cur.execute(
+                    f"SELECT label, count(*) FROM ({src}) GROUP BY 1 ORDER BY 1", [m.topic]
+                ).fetchall():
                     lines.append(f"{m.name}{_prom_labels({key: label})} {n}")
                 continue
             cases = ", ".join(f"count(*) FILTER (WHERE value <= {b})" for b in m.buckets)
-            sql = (f"SELECT label, {cases}, count(*), sum(value) FROM ({src}) WHERE value IS NOT NULL "
-                   "GROUP BY 1 ORDER BY 1")
+            sql = (
+                f"SELECT label, {cases}, count(*), sum(value) FROM ({src}) WHERE value IS NOT NULL "
+                "GROUP BY 1 ORDER BY 1"
+            )
             for row in cur.execute(sql, [m.topic]).fetchall():
                 label, counts, n, total = row[0], row[1:-2], row[-2], row[-1]
                 for b, c in zip(m.buckets, counts, strict=True):
@@ -195,8 +253,10 @@ class Metrics:
                 lines.append(f"{m.name}_bucket{_prom_labels({key: label, 'le': '+Inf'})} {n}")
                 lines.append(f"{m.name}_sum{_prom_labels({key: label})} {_num(total)}")
                 lines.append(f"{m.name}_count{_prom_labels({key: label})} {n}")
-        sql = ("SELECT name, any_value(kind), labels, count(*), sum(value), arg_max(value, ts) FROM metric_samples "
-               "GROUP BY name, labels ORDER BY name, labels")
+        sql = (
+            "SELECT name, any_value(kind), labels, count(*), sum(value), arg_max(value, rowid) "
+            "FROM metric_samples GROUP BY name, labels ORDER BY name, labels"
+        )
         typed: set[str] = set()
         for name, kind, labels, n, total, last in cur.execute(sql).fetchall():
             prom_kind = "summary" if kind == "histogram" else kind
@@ -214,9 +274,11 @@ class Metrics:
         return "\n".join(lines) + "\n"
 
     def _sampled_kind(self, name: str) -> str:
-        row = self._ledger.reader().execute(
-            "SELECT any_value(kind) FROM metric_samples WHERE name = ?", [name]
-        ).fetchone()
+        row = (
+            self._ledger.reader()
+            .execute("SELECT any_value(kind) FROM metric_samples WHERE name = ?", [name])
+            .fetchone()
+        )
         if row is None or row[0] is None:
             known = ", ".join(self.names) or "none yet"
             raise MetricsError(f"no metric named {name!r}; known: {known}")
@@ -229,8 +291,11 @@ def _labels(m: DerivedMetric, label: Any) -> dict[str, str]:
 
 def _interval(every: str) -> str:
     parts = every.strip().split()
-    ok = len(parts) == 2 and parts[0].isdigit() and parts[1].rstrip("s") in {
-        "second", "minute", "hour", "day", "week"}
+    ok = (
+        len(parts) == 2
+        and parts[0].isdigit()
+        and parts[1].rstrip("s") in {"second", "minute", "hour", "day", "week"}
+    )
     if not ok:
         raise MetricsError(f"bad interval {every!r}: use e.g. '10 seconds', '1 minute', '1 hour'")
     return every

@@ -9,6 +9,7 @@ from fnmatch import translate
 
 import duckdb
 
+from .errors import EventError
 from .events import Event
 
 __all__ = ["Applier", "Projections", "topic_matcher"]
@@ -17,7 +18,16 @@ Applier = Callable[[duckdb.DuckDBPyConnection, list[Event]], None]
 
 
 def topic_matcher(pattern: str) -> Callable[[str], bool]:
-    """Glob over topics: ``*`` matches any run of characters (dots included), ``?`` one character."""
+    """Glob over topics: ``*`` matches any run of characters (dots included), ``?`` one character.
+
+    Live subscribers match in Python and durable ones with DuckDB's ``GLOB``, so only the syntax both read
+    the same way is accepted: ``[...]`` classes and ``\\`` escapes differ in edge cases (``[a-]``, ``\\a``).
+    """
+    if not isinstance(pattern, str) or "[" in pattern or "\\" in pattern:
+        raise EventError(
+            f"bad topic pattern {pattern!r}: use topic characters with the wildcards '*' and '?' "
+            "('[...]' classes and '\\' escapes are not supported)"
+        )
     match = re.compile(translate(pattern)).match
     return lambda topic: match(topic) is not None
 

@@ -77,8 +77,14 @@ class Workspace:
     """The engines of one workspace. Use as a context manager, or call ``close()``."""
 
     def __init__(
-        self, path: str, *, clock: Clock, seed: int | None = None, snapshot: bool = False,
-        live: bool | None = None, genesis: bool = True,
+        self,
+        path: str,
+        *,
+        clock: Clock,
+        seed: int | None = None,
+        snapshot: bool = False,
+        live: bool | None = None,
+        genesis: bool = True,
     ) -> None:
         self.path = path
         self.clock = clock
@@ -95,12 +101,18 @@ class Workspace:
                 apply_migrations(self.con)
             self.projections = Projections()
             self.projections.register("dead_letters", "mesh.*", apply_dead_letters, tables=["dead_letters"])
-            self.projections.register("loop_params", "loop.param_changed", apply_loop_params, tables=["loop_params"])
-            self.projections.register("metric_samples", "metrics.sampled", apply_metric_samples,
-                                      tables=["metric_samples"])
-            self.projections.register("signing_keys", "ledger.key_published", _apply_signing_key,
-                                      tables=["signing_keys"])
-            self.projections.register("checkpoints", "ledger.checkpoint", _apply_checkpoint, tables=["checkpoints"])
+            self.projections.register(
+                "loop_params", "loop.param_changed", apply_loop_params, tables=["loop_params"]
+            )
+            self.projections.register(
+                "metric_samples", "metrics.sampled", apply_metric_samples, tables=["metric_samples"]
+            )
+            self.projections.register(
+                "signing_keys", "ledger.key_published", _apply_signing_key, tables=["signing_keys"]
+            )
+            self.projections.register(
+                "checkpoints", "ledger.checkpoint", _apply_checkpoint, tables=["checkpoints"]
+            )
             self.ledger = Ledger(self.con, self.projections, read_only=snapshot)
             self.mesh = Mesh(self.ledger, clock, threaded=self.live and not snapshot, seed=seed)
             self.causal = Causal(self.ledger)
@@ -125,7 +137,9 @@ class Workspace:
     def _connect(path: str, snapshot: bool) -> tuple[duckdb.DuckDBPyConnection, str | None]:
         if path == MEMORY:
             if snapshot:
-                raise WorkspaceError("an in-memory workspace has no snapshot: it lives only in its own process")
+                raise WorkspaceError(
+                    "an in-memory workspace has no snapshot: it lives only in its own process"
+                )
             return duckdb.connect(MEMORY), None
         if snapshot and not Path(path).exists():
             raise WorkspaceError(f"no workspace at {path}")
@@ -146,7 +160,9 @@ class Workspace:
     def _genesis(self) -> None:
         origin = f"grace-workbench/{self.mesh.new_id()}"
         self.con.execute("INSERT INTO workspace_meta VALUES ('origin', ?) ON CONFLICT DO NOTHING", [origin])
-        self.publish("workspace.created", {"origin": self.origin, "grace_version": __version__}, actor="system")
+        self.publish(
+            "workspace.created", {"origin": self.origin, "grace_version": __version__}, actor="system"
+        )
 
     def _claim(self) -> None:
         if self.path == MEMORY:
@@ -201,13 +217,22 @@ class Workspace:
 
     # -- checkpoints and proofs --------------------------------------------------------------------------------
     def _signing_key(self) -> merkle.SigningKey:
-        row = self.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SIGNING_KEY]).fetchone()
+        row = (
+            self.con.cursor()
+            .execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SIGNING_KEY])
+            .fetchone()
+        )
         if row is not None:
             return merkle.SigningKey.from_bytes(self.origin, bytes(row[0]))
         key = merkle.SigningKey.generate(self.origin)
-        self.con.cursor().execute("INSERT INTO workspace_secrets VALUES (?, ?)", [_SIGNING_KEY, key.private_bytes()])
-        self.publish("ledger.key_published", {"key_name": self.origin, "verifier_key": key.verifier_key()},
-                     actor="system")
+        self.con.cursor().execute(
+            "INSERT INTO workspace_secrets VALUES (?, ?)", [_SIGNING_KEY, key.private_bytes()]
+        )
+        self.publish(
+            "ledger.key_published",
+            {"key_name": self.origin, "verifier_key": key.verifier_key()},
+            actor="system",
+        )
         return key
 
     @property
@@ -223,14 +248,21 @@ class Workspace:
         key = self._signing_key()
         cp = self.ledger.make_checkpoint(origin=self.origin)
         note = merkle.sign_checkpoint(cp, key)
-        self.publish("ledger.checkpoint", {"size": cp.size, "root": cp.root.hex(),
-                                           "chain_hash": cp.extensions[0].split()[1], "note": note}, actor=actor)
+        self.publish(
+            "ledger.checkpoint",
+            {"size": cp.size, "root": cp.root.hex(), "chain_hash": cp.extensions[0].split()[1], "note": note},
+            actor=actor,
+        )
         return note
 
     def latest_checkpoint(self, *, covering: int = 1) -> tuple[int, str]:
-        row = self.ledger.reader().execute(
-            "SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size DESC LIMIT 1", [covering]
-        ).fetchone()
+        row = (
+            self.ledger.reader()
+            .execute(
+                "SELECT size, note FROM checkpoints WHERE size >= ? ORDER BY size DESC LIMIT 1", [covering]
+            )
+            .fetchone()
+        )
         if row is None:
             raise LedgerError(f"no signed checkpoint covers seq {covering}; make one with checkpoint()")
         return int(row[0]), str(row[1])
@@ -260,10 +292,13 @@ class Workspace:
         try:
             cur.execute("BEGIN TRANSACTION")
             for (table,) in cur.execute(
-                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'", [db[0]]
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'",
+                [db[0]],
             ).fetchall():
                 rows = "WHERE false" if table == "workspace_secrets" else ""
-                cur.execute(f'CREATE TABLE grace_snapshot."{table}" AS SELECT * FROM "{db[0]}"."{table}" {rows}')
+                cur.execute(
+                    f'CREATE TABLE grace_snapshot."{table}" AS SELECT * FROM "{db[0]}"."{table}" {rows}'
+                )
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -314,7 +349,9 @@ def verify_inclusion_proof(proof: InclusionProof, *, verifier_keys: Sequence[str
         raise SignatureError("the checkpoint is not signed by any of the given keys: " + "; ".join(errors))
     if cp.size != proof.size:
         raise SignatureError(f"the proof is for size {proof.size} but the checkpoint is of size {cp.size}")
-    merkle.verify_inclusion(leaf=proof.leaf, index=proof.index, size=proof.size, proof=proof.path, root=cp.root)
+    merkle.verify_inclusion(
+        leaf=proof.leaf, index=proof.index, size=proof.size, proof=proof.path, root=cp.root
+    )
     return cp
 
 
@@ -334,6 +371,10 @@ def replay(source: Workspace, target: str | os.PathLike[str], *, progress: bool 
         result.ledger.import_from(source.ledger, progress=progress)
     except BaseException:
         result.close()
+        if path != MEMORY:  # a half-built copy would block the retry ("exists already")
+            for leftover in (path, path + ".wal"):
+                with contextlib.suppress(OSError):
+                    Path(leftover).unlink()
         raise
     return result
 
@@ -391,8 +432,10 @@ def _owner_description(path: str) -> str | None:
 
 def _apply_signing_key(con: Any, events: list[Event]) -> None:
     for e in events:
-        con.execute("INSERT INTO signing_keys VALUES (?, ?, ?)",
-                    [e.payload["key_name"], e.payload["verifier_key"], e.id])
+        con.execute(
+            "INSERT INTO signing_keys VALUES (?, ?, ?)",
+            [e.payload["key_name"], e.payload["verifier_key"], e.id],
+        )
 
 
 def _apply_checkpoint(con: Any, events: list[Event]) -> None:

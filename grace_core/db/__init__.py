@@ -10,7 +10,7 @@ from pathlib import Path
 
 import duckdb
 
-from ..errors import WorkspaceError
+from grace_core.errors import WorkspaceError
 
 __all__ = ["EXTENSIONS", "apply_migrations", "extension_path", "load_extension", "schema_version"]
 
