@@ -126,23 +126,32 @@ class Mesh:
         h = f"{(bits & ~(0xF000 << 64) | (0x4000 << 64)) & ~(0xC000 << 48) | (0x8000 << 48):032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
-    def draft(self, message: Message, *, actor: str) -> Draft:
-        check_topic(message.topic)
+    def drafts(self, messages: Iterable[Message], *, actor: str) -> list[Draft]:
+        """Validate and serialise messages into drafts; raises before anything is written.
+
+        The clock is read once: the events of one ``publish_many`` share their publication instant.
+        """
         check_name("actor", actor, required=True)
-        check_name("resource", message.resource, required=False)
-        payload = canonical_json(message.payload, limit=self.max_payload_bytes)
-        event_id = self.new_id()
-        cause = message.cause
-        return Draft(
-            event_id,
-            round(self.clock.time() * 1_000_000),
-            message.topic,
-            actor,
-            message.resource,
-            payload,
-            cause.id if cause else None,
-            cause.correlation_id if cause else event_id,
-        )
+        ts_us = round(self.clock.time() * 1_000_000)
+        limit = self.max_payload_bytes
+        new_id = self.new_id
+        out = []
+        for m in messages:  # the append hot path: keep the per-message work minimal
+            check_topic(m.topic)
+            if m.resource is not None:
+                check_name("resource", m.resource, required=False)
+            payload = canonical_json(m.payload, limit=limit)
+            event_id = new_id()
+            cause = m.cause
+            if cause is None:
+                out.append(Draft(event_id, ts_us, m.topic, actor, m.resource, payload, None, event_id))
+            else:
+                out.append(
+                    Draft(
+                        event_id, ts_us, m.topic, actor, m.resource, payload, cause.id, cause.correlation_id
+                    )
+                )
+        return out
 
     def publish(
         self, topic: str, payload: Mapping[str, Any] | None = None, *, actor: str, resource: str | None = None
@@ -160,8 +169,7 @@ class Mesh:
         """
         if self._closed:
             raise EventError("the mesh is closed")
-        drafts = [self.draft(m, actor=actor) for m in messages]  # validate all before writing any
-        events = self.ledger.commit(drafts, cursors=cursors)
+        events = self.ledger.commit(self.drafts(messages, actor=actor), cursors=cursors)
         if not self.threaded:
             self.pump()
         return events
