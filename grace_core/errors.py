@@ -61,3 +61,47 @@ class LoopError(GraceError):
 
 class MetricsError(GraceError):
     """A metric is unknown, or a sample is malformed."""
+
+
+class AuthError(GraceError):
+    """Authentication failed or an account operation is not possible (messages never say which part was wrong)."""
+
+
+class WeakPasswordError(AuthError):
+    """A new password is too short, too long or too common."""
+
+
+class TokenError(AuthError):
+    """A token is expired, forged, revoked, of the wrong type or for another audience."""
+
+
+class ThrottledError(AuthError):
+    """Too many failed logins for this account or source; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PolicyError(GraceError):
+    """A governance policy or request is malformed."""
+
+
+class PermissionDenied(GraceError):  # noqa: N818 - reads as what happened, like Python's PermissionError
+    """Governance denied an action (or its approval was rejected or timed out)."""
+
+    def __init__(self, message: str, *, decision: object = None) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+class RuleError(GraceError):
+    """A Hunter rule is malformed or its examples do not behave as declared."""
+
+
+class TaskError(GraceError):
+    """A task cannot be created or moved to the requested state."""
+
+
+class ArtifactError(GraceError):
+    """A memory artifact does not exist, or a path or write is not acceptable."""

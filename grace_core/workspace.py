@@ -18,16 +18,21 @@ import duckdb
 import pandas as pd
 
 from . import __version__, merkle
+from .auth import Auth
 from .causal import Causal
 from .clock import Clock, ManualClock, SystemClock
 from .db import apply_migrations
 from .errors import LedgerError, ReadOnlyError, SignatureError, WorkspaceError, WorkspaceLockedError
 from .events import Event
+from .governance import Governance
+from .hunter import Hunter
 from .ledger import InclusionProof, Ledger, VerifyReport
 from .loops import Scheduler, apply_loop_params
+from .memory import Memory
 from .mesh import Mesh, apply_dead_letters
 from .metrics import Metrics, apply_metric_samples
 from .projections import Projections
+from .tasks import Tasks
 
 __all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
 
@@ -35,17 +40,6 @@ DEFAULT_WORKSPACE = "grace.duckdb"
 MEMORY = ":memory:"
 _SIGNING_KEY = "checkpoint_signing_key"
 _PID = re.compile(r"PID (\d+)")
-
-# Hooks later engines use to add their projections and wire themselves in (called in order on open).
-EngineInstaller = Callable[["Workspace"], None]
-_installers: list[EngineInstaller] = []
-
-
-def register_engine(installer: EngineInstaller) -> EngineInstaller:
-    """Add an engine to every workspace opened from now on (decorator)."""
-    _installers.append(installer)
-    return installer
-
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
     if path is None:
@@ -122,8 +116,12 @@ class Workspace:
             self.publish = self.mesh.publish
             self.publish_many = self.mesh.publish_many
             self.subscribe = self.mesh.subscribe
-            for install in _installers:
-                install(self)
+            # Engines: each registers its projections and, in a writable workspace, its subscribers.
+            self.auth = Auth(self)
+            self.governance = Governance(self)
+            self.hunter = Hunter(self)
+            self.tasks = Tasks(self)
+            self.memory = Memory(self)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()

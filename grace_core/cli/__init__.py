@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 import click
 import duckdb
 
-from . import __version__
-from .demo import seed_demo
-from .errors import GraceError, LedgerError, WorkspaceError
-from .events import Event
-from .workspace import DEFAULT_WORKSPACE, MEMORY, Workspace, open_workspace
+from grace_core import __version__
+from grace_core.demo import seed_demo
+from grace_core.errors import GraceError, LedgerError, WorkspaceError
+from grace_core.events import Event
+from grace_core.workspace import DEFAULT_WORKSPACE, MEMORY, Workspace, open_workspace
 
 __all__ = ["cli", "main"]
 
@@ -335,8 +335,8 @@ def tail(ctx: click.Context, topic: str | None, n: int, follow: bool, as_json: b
 @click.pass_context
 def replay(ctx: click.Context, target: str, progress: bool) -> None:
     """Rebuild the workspace from its ledger alone into a new file and compare every projection."""
-    from .workspace import projection_differences
-    from .workspace import replay as replay_ledger
+    from grace_core.workspace import projection_differences
+    from grace_core.workspace import replay as replay_ledger
 
     with _workspace(ctx) as ws:
         started = time.perf_counter()
@@ -423,7 +423,7 @@ def bench(quick: bool, only: tuple[str, ...], progress: bool, scale: float) -> N
     The benchmarks make their own temporary workspaces; --workspace is not used.
     """
     try:
-        from . import bench as benchmarks
+        from grace_core import bench as benchmarks
     except ImportError as exc:
         raise WorkspaceError(f"the benchmarks are not available in this installation ({exc})") from exc
     try:
@@ -436,7 +436,7 @@ def bench(quick: bool, only: tuple[str, ...], progress: bool, scale: float) -> N
 # -- lab -----------------------------------------------------------------------------------------------------
 def notebooks_dir() -> Path:
     """The repository's notebooks/ (the parent of the package), or the current directory when installed."""
-    candidate = Path(__file__).resolve().parent.parent / "notebooks"
+    candidate = Path(__file__).resolve().parents[2] / "notebooks"
     return candidate if candidate.is_dir() else Path.cwd()
 
 
@@ -478,6 +478,9 @@ def lab(ctx: click.Context, port: int, no_browser: bool) -> None:
     os.execve(sys.executable, argv, {**os.environ, "GRACE_WORKSPACE": path})  # noqa: S606
 
 
+# -- commands of the other engines (each module adds its own to ``cli``) ---------------------------------------
+from grace_core.cli import auth, governance, hunter  # noqa: E402, F401 - each adds its commands to `cli`
+
 # -- entry point ---------------------------------------------------------------------------------------------
 def _fail(message: str) -> None:
     click.echo("grace: error: " + " ".join(message.split()), err=True)
@@ -505,6 +508,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(0)
     sys.exit(code if isinstance(code, int) else 0)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+"""Commands of the auth engine."""
+
+from __future__ import annotations

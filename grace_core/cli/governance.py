@@ -1,0 +1,3 @@
+"""Commands of the governance engine."""
+
+from __future__ import annotations

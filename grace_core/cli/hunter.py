@@ -1,0 +1,3 @@
+"""Commands of the hunter engine."""
+
+from __future__ import annotations
