@@ -433,7 +433,7 @@ class Ledger:
         cur = self.reader()
         row = cur.execute(
             f"""
-            SELECT count(*), count(DISTINCT seq), coalesce(max(seq), 0),
+            SELECT count(*), coalesce(min(seq), 1), coalesce(max(seq), 0),
                    min(seq) FILTER (WHERE sha256(prev_hash || {RECORD_SQL}) IS DISTINCT FROM lower(hex(hash))
                                     OR resource = chr(30) OR parent_id = chr(30)),
                    (SELECT min(a.seq) FROM events a LEFT JOIN events b ON b.seq = a.seq - 1
@@ -442,8 +442,10 @@ class Ledger:
             [GENESIS_HASH],
         ).fetchone()
         assert row is not None
-        count, distinct, top, altered, unlinked = row
-        if count == distinct == top and altered is None and unlinked is None:
+        count, bottom, top, altered, unlinked = row
+        # n rows numbered 1..n with every row linked to the row numbered one less: no gap (the join would
+        # find no predecessor), no repeat (n rows could not reach n), no reordering (the hashes cover seq).
+        if count == top and bottom == 1 and altered is None and unlinked is None:
             return int(count), None, ""
         # Something is wrong: find the first bad row in ledger order, and say what is wrong with it.
         bad = cur.execute(
