@@ -292,18 +292,28 @@ class Scheduler:
 
     # -- inspection ------------------------------------------------------------------------------------------
     def status(self) -> pd.DataFrame:
-        """One row per loop: state, cursor, lag (events behind the head), ticks, errors, parameters."""
-        head = self.ledger.head[0]
+        """One row per loop: state, cursor, lag, ticks, errors, parameters.
+
+        ``lag`` counts the events after the loop's cursor that it would process (``loop.*`` bookkeeping, such as
+        its own tick event, is not work), so a loop that is caught up shows 0.
+        """
         rows = []
         for name, s in self._status.items():
             cursor = self.cursor(name)
+            lag = (
+                self.ledger.reader()
+                .execute(
+                    "SELECT count(*) FROM events WHERE seq > ? AND NOT starts_with(topic, 'loop.')", [cursor]
+                )
+                .fetchone()
+            )
             thread = self._threads.get(name)
             rows.append(
                 {
                     "loop": name,
                     "state": s.state,
                     "cursor": cursor,
-                    "lag": head - cursor,
+                    "lag": int(lag[0]) if lag else 0,
                     "ticks": s.ticks,
                     "errors": s.errors,
                     "alive": bool(thread and thread[0].is_alive()) or isinstance(self.clock, ManualClock),

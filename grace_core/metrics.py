@@ -131,6 +131,18 @@ class Metrics:
             )
         if not rows:
             raise MetricsError("no samples to record")
+        names = sorted({r["name"] for r in rows})
+        clash = (
+            self._ledger.reader()
+            .execute(
+                "SELECT name, any_value(kind) FROM metric_samples "
+                "WHERE list_contains(?, name) AND kind <> ? GROUP BY name",
+                [names, kind],
+            )
+            .fetchone()
+        )
+        if clash is not None:
+            raise MetricsError(f"metric {clash[0]} is a {clash[1]}; it cannot also be recorded as a {kind}")
         return self._mesh.publish("metrics.sampled", {"kind": kind, "samples": rows}, actor=actor)
 
     # -- querying --------------------------------------------------------------------------------------------

@@ -393,3 +393,11 @@ def test_query_errors_raise_metrics_error(ws: Workspace) -> None:
         ws.metrics.series("known", every="1 fortnight")
     with pytest.raises(MetricsError, match="gauge"):
         ws.metrics.define(DerivedMetric("g", "gauge", "*", "A gauge cannot be derived."))
+
+
+def test_a_metric_keeps_its_kind(ws: Workspace) -> None:
+    ws.metrics.record("queue_depth", 3)
+    head = ws.ledger.head
+    with pytest.raises(MetricsError, match="is a gauge"):
+        ws.metrics.record("queue_depth", 1, kind="counter")
+    assert ws.ledger.head == head
