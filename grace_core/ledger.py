@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 
 from . import merkle
-from .errors import LedgerError, ReadOnlyError, SignatureError
+from .errors import EventError, LedgerError, ReadOnlyError, SignatureError
 from .events import GENESIS_HASH, NULL, RECORD_SQL, Draft, Event
 from .projections import Projections
 
@@ -220,7 +220,7 @@ class Ledger:
     @staticmethod
     def _result(ticket: _Ticket) -> list[Event]:
         if ticket.error is not None:
-            if isinstance(ticket.error, LedgerError):
+            if isinstance(ticket.error, LedgerError | EventError):
                 raise ticket.error
             raise LedgerError(f"the write failed and nothing was written: {ticket.error}") from ticket.error
         return ticket.events

@@ -72,4 +72,12 @@ class Projections:
         for projection in self._items:
             selected = batches.get(projection.name)
             if selected:
-                projection.applier(con, selected)
+                try:
+                    projection.applier(con, selected)
+                except (KeyError, TypeError, ValueError) as exc:
+                    # An engine's topic published with a payload its projection cannot use (e.g. a raw
+                    # `task.created` without a kind): refuse the whole batch with a clear reason.
+                    raise EventError(
+                        f"projection {projection.name!r} cannot apply these {projection.pattern} events "
+                        f"(first: {selected[0].topic}): {type(exc).__name__}: {exc}; nothing was written"
+                    ) from exc

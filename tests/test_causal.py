@@ -109,14 +109,14 @@ def test_three_handlers_make_a_lineage_of_depth_three(any_ws: Workspace) -> None
 
 def test_impact_of_a_fan_out_lists_every_branch(det_ws: Workspace) -> None:
     ws = det_ws
-    ws.subscribe("alert.raised", lambda e: ws.publish("task.created", actor="tasks"), name="tasks")
-    ws.subscribe("alert.raised", lambda e: ws.publish("memory.item.created", actor="memory"), name="memory")
-    ws.subscribe("task.created", lambda e: ws.publish("task.assigned", actor="tasks"), name="assign")
+    ws.subscribe("alert.raised", lambda e: ws.publish("job.created", actor="tasks"), name="tasks")
+    ws.subscribe("alert.raised", lambda e: ws.publish("notes.item.created", actor="memory"), name="memory")
+    ws.subscribe("job.created", lambda e: ws.publish("job.assigned", actor="tasks"), name="assign")
     alert = ws.publish("alert.raised", {"rule": "r1"}, actor="hunter")
     impact = ws.causal.impact(alert.id)
-    assert sorted(impact["topic"]) == ["alert.raised", "memory.item.created", "task.assigned", "task.created"]
+    assert sorted(impact["topic"]) == ["alert.raised", "job.assigned", "job.created", "notes.item.created"]
     depth = dict(zip(impact["topic"], impact["depth"], strict=True))
-    assert depth == {"alert.raised": 0, "task.created": 1, "memory.item.created": 1, "task.assigned": 2}
+    assert depth == {"alert.raised": 0, "job.created": 1, "notes.item.created": 1, "job.assigned": 2}
     unrelated = ws.publish("alert.raised", {"rule": "r2"}, actor="hunter")
     assert alert.id not in set(ws.causal.impact(unrelated.id)["id"])
 

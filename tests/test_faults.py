@@ -19,6 +19,7 @@ import pytest
 from grace_core import (
     EventError,
     LedgerError,
+    ManualClock,
     Message,
     PayloadError,
     ReadOnlyError,
@@ -284,3 +285,15 @@ def test_failing_projection_rolls_back_the_whole_transaction(ws: Workspace) -> N
     assert (event.seq, event.prev_hash) == (head[0] + 1, head[1])
     assert delivered == ["demo.ok"]
     assert ws.verify().ok
+
+
+def test_an_engine_topic_with_a_payload_its_projection_cannot_use_is_refused_clearly() -> None:
+    ws = open_workspace(":memory:", clock=ManualClock(), seed=5)
+    try:
+        head = ws.ledger.head
+        with pytest.raises(EventError, match="projection 'tasks' cannot apply"):
+            ws.publish("task.created", {"title": "no kind"}, actor="someone")
+        assert ws.ledger.head == head
+        assert ws.verify().ok
+    finally:
+        ws.close()

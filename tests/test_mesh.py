@@ -51,21 +51,21 @@ def det_ws() -> Iterator[Workspace]:
 
 # -- routing -------------------------------------------------------------------------------------------------
 TOPICS = [
-    "memory.item.created",
-    "memory.items",
-    "memory.item",
-    "task.failed",
+    "notes.item.created",
+    "notes.items",
+    "notes.item",
+    "job.failed",
     "a.b.failed",
-    "task.failed.twice",
+    "job.failed.twice",
     "job.done",
     "job.done.x",
     "job.don",
-    "memory.item.version.added",
+    "notes.item.version.added",
     "mesh_failed",
 ]
 EXPECTED = {
-    "memory.item.*": ["memory.item.created", "memory.item.version.added"],
-    "*.failed": ["task.failed", "a.b.failed"],
+    "notes.item.*": ["notes.item.created", "notes.item.version.added"],
+    "*.failed": ["job.failed", "a.b.failed"],
     "job.done": ["job.done"],
     "job.???e": ["job.done"],
 }

@@ -138,19 +138,19 @@ def test_histogram_series_has_counts_and_quantiles(ws: Workspace) -> None:
 
 # -- derived metrics -----------------------------------------------------------------------------------------
 def test_derived_counters_count_events_by_topic(ws: Workspace) -> None:
-    for topic, n in [("chat.message.received", 3), ("task.created", 2)]:
+    for topic, n in [("chat.message.received", 3), ("job.created", 2)]:
         for _ in range(n):
             ws.publish(topic, actor="tester")
     ws.clock.advance(minutes=1)
-    ws.publish("task.created", actor="tester")
+    ws.publish("job.created", actor="tester")
     expected = Counter(e.topic for e in ws.ledger.events())
     summary = ws.metrics.summary()
     totals = summary[summary["metric"] == "grace_events_total"]
     assert {d["topic"]: v for d, v in zip(totals["labels"], totals["value"], strict=True)} == expected
-    assert expected["task.created"] == 3
+    assert expected["job.created"] == 3
 
     series = ws.metrics.series("grace_events_total")
-    tasks = series[series["label"] == "task.created"]
+    tasks = series[series["label"] == "job.created"]
     assert tasks["count"].tolist() == [2, 1]
     assert tasks["total"].tolist() == [2, 3]
 
