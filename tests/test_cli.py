@@ -119,8 +119,8 @@ def test_init_creates_then_demo_is_added_once(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert f"workspace  {path}" in first.stdout
     assert "origin     grace-workbench/" in first.stdout
-    assert "events     1" in first.stdout
-    assert topics(path) == ["workspace.created"]
+    assert "events     3" in first.stdout  # genesis: the workspace, the default policy pack, the rule pack
+    assert topics(path) == ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded"]
 
     demo = grace("init", "--demo", "--workspace", path)
     assert demo.returncode == 0, demo.stderr
@@ -181,11 +181,15 @@ def test_checkpoint_then_prove_verifies_standalone(ws_file: Path) -> None:
     size = int(lines[1])
     assert lines[-1].startswith("— grace-workbench/")
 
-    result = grace("-w", ws_file, "ledger", "prove", "3", "--json")
+    with open_workspace(ws_file, snapshot=True) as ws:  # the first demo reply (its responder is "offline")
+        seq = int(
+            ws.sql("SELECT min(seq) FROM events WHERE topic = 'demo.chat.message_responded'").iloc[0, 0]
+        )
+    result = grace("-w", ws_file, "ledger", "prove", str(seq), "--json")
     assert result.returncode == 0, result.stderr
-    assert result.stderr == ""  # a checkpoint covers seq 3 already: none is made
+    assert result.stderr == ""  # a checkpoint covers the event already: none is made
     d = json.loads(result.stdout)
-    assert (d["seq"], d["size"]) == (3, size)
+    assert (d["seq"], d["size"]) == (seq, size)
     proof = InclusionProof(
         d["seq"],
         d["leaf"].encode(),
@@ -199,12 +203,12 @@ def test_checkpoint_then_prove_verifies_standalone(ws_file: Path) -> None:
     assert verify_inclusion_proof(proof, verifier_keys=keys).size == size
     leaf = d["leaf"].replace("offline", "online")
     assert leaf != d["leaf"]
-    forged = InclusionProof(3, leaf.encode(), d["index"], d["size"], proof.path, proof.checkpoint)
+    forged = InclusionProof(seq, leaf.encode(), d["index"], d["size"], proof.path, proof.checkpoint)
     with pytest.raises(ProofError, match="does not lead to the root"):
         verify_inclusion_proof(forged, verifier_keys=keys)
 
-    human = grace("-w", ws_file, "ledger", "prove", "3")
-    assert "event 3 (demo.chat.message_responded) is in the signed checkpoint" in human.stdout
+    human = grace("-w", ws_file, "ledger", "prove", str(seq))
+    assert f"event {seq} (demo.chat.message_responded) is in the signed checkpoint" in human.stdout
     assert "the proof verifies" in human.stdout
 
 

@@ -50,6 +50,9 @@ _json = st.recursive(
 _payloads = st.dictionaries(_text, _json, max_size=5)
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=16)
 _topics = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z0-9_]{1,8}){0,3}", fullmatch=True)
+# A new workspace starts with its genesis events: workspace.created, the policy pack and the rule pack.
+GENESIS = 3
+
 _event_specs = st.fixed_dictionaries(
     {
         "topic": _topics,
@@ -63,9 +66,9 @@ _event_specs = st.fixed_dictionaries(
 )
 
 
-def ledger_specs(min_size: int = 2, max_size: int = 40) -> st.SearchStrategy[list[dict[str, Any]]]:
-    """Specs for the events after genesis (event 1): the ledger then holds min_size..max_size events."""
-    return st.lists(_event_specs, min_size=min_size - 1, max_size=max_size - 1)
+def ledger_specs(min_size: int = 1, max_size: int = 37) -> st.SearchStrategy[list[dict[str, Any]]]:
+    """Specs for the events after genesis: the ledger then holds GENESIS + min_size..max_size events."""
+    return st.lists(_event_specs, min_size=min_size, max_size=max_size)
 
 
 @contextmanager
@@ -289,7 +292,7 @@ def test_untouched_ledger_verifies_and_any_single_tampering_is_caught_at_its_seq
 ) -> None:
     with built(specs) as ws:
         n = ws.ledger.head[0]
-        assert n == len(specs) + 1
+        assert n == len(specs) + GENESIS
         report = ws.verify()
         assert (report.ok, report.size, report.first_bad_seq) == (True, n, None), report
         ws.con.execute("CREATE TEMP TABLE pristine AS SELECT * FROM events")
@@ -306,11 +309,12 @@ def test_untouched_ledger_verifies_and_any_single_tampering_is_caught_at_its_seq
 def test_verify_report_says_what_is_wrong(ws: Workspace) -> None:
     for i in range(5):
         ws.publish("demo.tick", {"i": i}, actor="tester")
-    ws.con.execute("UPDATE events SET payload = '{\"i\":99}' WHERE seq = 3")
-    assert str(ws.verify()) == "ledger broken at seq 3: contents do not match the hash"
-    ws.con.execute("UPDATE events SET payload = '{\"i\":1}' WHERE seq = 3")
-    ws.con.execute("DELETE FROM events WHERE seq = 4")
-    assert str(ws.verify()) == "ledger broken at seq 4: event 4 is missing"
+    a, b = GENESIS + 2, GENESIS + 3  # the events with i = 1 and i = 2
+    ws.con.execute(f"UPDATE events SET payload = '{{\"i\":99}}' WHERE seq = {a}")
+    assert str(ws.verify()) == f"ledger broken at seq {a}: contents do not match the hash"
+    ws.con.execute(f"UPDATE events SET payload = '{{\"i\":1}}' WHERE seq = {a}")
+    ws.con.execute(f"DELETE FROM events WHERE seq = {b}")
+    assert str(ws.verify()) == f"ledger broken at seq {b}: event {b} is missing"
 
 
 # -- checkpoints pin the chain -------------------------------------------------------------------------------
@@ -434,7 +438,7 @@ def test_inclusion_proof_fails_for_changed_leaf_path_or_foreign_key(ws: Workspac
     _publish_some(ws, 9)
     ws.checkpoint()
     keys = ws.verifier_keys
-    proof = ws.prove(4)
+    proof = ws.prove(GENESIS + 3)  # the event with i = 2
     verify_inclusion_proof(proof, verifier_keys=keys)
 
     forged_leaf = proof.leaf.replace(b'"i":2', b'"i":7')
