@@ -65,16 +65,24 @@ class Memory:
         if not isinstance(content, str):
             raise ArtifactError("memory content is text (str)")
         tag_list = sorted({str(t) for t in tags})
-        current = self._ws.ledger.reader().execute(
-            "SELECT version, deleted FROM memory_items WHERE path = ?", [path]
-        ).fetchone()
+        current = (
+            self._ws.ledger.reader()
+            .execute("SELECT version, deleted FROM memory_items WHERE path = ?", [path])
+            .fetchone()
+        )
         self._ws.hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
         version = 1 if current is None else int(current[0]) + 1
         topic = "memory.item.created" if current is None else "memory.item.updated"
         self._ws.publish(
             topic,
-            {"path": path, "content": content, "content_type": content_type, "tags": tag_list,
-             "version": version, "reason": reason},
+            {
+                "path": path,
+                "content": content,
+                "content_type": content_type,
+                "tags": tag_list,
+                "version": version,
+                "reason": reason,
+            },
             actor=actor,
             resource=f"memory:{path}",
         )
@@ -91,7 +99,8 @@ class Memory:
             raise ArtifactError(f"no memory artifact at {path}")
         want = int(item[3]) if version is None else version
         row = cur.execute(
-            "SELECT content, content_type, ts FROM memory_versions WHERE path = ? AND version = ?", [path, want]
+            "SELECT content, content_type, ts FROM memory_versions WHERE path = ? AND version = ?",
+            [path, want],
         ).fetchone()
         if row is None:
             raise ArtifactError(f"{path} has no version {want} (latest is {item[3]})")
@@ -126,5 +135,14 @@ def _apply(con: Any, events: list[Event]) -> None:
                 )
             con.execute(
                 "INSERT INTO memory_versions VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
-                [p["path"], p["version"], p["content"], p["content_type"], e.actor, p["reason"], e.id, e.ts_us],
+                [
+                    p["path"],
+                    p["version"],
+                    p["content"],
+                    p["content_type"],
+                    e.actor,
+                    p["reason"],
+                    e.id,
+                    e.ts_us,
+                ],
             )

@@ -76,7 +76,9 @@ class Tasks:
                 return existing
         details = dict(details or {})
         canonical_json(details)  # fail before anything is written
-        self._ws.hunter.screen(f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor)
+        self._ws.hunter.screen(
+            f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor
+        )
         event = self._ws.publish(
             "task.created",
             {"kind": kind, "title": title, "priority": priority, "details": details, "key": key},
@@ -84,7 +86,9 @@ class Tasks:
         )
         return self.get(event.id)
 
-    def transition(self, task_id: str, state: str, *, actor: str, result: Any = None, reason: str = "") -> Task:
+    def transition(
+        self, task_id: str, state: str, *, actor: str, result: Any = None, reason: str = ""
+    ) -> Task:
         """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids."""
         task = self.get(task_id)
         if state not in STATES:
@@ -106,9 +110,14 @@ class Tasks:
         return _task(row)
 
     def _open_with_key(self, key: str) -> Task | None:
-        row = self._ws.ledger.reader().execute(
-            "SELECT * FROM tasks WHERE key = ? AND state IN ('pending', 'running') ORDER BY created_at LIMIT 1", [key]
-        ).fetchone()
+        row = (
+            self._ws.ledger.reader()
+            .execute(
+                "SELECT * FROM tasks WHERE key = ? AND state IN ('pending', 'running') ORDER BY created_at LIMIT 1",
+                [key],
+            )
+            .fetchone()
+        )
         return _task(row) if row else None
 
     def list(self, *, state: str | None = None, kind: str | None = None) -> pd.DataFrame:
@@ -126,7 +135,16 @@ class Tasks:
 def _task(row: tuple[Any, ...]) -> Task:
     id_, kind, title, state, priority, key, details, by, created, updated, result = row
     return Task(
-        id_, kind, title, state, int(priority), key, json.loads(details), by, created, updated,
+        id_,
+        kind,
+        title,
+        state,
+        int(priority),
+        key,
+        json.loads(details),
+        by,
+        created,
+        updated,
         None if result is None else json.loads(result),
     )
 
@@ -138,8 +156,17 @@ def _apply(con: Any, events: list[Event]) -> None:
             con.execute(
                 "INSERT INTO tasks VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
                 "make_timestamptz(?::BIGINT), NULL)",
-                [e.id, p["kind"], p["title"], p["priority"], p["key"], canonical_json(p["details"]), e.actor,
-                 e.ts_us, e.ts_us],
+                [
+                    e.id,
+                    p["kind"],
+                    p["title"],
+                    p["priority"],
+                    p["key"],
+                    canonical_json(p["details"]),
+                    e.actor,
+                    e.ts_us,
+                    e.ts_us,
+                ],
             )
         elif e.topic == "task.state_changed":
             result = None if p.get("result") is None else json.dumps(p["result"], sort_keys=True)

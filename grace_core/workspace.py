@@ -10,7 +10,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,10 @@ __all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
 DEFAULT_WORKSPACE = "grace.duckdb"
 MEMORY = ":memory:"
 _SIGNING_KEY = "checkpoint_signing_key"
+# Tables never copied into snapshots: key material and password hashes (neither is on the ledger).
+_SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _PID = re.compile(r"PID (\d+)")
+
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
     if path is None:
@@ -125,6 +128,8 @@ class Workspace:
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
+                # Subscribers whose handlers use other engines start once every engine is wired.
+                self.hunter.start()
                 self._claim()
         except BaseException:
             self._abort()
@@ -161,6 +166,9 @@ class Workspace:
         self.publish(
             "workspace.created", {"origin": self.origin, "grace_version": __version__}, actor="system"
         )
+        # Governed and guarded from the first minute: each engine publishes its whole default pack in one event.
+        self.governance.seed_defaults()
+        self.hunter.seed_defaults()
 
     def _claim(self) -> None:
         if self.path == MEMORY:
@@ -276,7 +284,7 @@ class Workspace:
 
     # -- snapshots, replay, closing ----------------------------------------------------------------------------
     def export_snapshot(self, target: str | os.PathLike[str] | None = None) -> Path:
-        """Write a consistent read-only copy of the workspace (without its secrets) and return its path."""
+        """Write a consistent read-only copy (without secrets or password hashes) and return its path."""
         if self.path == MEMORY and target is None:
             raise WorkspaceError("an in-memory workspace needs a target path for its snapshot")
         dest = Path(target) if target is not None else Path(self.path + ".snapshot")
@@ -293,7 +301,7 @@ class Workspace:
                 "SELECT table_name FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main'",
                 [db[0]],
             ).fetchall():
-                rows = "WHERE false" if table == "workspace_secrets" else ""
+                rows = "WHERE false" if table in _SECRET_TABLES else ""
                 cur.execute(
                     f'CREATE TABLE grace_snapshot."{table}" AS SELECT * FROM "{db[0]}"."{table}" {rows}'
                 )

@@ -42,11 +42,11 @@ def check_figure(fig: dict) -> None:
         assert math.isfinite(fig[key]), (fig["name"], key)
         assert fig[key] > 0, (fig["name"], key)
     # > 1 always means "better than the peer": higher rates are better, lower latencies are better.
-    if fig["unit"] == "ms":
-        assert fig["name"].endswith("_ms")
+    if bench.lower_is_better(fig["unit"]):  # latencies: ms, or us for sub-millisecond figures
+        assert fig["name"].endswith("_" + fig["unit"])
         expected = fig["peer_value"] / fig["value"]
     else:
-        assert fig["unit"].endswith("/s")
+        assert fig["unit"].endswith("/s") or fig["unit"] == "recall"  # recall: a share, higher is better
         expected = fig["value"] / fig["peer_value"]
     assert fig["ratio"] == pytest.approx(expected, rel=1e-3)
 

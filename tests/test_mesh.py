@@ -182,7 +182,7 @@ def test_topic_matcher_agrees_with_duckdb_glob_on_valid_topics(pattern: str, top
 def test_patterns_the_two_dialects_read_differently_are_refused(det_ws: Workspace, pattern: str) -> None:
     with pytest.raises(EventError, match="pattern"):
         det_ws.subscribe(pattern, lambda e: None, name="odd")
-    assert det_ws.mesh.subscriptions == []
+    assert "odd" not in {s.name for s in det_ws.mesh.subscriptions}  # (engines subscribe their own at init)
 
 
 @pytest.mark.parametrize("pattern", ["*", "job.*", "*.done", "job.?", "j*.*e", "job.done"])

@@ -171,6 +171,8 @@ def init(ctx: click.Context, demo: bool) -> None:
         click.echo(f"events     {ws.ledger.head[0]}")
         if demo:
             click.echo(f"demo       {f'added {added} events' if added else 'already present'}")
+        if ws.auth.users().empty:
+            click.echo("no users yet: create the first admin with `grace user add NAME --role admin`")
 
 
 # -- ledger --------------------------------------------------------------------------------------------------
@@ -481,6 +483,7 @@ def lab(ctx: click.Context, port: int, no_browser: bool) -> None:
 # -- commands of the other engines (each module adds its own to ``cli``) ---------------------------------------
 from grace_core.cli import auth, governance, hunter  # noqa: E402, F401 - each adds its commands to `cli`
 
+
 # -- entry point ---------------------------------------------------------------------------------------------
 def _fail(message: str) -> None:
     click.echo("grace: error: " + " ".join(message.split()), err=True)
@@ -507,4 +510,3 @@ def main(argv: Sequence[str] | None = None) -> None:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     sys.exit(code if isinstance(code, int) else 0)
-

@@ -1,24 +1,602 @@
-"""Hunter: threat detection over chat, code, memory, files and tasks, with rules as data."""
+"""Hunter: threat detection over chat, code, memory, files and tasks, with rules as data.
+
+The rules live on the ledger: a new workspace publishes the default pack (``rules.yaml``) as one
+``hunter.pack_loaded`` event, and every later change is an event too (``hunter.rule_added``,
+``hunter.rule_updated``, ``hunter.rule_disabled``, ``hunter.rule_enabled``); table ``hunter_rules`` is their
+projection, and the scanner is compiled from it (again whenever it changes).
+
+``scan(text, target=...)`` is pure. ``screen(text, target=..., actor=..., resource=...)`` scans and publishes one
+``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled. Texts
+entering the workspace are screened where they enter (``tasks.create``, ``memory.write``).
+
+An alert fans out in a durable mesh subscriber (``hunter.fanout``), never in the scanner, and everything it
+publishes is caused by the alert:
+
+* a task "Security alert: <rule>" (kind ``security_alert``, key ``hunter:<rule>:<resource or target>``, so a
+  repeat while the task is open does not add another),
+* a memory entry ``/security/alerts/<alert id>.md`` with the details (excerpts are masked, and masked text
+  fires no rule),
+* a ``hunter.notification`` event: the live notification. Views subscribe to it
+  (``ws.subscribe("hunter.notification", callback)``); it names the task and the memory entry, and it marks the
+  alert's fan-out as done (``hunter_alerts.notified_at``).
+
+The subscriber keeps a cursor in the workspace, so a crash between an alert and its fan-out is resumed on the
+next open; each step is idempotent (the task dedupes by key, the memory entry is written once, a notified
+alert is skipped). Alerts raised while screening Hunter's own reports (actor ``hunter``) are recorded but not
+fanned out, so no report can start a loop.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from grace_core.errors import ArtifactError, RuleError
+from grace_core.events import Event, canonical_json
+from grace_core.mesh import Message
+
+from .evaluate import EvalReport, evaluate_frame
+from .rules import (
+    SEVERITIES,
+    TARGETS,
+    Pack,
+    Rule,
+    default_pack,
+    load_pack,
+    pack_from_dict,
+    rule_from_dict,
+    severity_rank,
+)
+from .scanner import Finding, Scanner, check_examples, scanner_for, shannon_entropy
 
 if TYPE_CHECKING:
-    from ..workspace import Workspace
+    from grace_core.workspace import Workspace
 
-__all__ = ["Hunter"]
+__all__ = [
+    "SEVERITIES",
+    "TARGETS",
+    "EvalReport",
+    "Finding",
+    "Hunter",
+    "Pack",
+    "Rule",
+    "Scanner",
+    "default_pack",
+    "default_scanner",
+    "evaluate",
+    "load_pack",
+    "severity_rank",
+    "shannon_entropy",
+]
+
+HUNTER = "hunter"  # the actor of everything Hunter publishes
+FANOUT = "hunter.fanout"  # the durable subscriber's name (its cursor is mesh:hunter.fanout)
+ALERT_FOLDER = "/security/alerts"
+PRIORITY = {"info": 10, "low": 30, "medium": 50, "high": 75, "critical": 90}
+MAX_SPANS = 1000  # per alert; the count is always exact
+MAX_EXCERPTS = 20
+_RULE_TOPICS = (
+    "hunter.pack_loaded",
+    "hunter.rule_added",
+    "hunter.rule_updated",
+    "hunter.rule_disabled",
+    "hunter.rule_enabled",
+)
+
+
+def default_scanner() -> Scanner:
+    """The scanner of the default pack (no workspace needed)."""
+    return scanner_for(tuple(r for r in default_pack().rules if r.enabled))
+
+
+def evaluate(
+    frame: pd.DataFrame,
+    *,
+    target: str = "chat",
+    rules: Sequence[str | Rule | Mapping[str, Any]] | None = None,
+) -> EvalReport:
+    """Evaluate the default pack (or some of its rules, or candidate rules) on a labelled frame.
+
+    See :mod:`grace_core.hunter.evaluate` for the frame and the two label forms.
+    """
+    pack = default_pack()
+    return _evaluate(frame, target=target, rules=rules, known=list(pack.rules))
+
+
+def _evaluate(
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    rules: Sequence[str | Rule | Mapping[str, Any]] | None,
+    known: list[Rule],
+) -> EvalReport:
+    by_id = {r.id: r for r in known}
+    if rules is None:
+        chosen = [r for r in known if r.enabled]
+    else:
+        if isinstance(rules, str | Mapping | Rule):
+            rules = [rules]
+        chosen = []
+        for item in rules:
+            if isinstance(item, str):
+                if item not in by_id:
+                    raise RuleError(f"no rule {item!r}")
+                chosen.append(by_id[item])
+            elif isinstance(item, Rule):
+                chosen.append(item)
+            else:
+                chosen.append(rule_from_dict(item))
+    ids = [r.id for r in chosen]
+    # A decoding rule needs the injection rules to judge what it decodes; they help, they are not scored.
+    helpers = (
+        [
+            r
+            for r in known
+            if r.enabled and r.category == "injection" and r.decode is None and r.id not in set(ids)
+        ]
+        if any(r.decode for r in chosen)
+        else []
+    )
+    scanner = scanner_for(tuple(chosen + helpers))
+    return evaluate_frame(scanner, frame, target=target, rule_ids=ids)
 
 
 class Hunter:
-    """Placeholder wired into every workspace; filled in by the security core."""
+    """The Hunter engine of one workspace (``ws.hunter``)."""
 
     def __init__(self, ws: Workspace) -> None:
         self._ws = ws
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped whenever the rule table changes; the scanner is rebuilt lazily
+        self._built: tuple[int, tuple[Rule, ...], Scanner] | None = None
+        self._started = False
+        ws.projections.register("hunter_rules", "hunter.*", self._apply_rules, tables=["hunter_rules"])
+        ws.projections.register("hunter_alerts", "hunter.*", _apply_alerts, tables=["hunter_alerts"])
 
+    # -- lifecycle ---------------------------------------------------------------------------------------------
     def seed_defaults(self) -> None:
-        """Seed the default rule pack into a new workspace (called once, at genesis)."""
+        """Publish the default pack as one ``hunter.pack_loaded`` event (a new workspace does this once)."""
+        self._publish_pack(default_pack(), actor=HUNTER)
 
-    def screen(self, text: str, *, target: str, actor: str, resource: str | None = None) -> list[object]:
-        """Scan text entering the workspace and raise alerts for findings (the wired-in scans call this)."""
-        return []
+    def start(self) -> None:
+        """Subscribe the alert fan-out (called once every engine of the workspace is wired)."""
+        if self._started or self._ws.read_only:
+            return
+        self._started = True
+        if self._ws.ledger.head[0] > 0 and not self._rows():
+            self.seed_defaults()  # a workspace made before Hunter had rules: give it the default pack now
+        self._ws.subscribe("hunter.alert", self._fan_out, name=FANOUT, durable=True)
+
+    # -- scanning ----------------------------------------------------------------------------------------------
+    @property
+    def scanner(self) -> Scanner:
+        """The compiled scanner of the workspace's enabled rules (rebuilt after any rule change)."""
+        return self._current()[2]
+
+    def scan(self, text: str, *, target: str) -> list[Finding]:
+        """Every finding of the enabled rules in ``text`` scanned as ``target``; publishes nothing."""
+        return self.scanner.scan(text, target=target)
+
+    def screen(self, text: str, *, target: str, actor: str, resource: str | None = None) -> list[Finding]:
+        """Scan ``text`` and publish one ``hunter.alert`` per rule that fired; returns the findings.
+
+        ``actor`` is whoever the text came from; the alerts are published by ``hunter``, caused by the event
+        being handled (if any). A read-only snapshot only scans.
+        """
+        if not isinstance(actor, str) or not actor:
+            raise ValueError("screen needs the actor the text came from")
+        findings = self.scan(text, target=target)
+        if not findings or self._ws.read_only:
+            return findings
+        scan_id = self._ws.mesh.new_id()
+        by_rule: dict[str, list[Finding]] = {}
+        for f in findings:
+            by_rule.setdefault(f.rule, []).append(f)
+        rules = {r.id: r for r in self._current()[1]}
+        messages = [
+            Message("hunter.alert", _alert_payload(rules[rid], group, actor, resource, scan_id), resource)
+            for rid, group in by_rule.items()
+        ]
+        self._ws.publish_many(messages, actor=HUNTER)
+        return findings
+
+    # -- rules -------------------------------------------------------------------------------------------------
+    def rules(self, *, enabled: bool | None = None) -> pd.DataFrame:
+        """The rule table (``hunter_rules``) in evaluation order."""
+        sql = "SELECT * FROM hunter_rules"
+        params: list[Any] = []
+        if enabled is not None:
+            sql += " WHERE enabled = ?"
+            params.append(enabled)
+        return self._ws.sql(sql + " ORDER BY position", params)
+
+    def rule(self, rule_id: str) -> Rule:
+        """One rule, enabled or not."""
+        for r in self._all_rules():
+            if r.id == rule_id:
+                return r
+        raise RuleError(f"no rule {rule_id!r}; see hunter.rules()")
+
+    def add_rule(self, rule: Rule | Mapping[str, Any], *, actor: str) -> Rule:
+        """Add a rule at run time (a ``hunter.rule_added`` event). Its examples must behave."""
+        new = rule if isinstance(rule, Rule) else rule_from_dict(rule, enabled=True)
+        if any(r.id == new.id for r in self._all_rules()):
+            raise RuleError(f"a rule {new.id!r} exists already; use update_rule")
+        check_examples(new, self._all_rules())
+        self._ws.publish(
+            "hunter.rule_added", {"rule": new.as_dict()}, actor=actor, resource=_resource(new.id)
+        )
+        return self.rule(new.id)
+
+    def update_rule(
+        self, rule_id: str, changes: Mapping[str, Any] | None = None, *, actor: str, **fields: Any
+    ) -> Rule:
+        """Change fields of a rule (``update_rule("x", severity="low", actor=...)``); a ``hunter.rule_updated``."""
+        merged = {**(changes or {}), **fields}
+        if not merged:
+            raise RuleError("update_rule needs at least one field to change")
+        if "id" in merged and merged["id"] != rule_id:
+            raise RuleError("a rule's id cannot change; add a new rule and disable this one")
+        if "enabled" in merged:
+            raise RuleError("use enable_rule / disable_rule to switch a rule on or off")
+        current = self.rule(rule_id)
+        new = current.with_changes(merged)
+        check_examples(new, self._all_rules())
+        changed = sorted(k for k, v in new.as_dict().items() if current.as_dict().get(k) != v)
+        if not changed:
+            return current
+        self._ws.publish(
+            "hunter.rule_updated",
+            {"id": rule_id, "rule": new.as_dict(), "changed": changed},
+            actor=actor,
+            resource=_resource(rule_id),
+        )
+        return self.rule(rule_id)
+
+    def disable_rule(self, rule_id: str, *, actor: str, reason: str = "") -> Rule:
+        """Stop a rule from running (a ``hunter.rule_disabled`` event; nothing if it is off already)."""
+        return self._switch(rule_id, False, actor=actor, reason=reason)
+
+    def enable_rule(self, rule_id: str, *, actor: str, reason: str = "") -> Rule:
+        """Run a disabled rule again (a ``hunter.rule_enabled`` event; nothing if it is on already)."""
+        return self._switch(rule_id, True, actor=actor, reason=reason)
+
+    def _switch(self, rule_id: str, enabled: bool, *, actor: str, reason: str) -> Rule:
+        current = self.rule(rule_id)
+        if current.enabled == enabled:
+            return current
+        topic = "hunter.rule_enabled" if enabled else "hunter.rule_disabled"
+        self._ws.publish(topic, {"id": rule_id, "reason": reason}, actor=actor, resource=_resource(rule_id))
+        return self.rule(rule_id)
+
+    def load_pack(self, pack: Pack | str | Mapping[str, Any], *, actor: str) -> Pack:
+        """Load a rule pack (a Pack, YAML text or its mapping) as one ``hunter.pack_loaded`` event.
+
+        New rules are added; rules with an id already present take the pack's definition and keep their
+        enabled/disabled state; other rules stay as they are. Every rule's examples must behave.
+        """
+        if isinstance(pack, str):
+            pack = load_pack(pack)
+        elif not isinstance(pack, Pack):
+            pack = pack_from_dict(pack)
+        context = list(pack.rules) + [r for r in self._all_rules() if r.id not in {p.id for p in pack.rules}]
+        for rule in pack.rules:
+            check_examples(rule, context)
+        self._publish_pack(pack, actor=actor)
+        return pack
+
+    def _publish_pack(self, pack: Pack, *, actor: str) -> None:
+        self._ws.publish(
+            "hunter.pack_loaded", pack.as_dict(), actor=actor, resource=f"hunter:pack:{pack.name}"
+        )
+
+    # -- alerts and evaluation ---------------------------------------------------------------------------------
+    def alerts(self, *, rule: str | None = None) -> pd.DataFrame:
+        """Alerts (``hunter_alerts``), newest first."""
+        sql, params = "SELECT * FROM hunter_alerts", []
+        if rule is not None:
+            sql += " WHERE rule = ?"
+            params.append(rule)
+        return self._ws.sql(sql + " ORDER BY ts DESC, id", params)
+
+    def evaluate(
+        self,
+        frame: pd.DataFrame,
+        *,
+        target: str = "chat",
+        rules: Sequence[str | Rule | Mapping[str, Any]] | None = None,
+    ) -> EvalReport:
+        """Precision, recall and confusion per rule and for the pack on a labelled frame (``text``, ``label``).
+
+        ``rules``: None for the enabled rules; otherwise rule ids of this workspace (disabled ones too) and/or
+        candidate rules (Rule objects or mappings) that are evaluated without being added.
+        """
+        return _evaluate(frame, target=target, rules=rules, known=list(self._all_rules()))
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _rows(self) -> list[tuple[str, bool]]:
+        rows = (
+            self._ws.ledger.reader()
+            .execute("SELECT definition, enabled FROM hunter_rules ORDER BY position")
+            .fetchall()
+        )
+        return [(str(d), bool(e)) for d, e in rows]
+
+    def _all_rules(self) -> tuple[Rule, ...]:
+        return self._current()[1]
+
+    def _current(self) -> tuple[int, tuple[Rule, ...], Scanner]:
+        built = self._built
+        generation = self._generation
+        if built is not None and built[0] == generation:
+            return built
+        with self._lock:
+            if self._built is not None and self._built[0] == self._generation:
+                return self._built
+            generation = self._generation
+            rules = tuple(rule_from_dict(json.loads(d), enabled=e) for d, e in self._rows())
+            scanner = scanner_for(tuple(r for r in rules if r.enabled))
+            self._built = (generation, rules, scanner)
+            return self._built
+
+    def _apply_rules(self, con: Any, events: list[Event]) -> None:
+        if _apply_rules(con, events):
+            self._generation += 1
+
+    def _fan_out(self, alert: Event) -> None:
+        p = alert.payload
+        if p.get("actor") == HUNTER:
+            return  # raised while screening one of Hunter's own reports: on the ledger, never fanned out
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT notified_at FROM hunter_alerts WHERE id = ?", [alert.id])
+            .fetchone()
+        )
+        if row is not None and row[0] is not None:
+            return  # fanned out before (a redelivery after a crash, or a replayed ledger)
+        rule, severity, target = p["rule"], p["severity"], p["target"]
+        resource = p.get("resource")
+        path = f"{ALERT_FOLDER}/{alert.id}.md"
+        task = self._ws.tasks.create(
+            f"Security alert: {rule}",
+            kind="security_alert",
+            actor=HUNTER,
+            priority=PRIORITY.get(severity, 50),
+            details={
+                "alert": alert.id,
+                "rule": rule,
+                "severity": severity,
+                "target": target,
+                "resource": resource,
+                "count": p["count"],
+                "memory_path": path,
+            },
+            key=f"hunter:{rule}:{resource or target}",
+        )
+        try:
+            self._ws.memory.read(path)
+        except ArtifactError:
+            self._ws.memory.write(
+                path,
+                _report(alert),
+                actor=HUNTER,
+                tags=("security", "alert", severity, rule),
+                reason=f"details of Hunter alert {alert.id}",
+            )
+        self._ws.publish(
+            "hunter.notification",
+            {
+                "alert": alert.id,
+                "rule": rule,
+                "severity": severity,
+                "target": target,
+                "resource": resource,
+                "count": p["count"],
+                "title": f"Security alert: {rule}",
+                "message": f"{p.get('description', rule)}: {p['count']} occurrence(s) in {resource or target}",
+                "task": task.id,
+                "memory_path": path,
+            },
+            actor=HUNTER,
+            resource=alert.resource,
+        )
+
+
+def _resource(rule_id: str) -> str:
+    return f"hunter:rule:{rule_id}"
+
+
+def _alert_payload(
+    rule: Rule, findings: list[Finding], actor: str, resource: str | None, scan_id: str
+) -> dict[str, Any]:
+    spans = [
+        {"start": f.start, "end": f.end, "line": f.line, "column": f.column} for f in findings[:MAX_SPANS]
+    ]
+    excerpts = list(dict.fromkeys(f.excerpt for f in findings))[:MAX_EXCERPTS]
+    payload: dict[str, Any] = {
+        "rule": rule.id,
+        "severity": rule.severity,
+        "category": rule.category,
+        "description": rule.description,
+        "target": findings[0].target,
+        "actor": actor,
+        "resource": resource,
+        "count": len(findings),
+        "spans": spans,
+        "excerpts": excerpts,
+        "scan": scan_id,
+    }
+    details = sorted({f.detail for f in findings if f.detail})
+    if details:
+        payload["details"] = details
+    if len(findings) > MAX_SPANS:
+        payload["spans_truncated"] = len(findings) - MAX_SPANS
+    return payload
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def _report(alert: Event) -> str:
+    """The markdown of an alert's memory entry: only fields of the alert, whose excerpts are masked."""
+    p = alert.payload
+    lines = [
+        f"# Security alert: {p['rule']}",
+        "",
+        "| field | value |",
+        "|---|---|",
+        f"| rule | `{_cell(p['rule'])}` |",
+        f"| description | {_cell(p.get('description', ''))} |",
+        f"| severity | {_cell(p['severity'])} |",
+        f"| target | {_cell(p['target'])} |",
+        f"| resource | {_cell(p.get('resource') or '-')} |",
+        f"| text from | {_cell(p.get('actor', '-'))} |",
+        f"| occurrences | {p['count']} |",
+        f"| alert | {alert.id} (ledger seq {alert.seq}) |",
+        f"| time | {alert.ts.isoformat()} |",
+        "",
+        "## Occurrences",
+        "",
+        "| # | line | column | start | end |",
+        "|---|---|---|---|---|",
+    ]
+    spans = p.get("spans", [])
+    lines += [
+        f"| {i} | {s['line']} | {s['column']} | {s['start']} | {s['end']} |" for i, s in enumerate(spans, 1)
+    ]
+    if p.get("spans_truncated"):
+        lines.append(f"| ... | {p['spans_truncated']} more | | | |")
+    lines += ["", "## Masked excerpts", ""]
+    lines += [f"- `{_cell(e)}`" for e in p.get("excerpts", [])]
+    for d in p.get("details", []):
+        lines.append(f"- {_cell(d)}")
+    return "\n".join(lines) + "\n"
+
+
+# -- projections -----------------------------------------------------------------------------------------------
+def _rule_row(
+    data: Mapping[str, Any], *, position: int, enabled: bool, source: str, version: int, e: Event
+) -> list[Any]:
+    definition = {k: v for k, v in data.items() if k != "enabled"}
+    targets = definition.get("targets", "all")
+    return [
+        definition["id"],
+        position,
+        definition.get("description", ""),
+        definition.get("severity", ""),
+        definition.get("category", "other"),
+        json.dumps(list(TARGETS) if targets == "all" else list(targets)),
+        enabled,
+        source,
+        version,
+        canonical_json(definition),
+        e.actor,
+        e.ts_us,
+        e.id,
+    ]
+
+
+_INSERT_RULE = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?)"
+
+
+def _apply_rules(con: Any, events: list[Event]) -> bool:
+    """Projection: ``hunter_rules`` from the rule events. Returns whether any rule changed."""
+    changed = False
+    for e in events:
+        if e.topic not in _RULE_TOPICS:
+            continue
+        changed = True
+        p = e.payload
+        if e.topic == "hunter.pack_loaded":
+            existing = {
+                str(r[0]): (bool(r[1]), int(r[2]), int(r[3]))
+                for r in con.execute("SELECT id, enabled, version, position FROM hunter_rules").fetchall()
+            }
+            top = max((v[2] for v in existing.values()), default=-1)
+            fresh, params = [], []
+            for data in p["rules"]:
+                rid = data["id"]
+                if rid in existing:
+                    enabled, version, position = existing[rid]
+                    row = _rule_row(
+                        data,
+                        position=position,
+                        enabled=enabled,
+                        source=f"pack:{p['name']}",
+                        version=version + 1,
+                        e=e,
+                    )
+                    con.execute(
+                        "UPDATE hunter_rules SET description = ?, severity = ?, category = ?, targets = ?, "
+                        "source = ?, version = ?, definition = ?, updated_by = ?, "
+                        "updated_at = make_timestamptz(?::BIGINT), event_id = ? WHERE id = ?",
+                        [*row[2:6], *row[7:13], rid],
+                    )
+                else:
+                    top += 1
+                    fresh.append(_INSERT_RULE)
+                    params += _rule_row(
+                        data,
+                        position=top,
+                        enabled=bool(data.get("enabled", True)),
+                        source=f"pack:{p['name']}",
+                        version=1,
+                        e=e,
+                    )
+            if fresh:
+                con.execute(f"INSERT INTO hunter_rules VALUES {', '.join(fresh)}", params)
+        elif e.topic == "hunter.rule_added":
+            row = con.execute("SELECT coalesce(max(position), -1) + 1 FROM hunter_rules").fetchone()
+            con.execute(
+                f"INSERT INTO hunter_rules VALUES {_INSERT_RULE}",
+                _rule_row(p["rule"], position=int(row[0]), enabled=True, source="added", version=1, e=e),
+            )
+        elif e.topic == "hunter.rule_updated":
+            row = _rule_row(p["rule"], position=0, enabled=True, source="", version=0, e=e)
+            con.execute(
+                "UPDATE hunter_rules SET description = ?, severity = ?, category = ?, targets = ?, "
+                "version = version + 1, definition = ?, updated_by = ?, updated_at = make_timestamptz(?::BIGINT), "
+                "event_id = ? WHERE id = ?",
+                [*row[2:6], *row[9:13], p["id"]],
+            )
+        else:
+            con.execute(
+                "UPDATE hunter_rules SET enabled = ?, updated_by = ?, updated_at = make_timestamptz(?::BIGINT), "
+                "event_id = ? WHERE id = ?",
+                [e.topic == "hunter.rule_enabled", e.actor, e.ts_us, e.id, p["id"]],
+            )
+    return changed
+
+
+def _apply_alerts(con: Any, events: list[Event]) -> None:
+    """Projection: ``hunter_alerts`` from ``hunter.alert`` and the ``hunter.notification`` ending its fan-out."""
+    for e in events:
+        p = e.payload
+        if e.topic == "hunter.alert":
+            con.execute(
+                "INSERT INTO hunter_alerts VALUES (?, make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?, "
+                "NULL, NULL, NULL)",
+                [
+                    e.id,
+                    e.ts_us,
+                    p["rule"],
+                    p["severity"],
+                    p["target"],
+                    p["actor"],
+                    p.get("resource"),
+                    p["count"],
+                    p["scan"],
+                    json.dumps(p.get("excerpts", []), ensure_ascii=False),
+                ],
+            )
+        elif e.topic == "hunter.notification":
+            con.execute(
+                "UPDATE hunter_alerts SET notified_at = make_timestamptz(?::BIGINT), task_id = ?, memory_path = ? "
+                "WHERE id = ?",
+                [e.ts_us, p.get("task"), p.get("memory_path"), p["alert"]],
+            )
