@@ -55,6 +55,8 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from .ledger import EVENTS_ARROW_SCHEMA
+
 if TYPE_CHECKING:
     from .events import Event
     from .workspace import Workspace
@@ -81,21 +83,6 @@ PUBLISHERS = 4  # concurrent publisher threads in the mesh benchmark
 _PEER_TABLE = (
     "CREATE TABLE rows (seq BIGINT, id VARCHAR, ts TIMESTAMPTZ, topic VARCHAR, actor VARCHAR, "
     "resource VARCHAR, payload VARCHAR, parent_id VARCHAR, correlation_id VARCHAR, prev_hash BLOB, hash BLOB)"
-)
-_PEER_SCHEMA = pa.schema(
-    [
-        ("seq", pa.int64()),
-        ("id", pa.string()),
-        ("ts", pa.timestamp("us", tz="UTC")),
-        ("topic", pa.string()),
-        ("actor", pa.string()),
-        ("resource", pa.string()),
-        ("payload", pa.string()),
-        ("parent_id", pa.string()),
-        ("correlation_id", pa.string()),
-        ("prev_hash", pa.binary()),
-        ("hash", pa.binary()),
-    ]
 )
 
 
@@ -389,7 +376,7 @@ def _peer_arrow_insert(path: Path, columns: list[list[Any]]) -> float:
                 pa.array(prev, pa.binary()),
                 pa.array(hsh, pa.binary()),
             ],
-            schema=_PEER_SCHEMA,
+            schema=EVENTS_ARROW_SCHEMA,
         )
         con.execute("BEGIN TRANSACTION")
         con.register("batch", table)

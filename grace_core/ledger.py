@@ -28,7 +28,8 @@ _EVENT_COLUMNS = (
     "seq, id, epoch_us(ts) AS ts_us, topic, actor, resource, payload, parent_id, correlation_id, "
     "prev_hash, hash"
 )
-_ARROW_SCHEMA = pa.schema(
+# The events table as Arrow sees it (the ledger's inserts, and the benchmark's raw-insert peer).
+EVENTS_ARROW_SCHEMA = pa.schema(
     [
         ("seq", pa.int64()),
         ("id", pa.string()),
@@ -547,7 +548,7 @@ def _arrow(events: list[Event]) -> pa.Table:
             pa.array([e.prev_hash for e in events], pa.binary()),
             pa.array([e.hash for e in events], pa.binary()),
         ],
-        schema=_ARROW_SCHEMA,
+        schema=EVENTS_ARROW_SCHEMA,
     )
 
 
