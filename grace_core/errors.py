@@ -105,3 +105,11 @@ class TaskError(GraceError):
 
 class ArtifactError(GraceError):
     """A memory artifact does not exist, or a path or write is not acceptable."""
+
+
+class ChatError(GraceError):
+    """A conversation does not exist or belongs to someone else, or a message is not acceptable."""
+
+
+class ResponderError(ChatError):
+    """A chat responder could not answer (e.g. its model server is unreachable or keeps failing)."""

@@ -1,25 +1,62 @@
-"""Memory: a file explorer of artifacts at paths, every version kept, its audit trail on the ledger."""
+"""Memory: a file explorer of artifacts at paths, every version kept, its audit trail on the ledger.
+
+Each change is one event, and tables ``memory_items`` (the artifacts) and ``memory_versions`` (every version
+of every artifact) are their projection:
+
+* ``memory.item.created`` / ``memory.item.updated`` — a new version, holding the whole content;
+* ``memory.item.moved`` — a new path (rename = a move within the folder); the versions move with it;
+* ``memory.item.deleted`` / ``memory.item.restored`` — soft delete and its undo; nothing is ever erased.
+
+Writes pass governance (``memory.write:<path>``, ``memory.delete:<path>``; the default pack keeps ``/system``
+for admins) and Hunter: a text with findings raises alerts and is stored with each finding's span masked,
+unless governance allows ``memory.write_unmasked:<path>`` for that actor (the default pack denies it to all).
+
+Search is BM25 ranking over DuckDB's ``fts`` extension. The index is derived state, not a projection: it lives
+in a private in-memory DuckDB database of this process (so it never reaches snapshots, replays or projection
+comparisons, and works on read-only snapshots too), and it is rebuilt lazily, at the first search after memory
+changed. Queries rank straight from the index tables (postings of the query's terms only) rather than through
+``match_bm25``, which scores every document.
+"""
 
 from __future__ import annotations
 
+import builtins
+import difflib
 import json
+import mimetypes
 import re
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import duckdb
 import pandas as pd
 
 from .errors import ArtifactError
 from .events import Event
+from .mesh import Message
 
 if TYPE_CHECKING:
+    from .hunter import Finding
     from .workspace import Workspace
 
-__all__ = ["Artifact", "Memory", "normalise_path"]
+__all__ = ["Artifact", "Memory", "mask", "normalise_path"]
 
 _SEGMENT = re.compile(r"^[^\x00-\x1f\x7f/]{1,255}$")
+_TOPICS = (
+    "memory.item.created",
+    "memory.item.updated",
+    "memory.item.moved",
+    "memory.item.deleted",
+    "memory.item.restored",
+)
+_SNIPPET = 80  # characters of context either side of the first hit
+# BM25 parameters, the usual defaults (the same as the fts extension's match_bm25).
+_K1, _B = 1.2, 0.75
 
 
 def normalise_path(path: str) -> str:
@@ -30,6 +67,31 @@ def normalise_path(path: str) -> str:
     if not parts or any(p in {".", ".."} or not _SEGMENT.match(p) for p in parts) or len(path) > 1024:
         raise ArtifactError(f"bad memory path {path!r}: no '.', '..', control characters or empty names")
     return "/" + "/".join(parts)
+
+
+def _folder(prefix: str | None) -> str:
+    """A folder prefix ending in '/' ('/' for the root)."""
+    if prefix is None or prefix.strip("/") == "":
+        return "/"
+    return normalise_path(prefix) + "/"
+
+
+def mask(text: str, findings: Sequence[Finding]) -> str:
+    """``text`` with every finding's span replaced by ``[masked:<rule>]`` (overlapping spans merged)."""
+    spans = sorted((f.start, f.end, f.rule) for f in findings if 0 <= f.start < f.end <= len(text))
+    merged: list[list[Any]] = []
+    for start, end, rule in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end, rule])
+    out, pos = [], 0
+    for start, end, rule in merged:
+        out.append(text[pos:start])
+        out.append(f"[masked:{rule}]")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -44,12 +106,20 @@ class Artifact:
 
 
 class Memory:
-    """Artifacts at paths. Each write is a ``memory.item.created`` or ``.updated`` event holding the content."""
+    """Artifacts at paths (``ws.memory``)."""
 
     def __init__(self, ws: Workspace) -> None:
         self._ws = ws
-        ws.projections.register("memory", "memory.item.*", _apply, tables=["memory_items", "memory_versions"])
+        self._generation = 0  # bumped by every committed memory event; the search index follows lazily
+        self._index_lock = threading.Lock()
+        self._index: duckdb.DuckDBPyConnection | None = None
+        self._index_generation = -1
+        self.last_index_build_s: float | None = None  # how long the last (re)build of the search index took
+        ws.projections.register(
+            "memory", "memory.item.*", self._apply, tables=["memory_items", "memory_versions"]
+        )
 
+    # -- writing -----------------------------------------------------------------------------------------------
     def write(
         self,
         path: str,
@@ -57,37 +127,211 @@ class Memory:
         *,
         actor: str,
         content_type: str = "text/markdown",
-        tags: Iterable[str] = (),
+        tags: Iterable[str] | None = None,
         reason: str = "",
     ) -> Artifact:
-        """Create the artifact at ``path``, or add a new version of it. Content is screened by Hunter."""
+        """Create the artifact at ``path``, or add a new version of it (``tags=None`` keeps the current tags).
+
+        Governance must allow ``memory.write`` on the path. The content is screened by Hunter: findings raise
+        alerts and their spans are stored masked unless ``memory.write_unmasked`` is allowed.
+        """
         path = normalise_path(path)
         if not isinstance(content, str):
             raise ArtifactError("memory content is text (str)")
+        current = self._row(path)
+        if current is not None and current["deleted"]:
+            raise ArtifactError(f"{path} is deleted; restore it first (memory.restore) or write elsewhere")
+        if tags is None:
+            tags = current["tags"] if current is not None else ()
         tag_list = sorted({str(t) for t in tags})
-        current = (
-            self._ws.ledger.reader()
-            .execute("SELECT version, deleted FROM memory_items WHERE path = ?", [path])
-            .fetchone()
-        )
-        self._ws.hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
-        version = 1 if current is None else int(current[0]) + 1
+        self._ws.governance.require(actor, f"memory.write:{path}")
+        stored, masked = self._screen(content, path=path, actor=actor)
+        version = 1 if current is None else int(current["version"]) + 1
+        payload: dict[str, Any] = {
+            "path": path,
+            "content": stored,
+            "content_type": content_type,
+            "tags": tag_list,
+            "version": version,
+            "reason": reason,
+        }
+        if current is not None:
+            payload["id"] = current["id"]
+        if masked:
+            payload["masked"] = masked
         topic = "memory.item.created" if current is None else "memory.item.updated"
+        self._ws.publish(topic, payload, actor=actor, resource=f"memory:{path}")
+        return self.read(path)
+
+    def _screen(self, content: str, *, path: str, actor: str) -> tuple[str, list[str]]:
+        findings = self._ws.hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
+        if not findings:
+            return content, []
+        allowed = self._ws.governance.decide(actor, f"memory.write_unmasked:{path}")
+        if allowed.effect == "allow":
+            return content, []
+        return mask(content, findings), sorted({f.rule for f in findings})
+
+    def move(self, path: str, new_path: str, *, actor: str, reason: str = "") -> list[str]:
+        """Move an artifact, or every artifact of a folder, to ``new_path``; returns the new paths.
+
+        Versions and history follow the artifact. Needs ``memory.write`` on both places. A target that is
+        taken (even by a deleted artifact) is refused.
+        """
+        path, new_path = normalise_path(path), normalise_path(new_path)
+        if path == new_path:
+            raise ArtifactError(f"{path} is already there")
+        if new_path.startswith(path + "/"):
+            raise ArtifactError(f"cannot move {path} into itself ({new_path})")
+        cur = self._ws.ledger.reader()
+        if self._row(path) is not None:
+            rows = cur.execute("SELECT path, id, deleted FROM memory_items WHERE path = ?", [path]).fetchall()
+        else:
+            rows = cur.execute(
+                "SELECT path, id, deleted FROM memory_items WHERE starts_with(path, ?) ORDER BY path",
+                [path + "/"],
+            ).fetchall()
+        live = [(p, i) for p, i, d in rows if not d]
+        if not live:
+            raise ArtifactError(f"no memory artifact or folder at {path}")
+        moves = [(p, new_path + p[len(path) :], i) for p, i in live]
+        targets = [t for _, t, _ in moves]
+        taken = cur.execute(
+            "SELECT path FROM memory_items WHERE path IN (SELECT unnest(?::VARCHAR[]))", [targets]
+        ).fetchall()
+        if taken:
+            raise ArtifactError(f"cannot move to {taken[0][0]}: an artifact (maybe deleted) is there")
+        self._ws.governance.require(actor, f"memory.write:{path}")
+        self._ws.governance.require(actor, f"memory.write:{new_path}")
+        self._ws.publish_many(
+            [
+                Message(
+                    "memory.item.moved",
+                    {"path": old, "new_path": new, "id": ident, "reason": reason},
+                    f"memory:{new}",
+                )
+                for old, new, ident in moves
+            ],
+            actor=actor,
+        )
+        return targets
+
+    def rename(self, path: str, new_name: str, *, actor: str, reason: str = "") -> str:
+        """Rename within the folder (a move)."""
+        path = normalise_path(path)
+        if "/" in new_name or not _SEGMENT.match(new_name) or new_name in {".", ".."}:
+            raise ArtifactError(f"bad name {new_name!r}: one path segment")
+        parent = path.rsplit("/", 1)[0]
+        return self.move(path, f"{parent}/{new_name}", actor=actor, reason=reason)[0]
+
+    def delete(self, path: str, *, actor: str, reason: str = "") -> None:
+        """Soft-delete: the artifact disappears from reads, lists and search; its versions stay."""
+        path = normalise_path(path)
+        row = self._row(path)
+        if row is None or row["deleted"]:
+            raise ArtifactError(f"no memory artifact at {path}")
+        self._ws.governance.require(actor, f"memory.delete:{path}")
         self._ws.publish(
-            topic,
-            {
-                "path": path,
-                "content": content,
-                "content_type": content_type,
-                "tags": tag_list,
-                "version": version,
-                "reason": reason,
-            },
+            "memory.item.deleted",
+            {"path": path, "id": row["id"], "reason": reason},
+            actor=actor,
+            resource=f"memory:{path}",
+        )
+
+    def restore(self, path: str, *, actor: str, reason: str = "") -> Artifact:
+        """Undo a soft delete."""
+        path = normalise_path(path)
+        row = self._row(path)
+        if row is None or not row["deleted"]:
+            raise ArtifactError(f"nothing deleted at {path}")
+        self._ws.governance.require(actor, f"memory.write:{path}")
+        self._ws.publish(
+            "memory.item.restored",
+            {"path": path, "id": row["id"], "reason": reason},
             actor=actor,
             resource=f"memory:{path}",
         )
         return self.read(path)
 
+    def restore_version(self, path: str, version: int, *, actor: str, reason: str = "") -> Artifact:
+        """Make an old version current again (a new version with its content, type and tags)."""
+        old = self.read(path, version=version)
+        tags = self._versions_tags(old.path, version)
+        return self.write(
+            old.path,
+            old.content,
+            actor=actor,
+            content_type=old.content_type,
+            tags=tags,
+            reason=reason or f"restore version {version}",
+        )
+
+    def _versions_tags(self, path: str, version: int) -> tuple[str, ...]:
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT tags FROM memory_versions WHERE path = ? AND version = ?", [path, version])
+            .fetchone()
+        )
+        return tuple(json.loads(row[0])) if row and row[0] else ()
+
+    def import_tree(
+        self,
+        directory: str | Path,
+        *,
+        into: str = "/",
+        actor: str,
+        tags: Iterable[str] | None = None,
+        reason: str = "",
+    ) -> list[str]:
+        """Write every text file under ``directory`` to memory under ``into``; returns the paths written.
+
+        Files that are not UTF-8 text are skipped (memory holds text). Unchanged files add no version.
+        """
+        root = Path(directory)
+        if not root.is_dir():
+            raise ArtifactError(f"{root} is not a directory")
+        base = _folder(into)
+        written = []
+        for file in sorted(p for p in root.rglob("*") if p.is_file()):
+            try:
+                text = file.read_text(encoding="utf-8")
+            except (UnicodeDecodeError, OSError):
+                continue
+            path = normalise_path(base + file.relative_to(root).as_posix())
+            try:
+                if self.read(path).content == text:
+                    continue
+            except ArtifactError:
+                pass
+            ctype = mimetypes.guess_type(file.name)[0] or (
+                "text/markdown" if file.suffix.lower() == ".md" else "text/plain"
+            )
+            self.write(
+                path, text, actor=actor, content_type=ctype, tags=tags, reason=reason or f"import {file}"
+            )
+            written.append(path)
+        return written
+
+    def export_tree(self, prefix: str, directory: str | Path) -> list[Path]:
+        """Write the live artifacts under ``prefix`` as files under ``directory`` (folders made as needed)."""
+        folder = _folder(prefix)
+        out = Path(directory)
+        files = []
+        single = self._row(normalise_path(prefix)) if folder != "/" else None
+        paths = (
+            [normalise_path(prefix)]
+            if single is not None and not single["deleted"]
+            else list(self.list(folder)["path"])
+        )
+        for path in paths:
+            rel = path.rsplit("/", 1)[1] if single is not None else path[len(folder) :]
+            target = out.joinpath(*rel.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(self.read(path).content, encoding="utf-8")
+            files.append(target)
+        return files
+
+    # -- reading -----------------------------------------------------------------------------------------------
     def read(self, path: str, *, version: int | None = None) -> Artifact:
         path = normalise_path(path)
         cur = self._ws.ledger.reader()
@@ -106,14 +350,232 @@ class Memory:
             raise ArtifactError(f"{path} has no version {want} (latest is {item[3]})")
         return Artifact(path, row[0], row[1], tuple(json.loads(item[1])), item[2], want, row[2])
 
-    def list(self, prefix: str = "/") -> pd.DataFrame:
-        """Artifacts under a folder, newest first."""
-        prefix = "/" if prefix == "/" else normalise_path(prefix) + "/"
+    def list(self, prefix: str = "/", *, deleted: bool = False) -> pd.DataFrame:
+        """Artifacts under a folder, newest first (``deleted=True``: the deleted ones instead)."""
         return self._ws.sql(
             "SELECT path, content_type, tags, owner, version, updated_at FROM memory_items "
-            "WHERE NOT deleted AND starts_with(path, ?) ORDER BY updated_at DESC, path",
-            [prefix],
+            "WHERE deleted = ? AND starts_with(path, ?) ORDER BY updated_at DESC, path",
+            [deleted, _folder(prefix)],
         )
+
+    def tree(self, prefix: str = "/") -> pd.DataFrame:
+        """Folders under ``prefix`` (derived from the paths): folder, depth, artifacts directly in it, and all
+        artifacts below it."""
+        folder = _folder(prefix)
+        paths = list(self.list(folder)["path"])
+        direct: dict[str, int] = {}
+        total: dict[str, int] = {}
+        for p in paths:
+            parts = p.split("/")[1:-1]
+            parent = "/" + "/".join(parts) if parts else "/"
+            direct[parent] = direct.get(parent, 0) + 1
+            for i in range(len(parts) + 1):
+                f = "/" + "/".join(parts[:i]) if i else "/"
+                total[f] = total.get(f, 0) + 1
+        root = folder.rstrip("/") or "/"
+        rows = [
+            {"folder": f, "depth": 0 if f == "/" else f.count("/"), "artifacts": direct.get(f, 0), "total": n}
+            for f, n in total.items()
+            if f == root or f.startswith(folder)
+        ]
+        return pd.DataFrame(rows, columns=["folder", "depth", "artifacts", "total"]).sort_values(
+            "folder", ignore_index=True
+        )
+
+    def versions(self, path: str) -> pd.DataFrame:
+        """Every version of the artifact (deleted ones too): version, actor, reason, ts, size, event_id."""
+        path = normalise_path(path)
+        if self._row(path) is None:
+            raise ArtifactError(f"no memory artifact at {path}")
+        return self._ws.sql(
+            "SELECT version, actor, reason, ts, content_type, length(content) AS size, event_id "
+            "FROM memory_versions WHERE path = ? ORDER BY version",
+            [path],
+        )
+
+    def diff(self, path: str, a: int, b: int | None = None, *, context: int = 3) -> str:
+        """A unified diff from version ``a`` to version ``b`` (default: the latest)."""
+        old = self.read(path, version=a)
+        new = self.read(path, version=b)
+        return "".join(
+            difflib.unified_diff(
+                old.content.splitlines(keepends=True),
+                new.content.splitlines(keepends=True),
+                fromfile=f"{old.path}@{old.version}",
+                tofile=f"{new.path}@{new.version}",
+                n=context,
+            )
+        )
+
+    def audit(self, path: str) -> pd.DataFrame:
+        """Who did what to the artifact, when and why, from the ledger (across its moves)."""
+        path = normalise_path(path)
+        row = self._row(path)
+        if row is None:
+            raise ArtifactError(f"no memory artifact at {path}")
+        ident = row["id"]
+        frame = self._ws.sql(
+            "SELECT seq, ts, topic, actor, json_extract_string(payload, '$.path') AS path, "
+            "json_extract_string(payload, '$.new_path') AS new_path, "
+            "TRY_CAST(json_extract(payload, '$.version') AS INTEGER) AS version, "
+            "json_extract_string(payload, '$.reason') AS reason, "
+            "json_extract(payload, '$.masked') IS NOT NULL AS masked, id AS event_id FROM events "
+            "WHERE starts_with(topic, 'memory.item.') AND (id = ? OR json_extract_string(payload, '$.id') = ? "
+            # updates written before updates carried the artifact's id: its path identifies them
+            "OR (json_extract_string(payload, '$.id') IS NULL AND topic = 'memory.item.updated' AND resource = ?)) "
+            "ORDER BY seq",
+            [ident, ident, f"memory:{path}"],
+        )
+        frame["action"] = frame["topic"].str.removeprefix("memory.item.")
+        return frame
+
+    # -- search ------------------------------------------------------------------------------------------------
+    def search(
+        self,
+        query: str,
+        *,
+        prefix: str | None = None,
+        tags: Iterable[str] | None = None,
+        owner: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 10,
+    ) -> pd.DataFrame:
+        """Full-text search (BM25) over the live artifacts: path, score, snippet, content_type, tags, owner,
+        version, updated_at; best first. Filters: folder ``prefix``, ``tags`` (all of them), ``owner``, and
+        ``since``/``until`` on the last update."""
+        if not isinstance(query, str) or not query.strip():
+            raise ArtifactError("search needs some words to look for")
+        columns = ["path", "score", "snippet", "content_type", "tags", "owner", "version", "updated_at"]
+        con = self._search_index()
+        if con is None:
+            return pd.DataFrame(columns=columns)
+        where: list[str] = ["true"]
+        params: list[Any] = []
+        if prefix is not None:
+            where.append("starts_with(d.path, ?)")
+            params.append(_folder(prefix))
+        for tag in sorted({str(t) for t in tags or ()}):
+            where.append("list_contains(d.tags, ?)")
+            params.append(tag)
+        if owner is not None:
+            where.append("d.owner = ?")
+            params.append(owner)
+        if since is not None:
+            where.append("d.updated_at >= ?::TIMESTAMPTZ")
+            params.append(since)
+        if until is not None:
+            where.append("d.updated_at < ?::TIMESTAMPTZ")
+            params.append(until)
+        params.append(int(limit))
+        with self._index_lock:
+            # Two steps: the query's term ids first, then the postings of just those ids as constants, so
+            # the scan of the (termid-sorted) postings skips every row group without them.
+            found = con.execute(
+                "SELECT termid, df FROM fts_main_docs.dict WHERE term IN "
+                "(SELECT DISTINCT stem(unnest(fts_main_docs.tokenize(?)), 'porter'))",
+                [query],
+            ).fetchall()
+        if not found:
+            return pd.DataFrame(columns=columns)
+        values = ", ".join(f"({int(t)}, {int(df)})" for t, df in found)
+        ids = ", ".join(str(int(t)) for t, _ in found)
+        sql = f"""
+            WITH qd(termid, df) AS (VALUES {values}),
+            st AS (SELECT num_docs, avgdl FROM fts_main_docs.stats),
+            tf AS (SELECT docid, termid, tf FROM postings WHERE termid IN ({ids})),
+            scored AS (
+                SELECT k.name AS ref, sum(ln((st.num_docs - qd.df + 0.5) / (qd.df + 0.5) + 1)
+                       * tf.tf * {_K1 + 1} / (tf.tf + {_K1} * (1 - {_B} + {_B} * k.len / st.avgdl))) AS score
+                FROM tf JOIN qd USING (termid) JOIN fts_main_docs.docs k USING (docid), st
+                GROUP BY k.name)
+            SELECT d.path, s.score, d.content, d.content_type, d.tags, d.owner, d.version, d.updated_at
+            FROM scored s JOIN docs d ON d.docid = s.ref
+            WHERE {" AND ".join(where)}
+            ORDER BY s.score DESC, d.path LIMIT ?"""
+        with self._index_lock:
+            frame = con.execute(sql, params).df()
+        terms = [t for t in re.split(r"[^\w]+", query.lower()) if t]
+        frame.insert(2, "snippet", [_snippet(c, terms) for c in frame.pop("content")])
+        frame["tags"] = frame["tags"].map(lambda t: tuple(t) if t is not None else ())
+        return frame[columns]
+
+    def _search_index(self) -> duckdb.DuckDBPyConnection | None:
+        """The search database, rebuilt first when memory changed since it was built (None: memory is empty)."""
+        with self._index_lock:
+            generation = self._generation
+            if self._index is not None and self._index_generation == generation:
+                return self._index
+            started = time.perf_counter()
+            rows = (
+                self._ws.ledger.reader()
+                .execute(
+                    "SELECT i.path, v.content, i.content_type, i.tags, i.owner, i.version, i.updated_at "
+                    "FROM memory_items i JOIN memory_versions v ON v.path = i.path AND v.version = i.version "
+                    "WHERE NOT i.deleted ORDER BY i.path"
+                )
+                .arrow()
+            )
+            if self._index is not None:
+                self._index.close()
+            con = duckdb.connect(":memory:")
+            from .db import load_extension
+
+            load_extension(con, "fts")
+            con.register("src", rows)
+            con.execute(
+                "CREATE TABLE docs AS SELECT path, path || chr(10) || content AS body, content, content_type, "
+                "CAST(tags AS JSON)::VARCHAR[] AS tags, owner, version, updated_at FROM src"
+            )
+            con.unregister("src")
+            self._index, self._index_generation = con, generation
+            if not con.execute("SELECT count(*) FROM docs").fetchone()[0]:  # type: ignore[index]
+                self.last_index_build_s = time.perf_counter() - started
+                return None
+            con.execute("ALTER TABLE docs ADD COLUMN docid BIGINT")
+            con.execute("UPDATE docs SET docid = rowid")
+            # Digits are words too (error codes, versions, ids): keep them, unlike the extension's default.
+            con.execute(
+                "PRAGMA create_fts_index('docs', 'docid', 'body', ignore='(\\.|[^a-z0-9])+', overwrite=1)"
+            )
+            # Postings (term, document, frequency) sorted by term: a query reads only the row groups of its
+            # terms instead of every term occurrence of the corpus.
+            con.execute(
+                "CREATE TABLE postings AS SELECT termid, docid, count(*)::INTEGER AS tf "
+                "FROM fts_main_docs.terms GROUP BY ALL ORDER BY termid, docid"
+            )
+            self.last_index_build_s = time.perf_counter() - started
+            return con
+
+    def close(self) -> None:
+        with self._index_lock:
+            if self._index is not None:
+                self._index.close()
+                self._index = None
+
+    # -- internals ---------------------------------------------------------------------------------------------
+    def _row(self, path: str) -> dict[str, Any] | None:
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT id, version, deleted, tags FROM memory_items WHERE path = ?", [path])
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return {"id": row[0], "version": row[1], "deleted": bool(row[2]), "tags": json.loads(row[3])}
+
+    def _apply(self, con: Any, events: builtins.list[Event]) -> None:
+        _apply(con, events)
+        self._generation += 1
+
+
+def _snippet(content: str, terms: Sequence[str]) -> str:
+    low = content.lower()
+    hits = [i for i in (low.find(t) for t in terms) if i >= 0]
+    at = min(hits) if hits else 0
+    start, end = max(0, at - _SNIPPET), min(len(content), at + _SNIPPET)
+    text = " ".join(content[start:end].split())
+    return ("…" if start else "") + text + ("…" if end < len(content) else "")
 
 
 def _apply(con: Any, events: list[Event]) -> None:
@@ -134,7 +596,7 @@ def _apply(con: Any, events: list[Event]) -> None:
                     [p["content_type"], tags, p["version"], e.ts_us, p["path"]],
                 )
             con.execute(
-                "INSERT INTO memory_versions VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+                "INSERT INTO memory_versions VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?)",
                 [
                     p["path"],
                     p["version"],
@@ -144,5 +606,13 @@ def _apply(con: Any, events: list[Event]) -> None:
                     p["reason"],
                     e.id,
                     e.ts_us,
+                    tags,
                 ],
+            )
+        elif e.topic == "memory.item.moved":
+            con.execute("UPDATE memory_items SET path = ? WHERE path = ?", [p["new_path"], p["path"]])
+            con.execute("UPDATE memory_versions SET path = ? WHERE path = ?", [p["new_path"], p["path"]])
+        elif e.topic in ("memory.item.deleted", "memory.item.restored"):
+            con.execute(
+                "UPDATE memory_items SET deleted = ? WHERE path = ?", [e.topic.endswith("deleted"), p["path"]]
             )

@@ -20,6 +20,7 @@ import pandas as pd
 from . import __version__, merkle
 from .auth import Auth
 from .causal import Causal
+from .chat import Chat
 from .clock import Clock, ManualClock, SystemClock
 from .db import apply_migrations
 from .errors import LedgerError, ReadOnlyError, SignatureError, WorkspaceError, WorkspaceLockedError
@@ -125,6 +126,7 @@ class Workspace:
             self.hunter = Hunter(self)
             self.tasks = Tasks(self)
             self.memory = Memory(self)
+            self.chat = Chat(self)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
@@ -323,6 +325,7 @@ class Workspace:
         try:
             self.loops.close()
             self.mesh.close()
+            self.memory.close()
             if not self.read_only and self.path != MEMORY and Path(self.path + ".snapshot").exists():
                 with contextlib.suppress(Exception):
                     self.export_snapshot()

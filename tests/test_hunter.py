@@ -158,9 +158,15 @@ def test_a_pack_loads_as_one_event_and_keeps_switched_off_rules_off(ws: Workspac
         ws.hunter.load_pack({"name": "bad", "rules": [{**DEMO_RULE, "regex": "nomatch[0-9]"}]}, actor="rita")
 
 
+def _account(ws: Workspace, name: str) -> None:
+    """Memory writes pass governance: give the writer an account (the first user of a workspace is an admin)."""
+    ws.auth.register(name, "correct horse battery staple", role="admin", by="system")
+
+
 # -- alerts fan out --------------------------------------------------------------------------------------------
 def test_an_alert_fans_out_into_task_memory_and_notification_caused_by_it(ws: Workspace) -> None:
     key = make_secret("aws-access-key-id", random.Random(1))  # not in the pack's examples, unlike AWS
+    _account(ws, "alice")
     note = ws.memory.write("/notes/deploy.md", f"use {key} for the bucket\n", actor="alice")
     assert note.version == 1
     (alert,) = ws.ledger.events(topic="hunter.alert")
@@ -185,18 +191,20 @@ def test_an_alert_fans_out_into_task_memory_and_notification_caused_by_it(ws: Wo
     assert set(impact["topic"]) == {
         "hunter.alert",
         "task.created",
+        "governance.decision",  # the report's memory write passes governance
         "memory.item.created",
         "hunter.notification",
     }
     assert set(impact.loc[impact["depth"] == 1, "topic"]) == {
         "task.created",
+        "governance.decision",
         "memory.item.created",
         "hunter.notification",
     }
     lineage = ws.causal.lineage(note_event.id)
     assert list(lineage["id"])[:2] == [note_event.id, alert.id]
-    # The report, the task and every event are masked: the key itself was written only by alice's note.
-    assert ws.sql("SELECT count(*) AS n FROM events WHERE contains(payload, ?)", [key])["n"].iloc[0] == 1
+    # The report, the task and every event are masked, alice's note too (memory stores secrets masked).
+    assert ws.sql("SELECT count(*) AS n FROM events WHERE contains(payload, ?)", [key])["n"].iloc[0] == 0
     assert key not in json.dumps(task.details)
     assert key not in report.content
     # Screening the report (memory.write screens every write) raised nothing: masked text fires no rule.
@@ -214,6 +222,7 @@ def test_views_get_a_live_notification(ws: Workspace) -> None:
 
 
 def test_repeated_alerts_do_not_pile_up_tasks_while_one_is_open(ws: Workspace) -> None:
+    _account(ws, "alice")
     for i in range(3):
         ws.memory.write(
             "/notes/a.md", f"v{i}: {make_secret('github-token', random.Random(i))}", actor="alice"
@@ -234,6 +243,7 @@ def test_fan_out_resumes_after_a_crash_and_redelivery_adds_nothing(file_ws: Call
     # The fan-out subscriber is gone (as in a crash) when the alert is published.
     (fanout,) = [s for s in ws.mesh.subscriptions if s.name == "hunter.fanout"]
     ws.mesh.unsubscribe(fanout)
+    _account(ws, "alice")
     ws.memory.write("/notes/x.md", f"key {AWS}", actor="alice")
     assert len(ws.hunter.alerts()) == 1
     assert _fanned_out(ws).empty
@@ -257,6 +267,7 @@ def test_fan_out_resumes_after_a_crash_and_redelivery_adds_nothing(file_ws: Call
 
 def test_live_workspaces_fan_out_on_the_dispatcher_thread(file_ws: Callable[..., Workspace]) -> None:
     ws = file_ws()  # wall clock: delivery on the mesh's thread
+    _account(ws, "alice")
     ws.memory.write("/notes/live.md", f"token {GHP}", actor="alice")
     assert ws.mesh.drain(timeout=10)
     assert len(_fanned_out(ws)) == 1
@@ -344,6 +355,7 @@ def test_replay_rebuilds_rules_and_alerts_and_adds_nothing(tmp_path: Path) -> No
     source.hunter.add_rule(DEMO_RULE, actor="rita")
     source.hunter.update_rule("project-codename", severity="critical", actor="rita")
     source.hunter.disable_rule("jwt", actor="rita")
+    _account(source, "alice")
     source.memory.write("/notes/n.md", f"bluebird-007 and {AWS}", actor="alice")
     copy = replay(source, tmp_path / "copy.duckdb")
     try:

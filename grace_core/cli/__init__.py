@@ -481,7 +481,7 @@ def lab(ctx: click.Context, port: int, no_browser: bool) -> None:
 
 
 # -- commands of the other engines (each module adds its own to ``cli``) ---------------------------------------
-from grace_core.cli import auth, governance, hunter  # noqa: E402, F401 - each adds its commands to `cli`
+from grace_core.cli import auth, chat, governance, hunter, memory  # noqa: E402, F401 - each adds its commands to `cli`
 
 
 # -- entry point ---------------------------------------------------------------------------------------------

@@ -1,0 +1,372 @@
+"""Chat responders: what answers a chat message.
+
+* ``OfflineResponder`` (the default) needs no model: it answers from the workspace itself (memory artifacts,
+  tasks, Hunter alerts, insights when that table exists) by BM25 retrieval over paragraphs, quotes the best
+  passages and cites where each came from (``memory:/path``, ``task:<event id>``, ``alert:<event id>``).
+  The same workspace and question always give the same answer.
+* ``HttpResponder`` talks to any OpenAI-compatible server (``POST <base>/chat/completions``). Its base URL,
+  model and key come from ``GRACE_LLM_BASE_URL``, ``GRACE_LLM_MODEL``, ``GRACE_LLM_API_KEY``, else from the
+  workspace (``workspace_meta`` keys ``llm.base_url`` and ``llm.model``; the key from ``workspace_secrets``
+  ``llm_api_key``, never from the ledger). It retries connection errors, timeouts and 5xx answers with
+  exponential backoff, and raises ``ResponderError`` naming the server when it cannot get an answer.
+
+Every answer carries the responder's name, model and settings, which the chat records with the reply.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .errors import ArtifactError, ResponderError
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+__all__ = [
+    "BM25",
+    "Answer",
+    "HttpResponder",
+    "OfflineResponder",
+    "Passage",
+    "Responder",
+    "Turn",
+    "responder_for",
+    "tokenize",
+]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier message of the conversation, as a responder sees it."""
+
+    role: str  # "user" or "assistant"
+    text: str
+
+
+@dataclass(frozen=True)
+class Answer:
+    text: str
+    citations: tuple[str, ...] = ()
+    model: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Responder(Protocol):
+    """Anything with a ``name`` that turns a question (and the conversation so far) into an ``Answer``."""
+
+    name: str
+
+    def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer: ...
+
+
+# -- retrieval -----------------------------------------------------------------------------------------------
+_WORD = re.compile(r"[a-z0-9]+")
+# fmt: off
+_STOP = frozenset((
+    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have", "how", "i",
+    "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the", "their", "them", "there",
+    "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you",
+    "your",
+))
+# fmt: on
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-case words and numbers, without the commonest English function words."""
+    return [t for t in _WORD.findall(text.lower()) if t not in _STOP]
+
+
+class BM25:
+    """Okapi BM25 over tokenised documents (k1=1.5, b=0.75); ties keep document order."""
+
+    def __init__(self, docs: Sequence[Sequence[str]], *, k1: float = 1.5, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.tfs = [Counter(d) for d in docs]
+        self.lengths = [len(d) for d in docs]
+        self.avgdl = (sum(self.lengths) / len(docs)) if docs else 0.0
+        df: Counter[str] = Counter()
+        for tf in self.tfs:
+            df.update(tf.keys())
+        n = len(docs)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def scores(self, query: Sequence[str]) -> list[float]:
+        out = []
+        for tf, dl in zip(self.tfs, self.lengths, strict=True):
+            s = 0.0
+            norm = self.k1 * (1 - self.b + self.b * dl / self.avgdl) if self.avgdl else self.k1
+            for t in set(query):
+                f = tf.get(t)
+                if f:
+                    s += self.idf[t] * f * (self.k1 + 1) / (f + norm)
+            out.append(s)
+        return out
+
+    def top(self, query: Sequence[str], k: int) -> list[tuple[int, float]]:
+        ranked = sorted(
+            ((i, s) for i, s in enumerate(self.scores(query)) if s > 0), key=lambda p: (-p[1], p[0])
+        )
+        return ranked[:k]
+
+
+@dataclass(frozen=True)
+class Passage:
+    source: str  # the citation: memory:/path, task:<id>, alert:<id>, insight:<id>
+    text: str
+
+
+def _paragraphs(text: str, limit: int = 600) -> list[str]:
+    parts = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
+    return [p if len(p) <= limit else p[: limit - 1] + "…" for p in parts]
+
+
+def workspace_passages(ws: Workspace) -> list[Passage]:
+    """Everything the offline responder can answer from, in a stable order (paragraph by paragraph)."""
+    out: list[Passage] = []
+    memory = ws.memory.list()
+    for path in sorted(memory["path"].tolist()):
+        try:
+            content = ws.memory.read(path).content
+        except ArtifactError:  # deleted meanwhile: simply not a source
+            continue
+        out.extend(Passage(f"memory:{path}", p) for p in _paragraphs(content))
+    for row in ws.sql(
+        "SELECT id, title, state, kind, details FROM tasks ORDER BY created_at, id"
+    ).itertuples():
+        out.append(Passage(f"task:{row.id}", f"Task ({row.kind}, {row.state}): {row.title} {row.details}"))
+    alerts = ws.sql("SELECT id, rule, severity, target, actor, excerpts FROM hunter_alerts ORDER BY ts, id")
+    for row in alerts.itertuples():
+        out.append(
+            Passage(
+                f"alert:{row.id}",
+                f"Security alert {row.rule} ({row.severity}) on {row.target} text from {row.actor}: "
+                f"{row.excerpts}",
+            )
+        )
+    has_insights = ws.sql(
+        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'insights'"
+    )["n"].iloc[0]
+    if has_insights:
+        # The insights table belongs to another engine; read its text columns, whatever they are called.
+        cols = ws.sql(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'insights' "
+            "AND data_type = 'VARCHAR' ORDER BY ordinal_position"
+        )["column_name"].tolist()
+        if "id" in cols:
+            text_cols = [c for c in cols if c != "id"]
+            select = ", ".join(f'"{c}"' for c in ["id", *text_cols])
+            for row in ws.ledger.reader().execute(f"SELECT {select} FROM insights ORDER BY id").fetchall():
+                body = " ".join(str(v) for v in row[1:] if v is not None)
+                out.append(Passage(f"insight:{row[0]}", body))
+    return out
+
+
+class OfflineResponder:
+    """Answers from the workspace by BM25 retrieval; deterministic, needs no model."""
+
+    name = "offline"
+
+    def __init__(self, *, top_k: int = 3) -> None:
+        self.top_k = top_k
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return {"top_k": self.top_k, "k1": 1.5, "b": 0.75, "unit": "paragraph"}
+
+    def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
+        passages = workspace_passages(ws)
+        query = tokenize(text)
+        index = BM25([tokenize(p.text) for p in passages])
+        hits = index.top(query, self.top_k) if query else []
+        model = "bm25"
+        if not hits:
+            return Answer(
+                "I found nothing in this workspace about that (memory, tasks, alerts). "
+                "Write notes to memory, or ask with other words.",
+                (),
+                model,
+                self.settings,
+            )
+        lines = ["From this workspace:"]
+        cited: list[str] = []
+        for n, (i, _score) in enumerate(hits, 1):
+            p = passages[i]
+            lines.append(f"{n}. [{p.source}] {p.text}")
+            if p.source not in cited:
+                cited.append(p.source)
+        return Answer("\n".join(lines), tuple(cited), model, self.settings)
+
+
+# -- OpenAI-compatible HTTP backend --------------------------------------------------------------------------
+SYSTEM_PROMPT = "You are Grace, a research assistant. Answer briefly and say when you do not know."
+
+
+def _workspace_setting(ws: Workspace | None, key: str) -> str | None:
+    if ws is None:
+        return None
+    try:
+        row = ws.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = ?", [key]).fetchone()
+    except Exception:  # noqa: BLE001 - no such table in an odd workspace: no setting
+        return None
+    return None if row is None else str(row[0])
+
+
+def _workspace_secret(ws: Workspace | None, name: str) -> str | None:
+    if ws is None:
+        return None
+    try:
+        row = ws.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [name]).fetchone()
+    except Exception:  # noqa: BLE001 - a snapshot has no secrets
+        return None
+    return None if row is None else bytes(row[0]).decode()
+
+
+class HttpResponder:
+    """An OpenAI-compatible ``/v1/chat/completions`` backend, with timeouts and retries."""
+
+    name = "http"
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None = None,
+        model: str | None = None,
+        api_key: str | None = None,
+        ws: Workspace | None = None,
+        timeout: float = 30.0,
+        retries: int = 3,
+        backoff: float = 0.5,
+        temperature: float = 0.0,
+        max_tokens: int = 512,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or _workspace_setting(ws, "llm.base_url")
+        if not base:
+            raise ResponderError(
+                "the http responder needs a server: set GRACE_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1) "
+                "or the workspace setting llm.base_url"
+            )
+        if not base.startswith(("http://", "https://")):
+            raise ResponderError(f"the model server URL must start with http:// or https://, not {base!r}")
+        self.base_url = base.rstrip("/")
+        self.model = (
+            model or os.environ.get("GRACE_LLM_MODEL") or _workspace_setting(ws, "llm.model") or "default"
+        )
+        self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or _workspace_secret(ws, "llm_api_key")
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("timeout must be positive; retries and backoff not negative")
+        self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self.temperature, self.max_tokens = temperature, max_tokens
+        self._sleep = sleep
+
+    @property
+    def url(self) -> str:
+        # OpenAI clients take a base URL that already ends in /v1; accept a bare server address too.
+        return self.base_url + (
+            "/chat/completions" if self.base_url.endswith("/v1") else "/v1/chat/completions"
+        )
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        # The key is deliberately absent: settings go on the ledger.
+        return {
+            "base_url": self.base_url,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "timeout": self.timeout,
+            "retries": self.retries,
+        }
+
+    def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        messages += [{"role": t.role, "content": t.text} for t in history]
+        messages.append({"role": "user", "content": text})
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "user": user,
+        }
+        data = self._post(body)
+        try:
+            content = data["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise ResponderError(
+                f"{self.url} answered without choices[0].message.content: {data!r:.300}"
+            ) from exc
+        if not isinstance(content, str):
+            raise ResponderError(f"{self.url} answered a non-text message content: {content!r:.200}")
+        model = data.get("model") if isinstance(data.get("model"), str) else self.model
+        return Answer(content, (), model or self.model, self.settings)
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        payload = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        last = ""
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - checked http(s)
+                    raw = response.read()
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:300].decode(errors="replace")
+                if exc.code >= 500 or exc.code == 429:
+                    last = f"HTTP {exc.code}: {detail}"
+                    continue
+                raise ResponderError(f"{self.url} refused the request: HTTP {exc.code}: {detail}") from exc
+            except TimeoutError as exc:
+                last = f"no answer within {self.timeout:g} s ({exc})"
+                continue
+            except urllib.error.URLError as exc:
+                reason = exc.reason
+                if isinstance(reason, TimeoutError):
+                    last = f"no answer within {self.timeout:g} s"
+                else:
+                    last = f"cannot connect: {reason}"
+                continue
+            except (ConnectionError, OSError) as exc:
+                last = f"connection failed: {exc}"
+                continue
+            try:
+                data = json.loads(raw)
+            except ValueError as exc:
+                raise ResponderError(
+                    f"{self.url} answered something that is not JSON: {raw[:200]!r}"
+                ) from exc
+            if not isinstance(data, dict):
+                raise ResponderError(f"{self.url} answered JSON that is not an object: {raw[:200]!r}")
+            return data
+        raise ResponderError(
+            f"the language model server at {self.url} is unreachable or failing after {attempts} attempt(s): "
+            f"{last}. Check GRACE_LLM_BASE_URL, or use the offline responder"
+        )
+
+
+def responder_for(name: str | Responder | None, ws: Workspace | None = None) -> Responder:
+    """A responder by name (``offline``, ``http``), or the one given; None means offline."""
+    if name is None or name == "offline":
+        return OfflineResponder()
+    if name == "http":
+        return HttpResponder(ws=ws)
+    if isinstance(name, str):
+        raise ResponderError(f"unknown responder {name!r}; use offline or http")
+    if not isinstance(name, Responder):
+        raise ResponderError(f"{name!r} is not a responder (it needs a name and respond())")
+    return name

@@ -1,0 +1,205 @@
+"""Responders: offline BM25 over the workspace, and an OpenAI-compatible server over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from grace_core import Workspace
+from grace_core.errors import ResponderError
+from grace_core.responders import BM25, HttpResponder, OfflineResponder, Turn, tokenize
+
+
+# -- offline -------------------------------------------------------------------------------------------------
+def test_bm25_prefers_rare_terms_and_is_stable() -> None:
+    docs = [tokenize(t) for t in ["duckdb stores data", "data data data", "weather data classifier"]]
+    index = BM25(docs)
+    assert index.top(tokenize("duckdb data"), 3)[0][0] == 0
+    assert index.top(tokenize("classifier"), 3) == index.top(tokenize("classifier"), 3)
+    assert [i for i, _ in index.top(tokenize("data"), 3)] == [1, 0, 2]
+    assert index.top(tokenize("nothing here"), 3) == []
+
+
+def test_offline_answers_from_memory_tasks_and_alerts_with_citations(ws: Workspace) -> None:
+    ws.memory.write(
+        "/projects/alpha/notes.md", "Intro.\n\nAlpha measurements live in DuckDB.", actor="system"
+    )
+    task = ws.tasks.create("Calibrate the spectrometer", kind="lab", actor="system")
+    ws.hunter.screen("AKIAIOSFODNN7EXAMPLE", target="chat", actor="someone")
+    alert_id = ws.sql("SELECT id FROM hunter_alerts")["id"].iloc[0]
+    responder = OfflineResponder()
+    a = responder.respond(ws, user="rita", text="where do alpha measurements live", history=[])
+    assert a.citations[0] == "memory:/projects/alpha/notes.md"
+    assert "Alpha measurements live in DuckDB." in a.text
+    assert "Intro." not in a.text
+    b = responder.respond(ws, user="rita", text="spectrometer calibration", history=[])
+    assert b.citations == (f"task:{task.id}",)
+    c = responder.respond(ws, user="rita", text="security alert someone", history=[])
+    assert f"alert:{alert_id}" in c.citations
+    assert responder.respond(ws, user="rita", text="where do alpha measurements live", history=[]) == a
+    none = responder.respond(ws, user="rita", text="xylophone", history=[])
+    assert none.citations == ()
+    assert "nothing" in none.text
+
+
+def test_offline_reads_insights_when_the_table_exists(ws: Workspace) -> None:
+    ws.con.execute("CREATE TABLE insights (id VARCHAR, summary VARCHAR)")
+    ws.con.execute("INSERT INTO insights VALUES ('ev-1', 'Loop latency doubles after midnight')")
+    answer = OfflineResponder().respond(ws, user="rita", text="latency after midnight", history=[])
+    assert answer.citations == ("insight:ev-1",)
+
+
+# -- a real OpenAI-compatible server -------------------------------------------------------------------------
+class Server:
+    """A real HTTP server on 127.0.0.1; ``script`` says what each request gets (status, or 'slow')."""
+
+    def __init__(self) -> None:
+        self.script: list[Any] = []
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append({"path": self.path, **body})
+                outer.headers.append(dict(self.headers))
+                step = outer.script.pop(0) if outer.script else 200
+                if step == "slow":
+                    time.sleep(1.0)
+                    step = 200
+                if step != 200:
+                    self.send_response(step)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": "boom"}')
+                    return
+                last = body["messages"][-1]["content"]
+                data = json.dumps(
+                    {
+                        "model": body["model"] + "-served",
+                        "choices": [{"message": {"content": f"echo {last}"}}],
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[Server]:
+    s = Server()
+    yield s
+    s.close()
+
+
+def fast(url: str, **kwargs: Any) -> HttpResponder:
+    kwargs = {"model": "tiny", "api_key": "sk-test", "timeout": 5.0, "backoff": 0.01, **kwargs}
+    return HttpResponder(base_url=url, **kwargs)
+
+
+def test_http_reply(ws: Workspace, server: Server) -> None:
+    answer = fast(server.url).respond(
+        ws, user="rita", text="hello", history=[Turn("user", "hi"), Turn("assistant", "hey")]
+    )
+    assert answer.text == "echo hello"
+    assert answer.model == "tiny-served"
+    assert answer.settings["base_url"] == server.url
+    assert "sk-test" not in json.dumps(answer.settings)
+    req = server.requests[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["model"] == "tiny"
+    assert [m["role"] for m in req["messages"]] == ["system", "user", "assistant", "user"]
+    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+
+
+def test_http_retries_a_500_then_succeeds(ws: Workspace, server: Server) -> None:
+    server.script = [500, 503]
+    answer = fast(server.url).respond(ws, user="rita", text="again", history=[])
+    assert answer.text == "echo again"
+    assert len(server.requests) == 3
+
+
+def test_http_gives_up_with_a_clear_error(ws: Workspace, server: Server) -> None:
+    server.script = [500] * 10
+    with pytest.raises(ResponderError, match="after 3 attempt"):
+        fast(server.url, retries=2).respond(ws, user="rita", text="x", history=[])
+    server.script = [400]
+    with pytest.raises(ResponderError, match="HTTP 400"):
+        fast(server.url).respond(ws, user="rita", text="x", history=[])
+    assert len(server.requests) == 4  # a 4xx is not retried
+
+
+def test_http_unreachable_port(ws: Workspace) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ResponderError, match=rf"127\.0\.0\.1:{port}.*cannot connect"):
+        fast(f"http://127.0.0.1:{port}/v1", retries=1).respond(ws, user="rita", text="x", history=[])
+
+
+def test_http_timeout_then_retry(ws: Workspace, server: Server) -> None:
+    server.script = ["slow", "slow"]
+    with pytest.raises(ResponderError, match=r"no answer within 0\.2 s"):
+        fast(server.url, timeout=0.2, retries=1).respond(ws, user="rita", text="x", history=[])
+    server.script = ["slow"]
+    answer = fast(server.url, timeout=0.5, retries=1).respond(ws, user="rita", text="y", history=[])
+    assert answer.text == "echo y"
+
+
+def test_http_config_from_environment_and_workspace(
+    ws: Workspace, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("GRACE_LLM_BASE_URL", "GRACE_LLM_MODEL", "GRACE_LLM_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(ResponderError, match="GRACE_LLM_BASE_URL"):
+        HttpResponder(ws=ws)
+    ws.con.execute(
+        "INSERT INTO workspace_meta VALUES ('llm.base_url', ?), ('llm.model', 'ws-model')", [server.url]
+    )
+    assert (HttpResponder(ws=ws).base_url, HttpResponder(ws=ws).model) == (server.url, "ws-model")
+    monkeypatch.setenv("GRACE_LLM_MODEL", "env-model")
+    monkeypatch.setenv("GRACE_LLM_API_KEY", "sk-env")
+    HttpResponder(ws=ws).respond(ws, user="rita", text="x", history=[])
+    assert server.requests[-1]["model"] == "env-model"
+    assert server.headers[-1]["Authorization"] == "Bearer sk-env"
+
+
+def test_chat_through_http_records_model_and_settings(
+    ws: Workspace, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ws.auth.register("ada", "correct horse battery staple 42", role="admin", by="system")
+    monkeypatch.setenv("GRACE_LLM_BASE_URL", server.url)
+    monkeypatch.setenv("GRACE_LLM_MODEL", "tiny")
+    reply = ws.chat.send("ada", "what is grace?", responder="http")
+    payload = ws.ledger.get(reply.id).payload
+    assert payload["text"] == "echo what is grace?"
+    assert (payload["responder"], payload["model"]) == ("http", "tiny-served")
+    assert payload["settings"]["base_url"] == server.url
+    assert payload["settings"]["temperature"] == 0.0
+    ws.chat.send("ada", "and then?", conversation=reply.conversation, responder="http")
+    assert [m["content"] for m in server.requests[-1]["messages"][1:]] == [
+        "what is grace?",
+        "echo what is grace?",
+        "and then?",
+    ]
