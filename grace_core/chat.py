@@ -19,6 +19,7 @@ from .causal import handling
 from .errors import ChatError, ResponderError
 from .events import Event
 from .hunter import Finding, severity_rank
+from .hunter.scanner import redact
 from .responders import BM25, Responder, Turn, responder_for, tokenize
 
 if TYPE_CHECKING:
@@ -49,21 +50,8 @@ class Reply:
 
 
 def mask_secrets(text: str, findings: list[Finding]) -> str:
-    """``text`` with every secret Hunter found replaced by ``[redacted:<rule>]``."""
-    spans = sorted((f.start, f.end, f.rule) for f in findings if f.category == "secret")
-    merged: list[list[Any]] = []
-    for start, end, rule in spans:
-        if merged and start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end, rule])
-    out, pos = [], 0
-    for start, end, rule in merged:
-        out.append(text[pos:start])
-        out.append(f"[redacted:{rule}]")
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+    """``text`` with every secret Hunter found replaced by ``[redacted:<rule>]`` (injections stay readable)."""
+    return redact(text, [f for f in findings if f.category == "secret"], label="redacted")
 
 
 class Chat:

@@ -38,13 +38,13 @@ import pandas as pd
 
 from .errors import ArtifactError
 from .events import Event
+from .hunter.scanner import redact
 from .mesh import Message
 
 if TYPE_CHECKING:
-    from .hunter import Finding
     from .workspace import Workspace
 
-__all__ = ["Artifact", "Memory", "mask", "normalise_path"]
+__all__ = ["Artifact", "Memory", "normalise_path"]
 
 _SEGMENT = re.compile(r"^[^\x00-\x1f\x7f/]{1,255}$")
 _TOPICS = (
@@ -74,24 +74,6 @@ def _folder(prefix: str | None) -> str:
     if prefix is None or prefix.strip("/") == "":
         return "/"
     return normalise_path(prefix) + "/"
-
-
-def mask(text: str, findings: Sequence[Finding]) -> str:
-    """``text`` with every finding's span replaced by ``[masked:<rule>]`` (overlapping spans merged)."""
-    spans = sorted((f.start, f.end, f.rule) for f in findings if 0 <= f.start < f.end <= len(text))
-    merged: list[list[Any]] = []
-    for start, end, rule in spans:
-        if merged and start < merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], end)
-        else:
-            merged.append([start, end, rule])
-    out, pos = [], 0
-    for start, end, rule in merged:
-        out.append(text[pos:start])
-        out.append(f"[masked:{rule}]")
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
 
 
 @dataclass(frozen=True)
@@ -170,7 +152,7 @@ class Memory:
         allowed = self._ws.governance.decide(actor, f"memory.write_unmasked:{path}")
         if allowed.effect == "allow":
             return content, []
-        return mask(content, findings), sorted({f.rule for f in findings})
+        return redact(content, findings), sorted({f.rule for f in findings})
 
     def move(self, path: str, new_path: str, *, actor: str, reason: str = "") -> list[str]:
         """Move an artifact, or every artifact of a folder, to ``new_path``; returns the new paths.

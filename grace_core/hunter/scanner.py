@@ -33,7 +33,7 @@ from grace_core.errors import RuleError
 from .checks import CHECKS, AstCheck
 from .rules import TARGETS, Rule, compile_regex
 
-__all__ = ["MASK", "Finding", "Scanner", "check_examples", "scanner_for", "shannon_entropy"]
+__all__ = ["MASK", "Finding", "Scanner", "check_examples", "redact", "scanner_for", "shannon_entropy"]
 
 MASK = "****"
 MAX_EXCERPT = 160
@@ -571,3 +571,21 @@ def check_examples(rule: Rule, context: Sequence[Rule] = ()) -> None:
 def _short(text: str, width: int = 60) -> str:
     text = " ".join(text.split())
     return repr(text if len(text) <= width else text[: width - 1] + "…")
+
+
+def redact(text: str, findings: Iterable[Finding], *, label: str = "masked") -> str:
+    """``text`` with every finding's span replaced by ``[<label>:<rule>]`` (overlapping spans merged)."""
+    spans = sorted((f.start, f.end, f.rule) for f in findings if 0 <= f.start < f.end <= len(text))
+    merged: list[list[Any]] = []
+    for start, end, rule in spans:
+        if merged and start < merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end, rule])
+    out, pos = [], 0
+    for start, end, rule in merged:
+        out.append(text[pos:start])
+        out.append(f"[{label}:{rule}]")
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
