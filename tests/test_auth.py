@@ -10,8 +10,6 @@ import base64
 import json
 import os
 import statistics
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ import duckdb
 import jwt
 import pytest
 from argon2 import PasswordHasher, extract_parameters
+from support import grace
 
 from grace_core import ManualClock, Message, Workspace, open_workspace, projection_differences, replay
 from grace_core.auth import (
@@ -43,7 +42,6 @@ from grace_core.errors import (
 
 ALICE_PW = "correct horse battery"
 BOB_PW = "bob's long passphrase"
-GRACE = [sys.executable, "-m", "grace_core.cli"]
 INVALID = r"^invalid user name or password$"  # the one answer to every failed login
 
 
@@ -583,21 +581,6 @@ def test_a_snapshot_cannot_log_in(tmp_path: Path) -> None:
 
 
 # -- the command line --------------------------------------------------------------------------------------------
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("GRACE_WORKSPACE", "GRACE_JWT_SECRET")}
-
-
-def grace(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GRACE, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL if stdin is None else None,
-    )
 
 
 @pytest.fixture

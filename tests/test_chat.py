@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import grace
 
 import grace_core as g
 from grace_core import ManualClock, Workspace, open_workspace
@@ -192,20 +190,6 @@ def test_same_seed_same_answers() -> None:
 
 
 # -- the terminal chat -------------------------------------------------------------------------------------
-GRACE = [sys.executable, "-m", "grace_core.cli"]
-
-
-def grace(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRACE_WORKSPACE", "GRACE_LLM"))}
-    return subprocess.run(
-        [*GRACE, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def test_cli_chat_reads_messages_from_stdin(tmp_path: Path) -> None:

@@ -19,38 +19,21 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from support import GRACE, clean_env, grace
 
 from grace_core import InclusionProof, __version__, open_workspace, verify_inclusion_proof
 from grace_core.errors import ProofError
-
-GRACE = [sys.executable, "-m", "grace_core.cli"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRACE_WORKSPACE"}
-    env.update(extra)
-    return env
-
-
-def grace(
-    *args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*GRACE, *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env or _env(),
-        timeout=timeout,
-        check=False,
-    )
 
 
 def grace_all(*commands: tuple[str | Path, ...]) -> list[subprocess.CompletedProcess[str]]:
     """Run independent commands at the same time (start-up dominates; this keeps the suite fast)."""
     procs = [
         subprocess.Popen(
-            [*GRACE, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+            [*GRACE, *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=clean_env(),
         )
         for args in commands
     ]
@@ -149,7 +132,7 @@ def test_workspace_from_env_default_file_and_subcommand_option(tmp_path: Path, d
     assert grace("init", cwd=tmp_path).returncode == 0
     assert (tmp_path / "grace.duckdb").exists()
     # $GRACE_WORKSPACE names it when no option does.
-    result = grace("ledger", "verify", cwd=tmp_path, env=_env(GRACE_WORKSPACE=str(demo_file)))
+    result = grace("ledger", "verify", cwd=tmp_path, env=clean_env(GRACE_WORKSPACE=str(demo_file)))
     assert result.returncode == 0
     assert f"{len(topics(demo_file))} events" in result.stdout
     # The subcommand's --workspace wins over the group's.
@@ -282,7 +265,7 @@ def test_events_tail_follow_beside_the_owning_process(ws_file: Path) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=_env(),
+            env=clean_env(),
         )
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_reader, args=(follower.stdout, lines), daemon=True).start()
@@ -414,7 +397,7 @@ def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, 
         [*GRACE, "-w", str(path), "lab", "--no-browser", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime")),
+        env=clean_env(JUPYTER_RUNTIME_DIR=str(tmp_path / "jupyter-runtime")),
     )
     try:
         yield proc, port, path

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -961,14 +961,7 @@ def test_casbin_and_cedar_decide_the_benchmark_mix_as_we_do() -> None:
 
 # -- command line --------------------------------------------------------------------------------------------
 def grace(*args: str, path: Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "grace_core.cli", *args, "--workspace", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        input=stdin,
-    )
+    return support.grace(*args, "--workspace", path, stdin=stdin)
 
 
 @pytest.fixture

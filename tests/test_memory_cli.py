@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from support import grace
 
-GRACE = [sys.executable, "-m", "grace_core.cli"]
 KEY = "AKIAIOSFODNN7EXAMPLE"
-
-
-def grace(*args: str | Path, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "GRACE_WORKSPACE"}
-    return subprocess.run(
-        [*GRACE, *map(str, args)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
 
 
 def ok(*args: str | Path, stdin: str | None = None) -> str:

@@ -1,0 +1,39 @@
+"""Running the real `grace` command in a subprocess, the way a user does (shared by the CLI tests)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+GRACE = [sys.executable, "-m", "grace_core.cli"]
+# Settings a developer's shell may carry that must not leak into a test's command.
+_SCRUBBED = ("GRACE_WORKSPACE", "GRACE_JWT_SECRET", "GRACE_LLM")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED)}
+    env.update(extra)
+    return env
+
+
+def grace(
+    *args: str | Path,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
+    """Run `grace ARGS...`; without ``stdin`` the command reads an empty stdin (a prompt fails, never hangs)."""
+    return subprocess.run(
+        [*GRACE, *map(str, args)],
+        input=stdin,
+        stdin=subprocess.DEVNULL if stdin is None else None,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env or clean_env(),
+        timeout=timeout,
+        check=False,
+    )
