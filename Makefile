@@ -1,12 +1,12 @@
 # Two entry points, both from a fresh clone with only Python 3.11+:
-#   make run    install into .venv and start the workbench on the default workspace (grace.duckdb)
+#   make run    install into .venv and serve the workbench (every view) on the default workspace (grace.duckdb)
 #   make test   install into .venv and run every test (unit, property, fault, notebook)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run lab test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,10 +17,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/grace serve
+
+lab: $(STAMP)
 	$(BIN)/grace lab
 
 lint: $(STAMP)
 	$(BIN)/ruff check grace_core tests benchmarks
+	$(BIN)/ruff format --check grace_core tests benchmarks
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env

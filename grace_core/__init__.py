@@ -8,6 +8,7 @@ from .causal import current_event, handling
 from .clock import Clock, ManualClock, SystemClock
 from .errors import (
     ChainBrokenError,
+    DegradedModeError,
     EventError,
     GraceError,
     LedgerError,
@@ -30,6 +31,7 @@ from .workspace import Workspace, open_workspace, projection_differences, replay
 __all__ = [
     "ChainBrokenError",
     "Clock",
+    "DegradedModeError",
     "DerivedMetric",
     "Event",
     "EventError",

@@ -78,7 +78,13 @@ class Chat:
         conversation: str | None = None,
         responder: Responder | str | None = None,
     ) -> Reply:
-        """Record ``text`` from ``user``, screen and govern it, and answer it (or refuse)."""
+        """Record ``text`` from ``user``, screen and govern it, and answer it (or refuse).
+
+        Refused outright (nothing recorded) while the workspace is in the ``chat_paused`` degraded mode.
+        """
+        modes = getattr(self._ws, "modes", None)
+        if modes is not None:
+            modes.guard("chat_paused")
         _check_user(user)
         if not isinstance(text, str) or not text.strip():
             raise ChatError("a chat message is non-empty text")
@@ -170,23 +176,32 @@ class Chat:
         )
 
     # -- reading -----------------------------------------------------------------------------------------------
-    def history(self, conversation: str) -> pd.DataFrame:
-        """The messages of a conversation in order (questions, replies, refusals, failures)."""
-        self._get(conversation)
+    def history(self, conversation: str, *, actor: str | None = None) -> pd.DataFrame:
+        """The messages of a conversation in order (questions, replies, refusals, failures).
+
+        With ``actor``, the read is governed (``chat.read``): users read their own conversations, admins all.
+        """
+        owner = self._get(conversation)[1]
+        self._may_read(actor, f"conversation:{conversation}", own=owner == actor)
         return self._ws.sql(
             "SELECT * FROM chat_messages WHERE conversation = ? ORDER BY position", [conversation]
         )
 
-    def conversations(self, user: str | None = None) -> pd.DataFrame:
-        """Conversations (of one user, or all), most recently active first."""
+    def conversations(self, user: str | None = None, *, actor: str | None = None) -> pd.DataFrame:
+        """Conversations (of one user, or all), most recently active first (``actor``: governed read)."""
+        self._may_read(actor, f"conversations:{user or '*'}", own=user is not None and user == actor)
         sql, params = "SELECT * FROM conversations", []
         if user is not None:
             sql += ' WHERE "user" = ?'
             params.append(user)
         return self._ws.sql(sql + " ORDER BY updated_at DESC, id", params)
 
-    def search(self, query: str, user: str | None = None, *, limit: int = 20) -> pd.DataFrame:
-        """Messages ranked by BM25 against ``query`` (of one user's conversations, or all)."""
+    def search(
+        self, query: str, user: str | None = None, *, limit: int = 20, actor: str | None = None
+    ) -> pd.DataFrame:
+        """Messages ranked by BM25 against ``query`` (of one user's conversations, or all; ``actor``: governed
+        read, so a non-admin searches ``user=actor``)."""
+        self._may_read(actor, f"conversations:{user or '*'}", own=user is not None and user == actor)
         sql = (
             'SELECT m.*, c."user" AS owner FROM chat_messages m JOIN conversations c ON c.id = m.conversation'
         )
@@ -205,6 +220,20 @@ class Chat:
         return out.reset_index(drop=True)
 
     # -- helpers -----------------------------------------------------------------------------------------------
+    def _may_read(self, actor: str | None, resource: str, *, own: bool) -> None:
+        """Govern a read of conversations by ``actor`` (None: the workspace's own code, not checked).
+
+        Allowed reads are evaluated without a decision event (reads are frequent); a refused one goes through
+        ``require``, which records the refusal and raises PermissionDenied with the policy's reason.
+        """
+        if actor is None:
+            return
+        governance = self._ws.governance
+        context = {"own": own}
+        if governance.evaluate(actor, "chat.read", resource, context).allowed:
+            return
+        governance.require(actor, "chat.read", resource, context)
+
     def _get(self, conversation: str) -> tuple[Any, ...]:
         row = (
             self._ws.ledger.reader()

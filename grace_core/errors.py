@@ -113,3 +113,27 @@ class ChatError(GraceError):
 
 class ResponderError(ChatError):
     """A chat responder could not answer (e.g. its model server is unreachable or keeps failing)."""
+
+
+class DegradedModeError(GraceError):
+    """The workspace is in a degraded mode that forbids this operation (e.g. ``chat_paused``)."""
+
+    def __init__(self, message: str, *, mode: str) -> None:
+        super().__init__(message)
+        self.mode = mode
+
+
+class ModelError(GraceError):
+    """A model, version, alias or run does not exist, or a training request is not acceptable."""
+
+
+class SandboxError(GraceError):
+    """A sandbox run or a remedy cannot be done as asked (bad code, language, limits or proposal)."""
+
+
+class LakeError(GraceError):
+    """A DuckLake cannot be attached, synced or read as asked (no lake attached, a wrong catalog, a conflict)."""
+
+
+class SweepError(GraceError):
+    """A sweep configuration is not acceptable, or one of its runs failed."""

@@ -17,7 +17,9 @@ from .mesh import Message
 from .projections import topic_matcher
 
 if TYPE_CHECKING:
+    from .governance import Governance
     from .mesh import Mesh
+    from .workspace import Workspace
 
 __all__ = ["Loop", "LoopStatus", "Scheduler"]
 
@@ -35,6 +37,15 @@ class Loop:
     name: ClassVar[str] = "loop"
     topics: ClassVar[tuple[str, ...]] = ("*",)
     params: ClassVar[Mapping[str, Any]] = {"interval": 10.0, "batch_size": 10_000}
+    # True: ``process`` runs on every tick, even with no new event (loops that poll state: health checks, retries).
+    process_idle: ClassVar[bool] = False
+    # The tuning contract of the meta-loop: parameters it may change, with (min, max) bounds governance enforces,
+    # and ``objective`` (higher is better). A loop without ``tunable`` is never tuned.
+    tunable: ClassVar[Mapping[str, tuple[float, float]]] = {}
+
+    def objective(self, ws: Workspace, since: float, until: float) -> float | None:
+        """How well the loop did between two workspace-clock instants (higher is better; None: no data)."""
+        return None
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         """Handle a batch of new events; return a small summary for the tick event (or None)."""
@@ -56,7 +67,13 @@ class LoopStatus:
 
 
 class Scheduler:
-    """Owns the loops of a workspace: start, stop, pause, step, and simulated time."""
+    """Owns the loops of a workspace: start, stop, pause, step, and simulated time.
+
+    With ``governance`` attached (a workspace attaches its own), parameter changes always pass
+    ``governance.require(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
+    ``loop.start``/``loop.stop``/``loop.step`` when an actor is named (the scheduler's own ticks are not
+    governed: they are the schedule the governed start asked for).
+    """
 
     def __init__(self, mesh: Mesh, *, actor: str = "scheduler") -> None:
         self.mesh = mesh
@@ -68,6 +85,13 @@ class Scheduler:
         self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._tick_locks: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
+        self.governance: Governance | None = None
+        # Parameter values read from loop_params; set_param keeps it current (a tick reads several each time).
+        self._param_cache: dict[tuple[str, str], Any] = {}
+        self._cursors: dict[str, int] = {}  # loop -> its cursor (see cursor())
+        # A floor under every tunable ``interval`` (bounds()): set by a simulation, so that a tuner cannot undo the
+        # schedule it keeps a simulated day to (a 2 s loop ticks 43200 times a day).
+        self.min_interval: float | None = None
 
     # -- registry --------------------------------------------------------------------------------------------
     def add(self, loop: Loop) -> Loop:
@@ -100,18 +124,43 @@ class Scheduler:
         loop = self[name]
         if key not in loop.params:
             raise LoopError(f"loop {name!r} has no parameter {key!r}; it has {', '.join(loop.params)}")
+        cached = self._param_cache.get((name, key), _MISSING)
+        if cached is not _MISSING:
+            return cached
         row = (
             self.ledger.reader()
             .execute("SELECT value FROM loop_params WHERE loop = ? AND name = ?", [name, key])
             .fetchone()
         )
-        return json.loads(row[0]) if row else loop.params[key]
+        value = json.loads(row[0]) if row else loop.params[key]
+        self._param_cache[(name, key)] = value
+        return value
+
+    def bounds(self, name: str, key: str) -> tuple[float, float] | None:
+        """The (min, max) a tuner may set ``key`` to (from the loop's ``tunable``), or None when not tunable.
+
+        While ``min_interval`` is set (a simulation does), an ``interval`` may not be tuned below it either.
+        """
+        bounds = type(self[name]).tunable.get(key) if self[name].tunable else None
+        if bounds is None:
+            return None
+        lo, hi = float(bounds[0]), float(bounds[1])
+        if key == "interval" and self.min_interval is not None:
+            lo = max(lo, float(self.min_interval))
+            hi = max(hi, lo)
+        return lo, hi
 
     def params_of(self, name: str) -> dict[str, Any]:
         return {key: self.param(name, key) for key in self[name].params}
 
     def set_param(self, name: str, key: str, value: Any, *, actor: str, reason: str = "") -> Event:
-        """Change a loop parameter; the change is a ``loop.param_changed`` event."""
+        """Change a loop parameter; the change is a ``loop.param_changed`` event.
+
+        Governance decides first (``loop.set_param`` on ``loop:<name>``; context: key, value, old and, for a
+        tunable parameter, min, max and within_bounds): the default pack lets service actors and admins change
+        parameters, asks an admin to approve a researcher's change, and refuses the meta-loop and researchers a
+        value outside the loop's ``tunable`` bounds. Refusals raise PermissionDenied and change nothing.
+        """
         old = self.param(name, key)
         default = self[name].params[key]
         if isinstance(default, int | float) and not isinstance(default, bool):
@@ -123,12 +172,20 @@ class Scheduler:
             canonical_json({"v": value})  # fail early on values that cannot be stored
         except PayloadError as exc:
             raise LoopError(f"{name}.{key} cannot be stored: {exc}") from exc
+        if self.governance is not None:
+            context: dict[str, Any] = {"key": key, "value": value, "old": old}
+            bounds = self.bounds(name, key)
+            if bounds is not None:
+                within = is_finite_number(value) and bounds[0] <= float(value) <= bounds[1]
+                context.update({"min": bounds[0], "max": bounds[1], "within_bounds": within})
+            self.governance.require(actor, "loop.set_param", resource=f"loop:{name}", context=context)
         event = self.mesh.publish(
             "loop.param_changed",
             {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
             actor=actor,
             resource=f"loop:{name}",
         )
+        self._param_cache[(name, key)] = value
         status = self._status[name]
         if key == "interval" and status.last_tick is not None:
             status.next_due = status.last_tick + float(value)
@@ -141,6 +198,7 @@ class Scheduler:
             status = self._status[n]
             if status.state == "running":
                 continue
+            self._govern(actor, "loop.start", n)
             self._set_state(n, "running", actor)
             status.next_due = self.clock.time()
             if not isinstance(self.clock, ManualClock):
@@ -155,18 +213,25 @@ class Scheduler:
         for n in self._select(name):
             if self._status[n].state == "stopped":
                 continue
+            self._govern(actor, "loop.stop", n)
             self._set_state(n, "stopped", actor)
             self._join(n, timeout)
 
     def pause(self, name: str | None = None, *, actor: str | None = None) -> None:
         for n in self._select(name):
             if self._status[n].state == "running":
+                self._govern(actor, "loop.stop", n)  # a pause is a stop that keeps the schedule
                 self._set_state(n, "paused", actor)
 
     def resume(self, name: str | None = None, *, actor: str | None = None) -> None:
         for n in self._select(name):
             if self._status[n].state == "paused":
+                self._govern(actor, "loop.start", n)
                 self._set_state(n, "running", actor)
+
+    def _govern(self, actor: str | None, action: str, name: str) -> None:
+        if actor is not None and self.governance is not None:
+            self.governance.require(actor, action, resource=f"loop:{name}")
 
     def _set_state(self, name: str, state: str, actor: str | None) -> None:
         old = self._status[name].state
@@ -193,12 +258,24 @@ class Scheduler:
 
     # -- ticking ---------------------------------------------------------------------------------------------
     def cursor(self, name: str) -> int:
-        return self.ledger.cursor(f"loop:{self[name].name}")
+        # Only this scheduler's ticks move a loop's cursor, so it is read from the workspace once and then
+        # kept current by step() (a tick, a health check and status() all ask for it).
+        cached = self._cursors.get(name)
+        if cached is None:
+            cached = self._cursors[name] = self.ledger.cursor(f"loop:{self[name].name}")
+        return cached
 
-    def step(self, name: str) -> int:
-        """Run one tick of a loop now, whatever its state or schedule; returns how many events it processed."""
+    def step(self, name: str, *, actor: str | None = None) -> int:
+        """Run one tick of a loop now, whatever its state or schedule; returns how many events it processed.
+
+        A tick that found nothing new (no event after the cursor but ``loop.*`` bookkeeping) and whose
+        ``process`` (run anyway by ``process_idle`` loops) returned no summary records nothing on the ledger:
+        an idle workspace does not fill its ledger with empty ticks. Its time still counts as the loop's last
+        tick (``status()``, health checks).
+        """
         loop = self[name]
         status = self._status[name]
+        self._govern(actor, "loop.step", name)
         with self._tick_locks[name]:
             cursor = self.cursor(name)
             head = self.ledger.head[0]
@@ -210,7 +287,7 @@ class Scheduler:
             ]
             to_seq = fetched[-1].seq if fetched else cursor
             try:
-                summary = dict(loop.process(events, self) or {}) if events else {}
+                summary = dict(loop.process(events, self) or {}) if events or loop.process_idle else {}
             except Exception as exc:
                 status.errors += 1
                 status.last_error = f"{type(exc).__name__}: {exc}"
@@ -226,6 +303,11 @@ class Scheduler:
                 status.next_due = status.last_tick + float(self.param(name, "interval"))
             status.ticks += 1
             status.last_error = None
+            # An idle tick records nothing, unless bookkeeping events pile up after the cursor (then the cursor
+            # moves past them, so a small batch never fills with them for good).
+            idle = not summary and not any(not e.topic.startswith("loop.") for e in fetched)
+            if idle and len(fetched) < min(batch, _IDLE_SKIP_LIMIT):
+                return 0
             payload = {
                 "loop": name,
                 "processed": len(events),
@@ -239,6 +321,7 @@ class Scheduler:
                 actor=self.actor,
                 cursors={f"loop:{name}": to_seq},
             )
+            self._cursors[name] = to_seq
             return len(events)
 
     def run_for(self, *, seconds: float = 0.0, minutes: float = 0.0, hours: float = 0.0) -> int:
@@ -330,6 +413,8 @@ class Scheduler:
 
 
 _VERB = {"running": "started", "stopped": "stopped", "paused": "paused"}
+_MISSING = object()
+_IDLE_SKIP_LIMIT = 256  # bookkeeping events an idle tick may leave after its cursor before it records a tick
 
 
 def _ts(t: float | None) -> pd.Timestamp | None:

@@ -19,7 +19,7 @@ import os
 import random
 import threading
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,8 @@ class Mesh:
         head_seq, head_hash = ledger.head
         basis = f"{seed}:{head_seq}:{head_hash.hex()}" if seed is not None else os.urandom(32)
         self._rng = random.Random(basis)  # noqa: S311 - ids, not secrets
+        # Set by ws.modes while the workspace is read-only: called with a batch's topics, raises to refuse it.
+        self.gate: Callable[[Sequence[str]], None] | None = None
         self._subs: list[Subscription] = []
         self._by_topic: dict[str, list[Subscription]] = {}
         self._lock = threading.RLock()
@@ -169,7 +171,10 @@ class Mesh:
         """
         if self._closed:
             raise EventError("the mesh is closed")
-        events = self.ledger.commit(self.drafts(messages, actor=actor), cursors=cursors)
+        drafts = self.drafts(messages, actor=actor)
+        if self.gate is not None:
+            self.gate([d.topic for d in drafts])
+        events = self.ledger.commit(drafts, cursors=cursors)
         if not self.threaded:
             self.pump()
         return events
@@ -218,6 +223,16 @@ class Mesh:
                     ]
                 for sub in targets:
                     sub._pending.append(event)
+            # A caught-up durable subscriber need not ask the ledger about a batch none of whose topics it
+            # matches: without this every publish costs one query per durable subscriber.
+            first, last = events[0].seq, events[-1].seq
+            for sub in self._subs:
+                if (
+                    sub.durable
+                    and sub._scanned == first - 1
+                    and not any(sub.matches(e.topic) for e in events)
+                ):
+                    sub._scanned = last
             self._wake.notify_all()
 
     # -- delivery --------------------------------------------------------------------------------------------

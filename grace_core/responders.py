@@ -15,13 +15,14 @@ Every answer carries the responder's name, model and settings, which the chat re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-import time
 import urllib.error
 import urllib.request
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ __all__ = [
     "Responder",
     "Turn",
     "responder_for",
+    "retrieve",
     "tokenize",
 ]
 
@@ -131,45 +133,99 @@ def _paragraphs(text: str, limit: int = 600) -> list[str]:
     return [p if len(p) <= limit else p[: limit - 1] + "…" for p in parts]
 
 
-def workspace_passages(ws: Workspace) -> list[Passage]:
-    """Everything the offline responder can answer from, in a stable order (paragraph by paragraph)."""
+def workspace_passages(ws: Workspace, user: str | None = None) -> list[Passage]:
+    """Everything a responder can answer from, in a stable order (paragraph by paragraph).
+
+    With ``user``, memory artifacts that governance does not let that user read (``memory.read``) are left out:
+    an answer must not quote what its asker could not open.
+    """
     out: list[Passage] = []
-    memory = ws.memory.list()
-    for path in sorted(memory["path"].tolist()):
-        try:
-            content = ws.memory.read(path).content
-        except ArtifactError:  # deleted meanwhile: simply not a source
+    # Plain rows, not DataFrames: this runs for every chat message and pandas would cost more than the queries.
+    cur = ws.ledger.reader()
+    versions = dict(cur.execute("SELECT path, version FROM memory_items WHERE NOT deleted").fetchall())
+    for path in sorted(versions):
+        if user is not None and not ws.governance.evaluate(user, "memory.read", path).allowed:
             continue
-        out.extend(Passage(f"memory:{path}", p) for p in _paragraphs(content))
-    for row in ws.sql(
+        paragraphs = _memory_paragraphs(ws, path, versions.get(path))
+        if paragraphs is None:  # deleted meanwhile: simply not a source
+            continue
+        out.extend(Passage(f"memory:{path}", p) for p in paragraphs)
+    tasks = cur.execute(
         "SELECT id, title, state, kind, details FROM tasks ORDER BY created_at, id"
-    ).itertuples():
-        out.append(Passage(f"task:{row.id}", f"Task ({row.kind}, {row.state}): {row.title} {row.details}"))
-    alerts = ws.sql("SELECT id, rule, severity, target, actor, excerpts FROM hunter_alerts ORDER BY ts, id")
-    for row in alerts.itertuples():
+    ).fetchall()
+    for task_id, title, state, kind, details in tasks:
+        out.append(Passage(f"task:{task_id}", f"Task ({kind}, {state}): {title} {details}"))
+    alerts = cur.execute(
+        "SELECT id, rule, severity, target, actor, excerpts FROM hunter_alerts ORDER BY ts, id"
+    ).fetchall()
+    for alert_id, rule, severity, target, actor, excerpts in alerts:
         out.append(
             Passage(
-                f"alert:{row.id}",
-                f"Security alert {row.rule} ({row.severity}) on {row.target} text from {row.actor}: "
-                f"{row.excerpts}",
+                f"alert:{alert_id}",
+                f"Security alert {rule} ({severity}) on {target} text from {actor}: {excerpts}",
             )
         )
-    has_insights = ws.sql(
-        "SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'insights'"
-    )["n"].iloc[0]
-    if has_insights:
-        # The insights table belongs to another engine; read its text columns, whatever they are called.
+    cols = _insight_columns(ws)
+    if "id" in cols:
+        # The reflection engine's table has a ``text`` column (its kind and key are labels, not prose).
+        text_cols = ["text"] if "text" in cols else [c for c in cols if c != "id"]
+        select = ", ".join(f'"{c}"' for c in ["id", *text_cols])
+        for row in cur.execute(f"SELECT {select} FROM insights ORDER BY id").fetchall():
+            body = " ".join(str(v) for v in row[1:] if v is not None)
+            out.append(Passage(f"insight:{row[0]}", body))
+    return out
+
+
+# Per-workspace caches (a chat message rebuilds the passages, so these keep it from re-reading every note):
+# the paragraphs of a memory version never change, and the insights table's columns are fixed by migrations.
+_PARAGRAPHS: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], list[str]]] = weakref.WeakKeyDictionary()
+_INSIGHT_COLUMNS: weakref.WeakKeyDictionary[Any, list[str]] = weakref.WeakKeyDictionary()
+
+
+def _memory_paragraphs(ws: Workspace, path: str, version: Any) -> list[str] | None:
+    cache = _PARAGRAPHS.setdefault(ws, {})
+    key = (path, int(version)) if version is not None else None
+    if key is not None and key in cache:
+        return cache[key]
+    try:
+        artifact = ws.memory.read(path)
+    except ArtifactError:
+        return None
+    paragraphs = _paragraphs(artifact.content)
+    cache[(path, int(artifact.version))] = paragraphs
+    return paragraphs
+
+
+def _insight_columns(ws: Workspace) -> list[str]:
+    """The insights table's text columns ([] without the table); it belongs to another engine."""
+    cols = _INSIGHT_COLUMNS.get(ws)
+    if cols is None:
         cols = ws.sql(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'insights' "
             "AND data_type = 'VARCHAR' ORDER BY ordinal_position"
         )["column_name"].tolist()
-        if "id" in cols:
-            text_cols = [c for c in cols if c != "id"]
-            select = ", ".join(f'"{c}"' for c in ["id", *text_cols])
-            for row in ws.ledger.reader().execute(f"SELECT {select} FROM insights ORDER BY id").fetchall():
-                body = " ".join(str(v) for v in row[1:] if v is not None)
-                out.append(Passage(f"insight:{row[0]}", body))
-    return out
+        _INSIGHT_COLUMNS[ws] = cols
+    return cols
+
+
+@functools.lru_cache(maxsize=65_536)
+def _passage_tokens(text: str) -> tuple[str, ...]:
+    # Passages repeat from one message to the next: tokenise each text once.
+    return tuple(tokenize(text))
+
+
+def retrieve(ws: Workspace, text: str, *, top_k: int = 3, user: str | None = None) -> list[Passage]:
+    """The ``top_k`` passages of the workspace that best match ``text`` (BM25, k1=1.5, b=0.75), best first."""
+    query = tokenize(text)
+    if not query:
+        return []
+    passages = workspace_passages(ws, user)
+    index = BM25([_passage_tokens(p.text) for p in passages])
+    return [passages[i] for i, _ in index.top(query, top_k)]
+
+
+def _cited(passages: Sequence[Passage]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(p.source for p in passages))
 
 
 class OfflineResponder:
@@ -185,10 +241,7 @@ class OfflineResponder:
         return {"top_k": self.top_k, "k1": 1.5, "b": 0.75, "unit": "paragraph"}
 
     def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
-        passages = workspace_passages(ws)
-        query = tokenize(text)
-        index = BM25([tokenize(p.text) for p in passages])
-        hits = index.top(query, self.top_k) if query else []
+        hits = retrieve(ws, text, top_k=self.top_k, user=user)
         model = "bm25"
         if not hits:
             return Answer(
@@ -199,17 +252,16 @@ class OfflineResponder:
                 self.settings,
             )
         lines = ["From this workspace:"]
-        cited: list[str] = []
-        for n, (i, _score) in enumerate(hits, 1):
-            p = passages[i]
-            lines.append(f"{n}. [{p.source}] {p.text}")
-            if p.source not in cited:
-                cited.append(p.source)
-        return Answer("\n".join(lines), tuple(cited), model, self.settings)
+        lines += [f"{n}. [{p.source}] {p.text}" for n, p in enumerate(hits, 1)]
+        return Answer("\n".join(lines), _cited(hits), model, self.settings)
 
 
 # -- OpenAI-compatible HTTP backend --------------------------------------------------------------------------
 SYSTEM_PROMPT = "You are Grace, a research assistant. Answer briefly and say when you do not know."
+CONTEXT_PROMPT = (
+    "Passages from this workspace that may help (each starts with its source in brackets). Use them when they "
+    "answer the question and cite the sources you used, like [memory:/projects/alpha/notes.md]:"
+)
 
 
 def _workspace_setting(ws: Workspace | None, key: str) -> str | None:
@@ -249,7 +301,8 @@ class HttpResponder:
         backoff: float = 0.5,
         temperature: float = 0.0,
         max_tokens: int = 512,
-        sleep: Callable[[float], None] = time.sleep,
+        context_k: int = 3,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or _workspace_setting(ws, "llm.base_url")
         if not base:
@@ -268,6 +321,8 @@ class HttpResponder:
             raise ValueError("timeout must be positive; retries and backoff not negative")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.temperature, self.max_tokens = temperature, max_tokens
+        self.context_k = context_k
+        # Backoff waits on the workspace clock (a ManualClock advances instead of sleeping), unless given.
         self._sleep = sleep
 
     @property
@@ -286,10 +341,17 @@ class HttpResponder:
             "max_tokens": self.max_tokens,
             "timeout": self.timeout,
             "retries": self.retries,
+            "context_k": self.context_k,
         }
 
     def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
         messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        # The same retrieved passages the offline responder would quote, as a second system message; the
+        # reply cites them (the model's text may cite a subset, but these are what it was shown).
+        context = retrieve(ws, text, top_k=self.context_k, user=user) if self.context_k > 0 else []
+        if context:
+            lines = [CONTEXT_PROMPT, *(f"[{p.source}] {p.text}" for p in context)]
+            messages.append({"role": "system", "content": "\n".join(lines)})
         messages += [{"role": t.role, "content": t.text} for t in history]
         messages.append({"role": "user", "content": text})
         body = {
@@ -299,7 +361,7 @@ class HttpResponder:
             "max_tokens": self.max_tokens,
             "user": user,
         }
-        data = self._post(body)
+        data = self._post(body, self._sleep or ws.clock.sleep)
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -309,9 +371,9 @@ class HttpResponder:
         if not isinstance(content, str):
             raise ResponderError(f"{self.url} answered a non-text message content: {content!r:.200}")
         model = data.get("model") if isinstance(data.get("model"), str) else self.model
-        return Answer(content, (), model or self.model, self.settings)
+        return Answer(content, _cited(context), model or self.model, self.settings)
 
-    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+    def _post(self, body: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
         payload = json.dumps(body).encode()
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._api_key:
@@ -320,7 +382,7 @@ class HttpResponder:
         attempts = self.retries + 1
         for attempt in range(attempts):
             if attempt:
-                self._sleep(self.backoff * 2 ** (attempt - 1))
+                sleep(self.backoff * 2 ** (attempt - 1))
             request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")  # noqa: S310
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - checked http(s)

@@ -1,4 +1,10 @@
-"""Tasks: units of work the system and its users create; every transition is an event."""
+"""Tasks: units of work the system and its users create; every transition is an event.
+
+A task is ``pending`` until the executor (``ws.executor``) runs it: ``running``, then ``done`` or, when its
+handler raised, back to ``pending`` with a retry time (``next_attempt_at``) until its attempts are used up, then
+``failed``. Anyone allowed may ``cancel`` an open task. Why a pending task waits (no handler for its kind, its
+kind paused) is its ``note`` (a ``task.noted`` event).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +49,14 @@ class Task:
     created_at: datetime
     updated_at: datetime
     result: Any
+    attempts: int = 0
+    last_error: str | None = None
+    next_attempt_at: datetime | None = None
+    note: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state in OPEN_STATES
 
 
 class Tasks:
@@ -87,24 +101,65 @@ class Tasks:
         return self.get(event.id)
 
     def transition(
-        self, task_id: str, state: str, *, actor: str, result: Any = None, reason: str = ""
+        self,
+        task_id: str,
+        state: str,
+        *,
+        actor: str,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
     ) -> Task:
-        """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids."""
+        """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids.
+
+        The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed)
+        and ``retry_at`` (workspace-clock epoch seconds before which a retry must not start).
+        """
         task = self.get(task_id)
         if state not in STATES:
             raise TaskError(f"unknown task state {state!r}; states: {', '.join(STATES)}")
         if state not in TRANSITIONS[task.state]:
             raise TaskError(f"task {task_id} is {task.state}; it cannot become {state}")
-        self._ws.publish(
-            "task.state_changed",
-            {"task_id": task_id, "from": task.state, "to": state, "result": result, "reason": reason},
-            actor=actor,
-            resource=f"task:{task_id}",
-        )
+        payload: dict[str, Any] = {
+            "task_id": task_id,
+            "kind": task.kind,
+            "from": task.state,
+            "to": state,
+            "result": result,
+            "reason": reason,
+        }
+        if attempt is not None:
+            payload["attempt"] = attempt
+        if error is not None:
+            payload["error"] = error[:2000]
+        if retry_at is not None:
+            payload["retry_at_us"] = round(retry_at * 1_000_000)
+        self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task_id}")
         return self.get(task_id)
 
+    def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
+        """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
+        self._ws.governance.require(actor, "task.cancel", resource=f"task:{task_id}")
+        return self.transition(task_id, "cancelled", actor=actor, reason=reason or "cancelled")
+
+    def note(self, task_id: str, note: str, *, actor: str) -> Task:
+        """Say why a pending task waits (a ``task.noted`` event); a repeat of the current note is not recorded."""
+        task = self.get(task_id)
+        if task.note != note:
+            self._ws.publish(
+                "task.noted", {"task_id": task_id, "note": note}, actor=actor, resource=f"task:{task_id}"
+            )
+            task = self.get(task_id)
+        return task
+
     def get(self, task_id: str) -> Task:
-        row = self._ws.ledger.reader().execute("SELECT * FROM tasks WHERE id = ?", [task_id]).fetchone()
+        row = (
+            self._ws.ledger.reader()
+            .execute(f"SELECT {COLUMNS} FROM tasks WHERE id = ?", [task_id])
+            .fetchone()
+        )
         if row is None:
             raise TaskError(f"no task with id {task_id!r}")
         return _task(row)
@@ -113,7 +168,8 @@ class Tasks:
         row = (
             self._ws.ledger.reader()
             .execute(
-                "SELECT * FROM tasks WHERE key = ? AND state IN ('pending', 'running') ORDER BY created_at LIMIT 1",
+                f"SELECT {COLUMNS} FROM tasks WHERE key = ? AND state IN ('pending', 'running') "
+                "ORDER BY created_at LIMIT 1",
                 [key],
             )
             .fetchone()
@@ -122,7 +178,7 @@ class Tasks:
 
     def list(self, *, state: str | None = None, kind: str | None = None) -> pd.DataFrame:
         """Tasks as a DataFrame, highest priority first, then oldest first."""
-        sql, params = "SELECT * FROM tasks WHERE true", []
+        sql, params = f"SELECT {COLUMNS} FROM tasks WHERE true", []
         if state is not None:
             sql += " AND state = ?"
             params.append(state)
@@ -132,8 +188,15 @@ class Tasks:
         return self._ws.sql(sql + " ORDER BY priority DESC, created_at", params)
 
 
+COLUMNS = (
+    "id, kind, title, state, priority, key, details, created_by, created_at, updated_at, result, "
+    "attempts, last_error, next_attempt_at, note"
+)
+
+
 def _task(row: tuple[Any, ...]) -> Task:
-    id_, kind, title, state, priority, key, details, by, created, updated, result = row
+    id_, kind, title, state, priority, key, details, by, created, updated, result, *rest = row
+    attempts, last_error, next_at, note = rest
     return Task(
         id_,
         kind,
@@ -146,6 +209,10 @@ def _task(row: tuple[Any, ...]) -> Task:
         created,
         updated,
         None if result is None else json.loads(result),
+        int(attempts or 0),
+        last_error,
+        next_at,
+        note,
     )
 
 
@@ -154,8 +221,8 @@ def _apply(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "task.created":
             con.execute(
-                "INSERT INTO tasks VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), NULL)",
+                f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, "
+                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), NULL, 0, NULL, NULL, NULL)",
                 [
                     e.id,
                     p["kind"],
@@ -170,8 +237,24 @@ def _apply(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "task.state_changed":
             result = None if p.get("result") is None else json.dumps(p["result"], sort_keys=True)
+            starting = p["to"] == "running"
             con.execute(
                 "UPDATE tasks SET state = ?, updated_at = make_timestamptz(?::BIGINT), "
-                "result = coalesce(?, result) WHERE id = ?",
-                [p["to"], e.ts_us, result, p["task_id"]],
+                "result = coalesce(?, result), attempts = coalesce(?, attempts), "
+                "last_error = CASE WHEN ? THEN ? ELSE last_error END, "
+                "next_attempt_at = make_timestamptz(?::BIGINT), "
+                "note = CASE WHEN ? THEN NULL ELSE note END WHERE id = ?",
+                [
+                    p["to"],
+                    e.ts_us,
+                    result,
+                    p.get("attempt"),
+                    "error" in p,
+                    p.get("error"),
+                    p.get("retry_at_us"),
+                    starting,
+                    p["task_id"],
+                ],
             )
+        elif e.topic == "task.noted":
+            con.execute("UPDATE tasks SET note = ? WHERE id = ?", [p["note"], p["task_id"]])

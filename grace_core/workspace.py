@@ -25,14 +25,24 @@ from .clock import Clock, ManualClock, SystemClock
 from .db import apply_migrations
 from .errors import LedgerError, ReadOnlyError, SignatureError, WorkspaceError, WorkspaceLockedError
 from .events import Event
+from .executor import Executor
 from .governance import Governance
+from .healing import Healing
 from .hunter import Hunter
+from .lake import Lake
+from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
 from .loops import Scheduler, apply_loop_params
 from .memory import Memory
 from .mesh import Mesh, apply_dead_letters
+from .meta import Meta
 from .metrics import Metrics, apply_metric_samples
+from .mldl import MLDL
+from .modes import Modes
 from .projections import Projections
+from .reflection import Reflection
+from .remedy import Remedy
+from .sandbox import Sandbox
 from .tasks import Tasks
 
 __all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
@@ -95,6 +105,8 @@ class Workspace:
         self.con, self.snapshot_of = self._connect(path, snapshot)
         try:
             self.con.execute("SET TimeZone = 'UTC'")
+            # DuckDB draws a progress bar on stdout for long queries; it would corrupt JSON output of the CLI.
+            self.con.execute("SET enable_progress_bar = false")
             if not snapshot:
                 apply_migrations(self.con)
             self.projections = Projections()
@@ -122,11 +134,22 @@ class Workspace:
             self.subscribe = self.mesh.subscribe
             # Engines: each registers its projections and, in a writable workspace, its subscribers.
             self.auth = Auth(self)
+            self.modes = Modes(self)
             self.governance = Governance(self)
+            self.loops.governance = self.governance  # parameter changes and named control are governed
             self.hunter = Hunter(self)
             self.tasks = Tasks(self)
             self.memory = Memory(self)
             self.chat = Chat(self)
+            self.mldl = MLDL(self)
+            self.sandbox = Sandbox(self)
+            self.remedy = Remedy(self)
+            self.reflection = Reflection(self)
+            self.learning = Learning(self)
+            self.executor = Executor(self)
+            self.healing = Healing(self)
+            self.meta = Meta(self)
+            self.lake = Lake(self)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
@@ -326,6 +349,8 @@ class Workspace:
             self.loops.close()
             self.mesh.close()
             self.memory.close()
+            self.mldl.close()
+            self.lake.close()
             if not self.read_only and self.path != MEMORY and Path(self.path + ".snapshot").exists():
                 with contextlib.suppress(Exception):
                     self.export_snapshot()

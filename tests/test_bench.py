@@ -46,7 +46,8 @@ def check_figure(fig: dict) -> None:
         assert fig["name"].endswith("_" + fig["unit"])
         expected = fig["peer_value"] / fig["value"]
     else:
-        assert fig["unit"].endswith("/s") or fig["unit"] == "recall"  # recall: a share, higher is better
+        # recall and F1: shares, higher is better
+        assert fig["unit"].endswith("/s") or fig["unit"] in ("recall", "F1")
         expected = fig["value"] / fig["peer_value"]
     assert fig["ratio"] == pytest.approx(expected, rel=1e-3)
 

@@ -10,7 +10,7 @@ from support import grace
 
 import grace_core as g
 from grace_core import ManualClock, Workspace, open_workspace
-from grace_core.errors import ChatError, ResponderError
+from grace_core.errors import ChatError, DegradedModeError, PermissionDenied, ResponderError
 from grace_core.responders import Answer
 
 PASSWORD = "correct horse battery staple 42"
@@ -100,12 +100,79 @@ def test_secret_is_masked_on_the_ledger_and_refused(cws: Workspace) -> None:
     assert KEY not in cws.chat.conversations("rita")["title"].iloc[0]
 
 
-def test_unregistered_or_viewer_users_are_refused_by_default_deny(cws: Workspace) -> None:
-    for who in ("mallory", "vic"):
-        reply = cws.chat.send(who, "When is the alpha deadline?")
-        assert reply.refused
-        assert "default deny" in reply.text
-        assert cws.chat.history(reply.conversation)["kind"].tolist() == ["received", "refused"]
+def test_unregistered_users_are_refused_by_default_deny(cws: Workspace) -> None:
+    reply = cws.chat.send("mallory", "When is the alpha deadline?")
+    assert reply.refused
+    assert "default deny" in reply.text
+    assert cws.chat.history(reply.conversation)["kind"].tolist() == ["received", "refused"]
+
+
+def test_viewers_may_ask_but_not_change_memory(cws: Workspace) -> None:
+    reply = cws.chat.send("vic", "When is the alpha deadline?")
+    assert not reply.refused
+    assert "Friday the 13th" in reply.text
+    decision = cws.sql(
+        "SELECT payload->>'$.policy_ids[0]' AS policy FROM events WHERE topic = 'governance.decision' "
+        "AND actor = 'vic'"
+    )["policy"].tolist()
+    assert decision == ["viewers-ask"]
+    with pytest.raises(PermissionDenied):
+        cws.memory.write("/projects/alpha/notes.md", "vandalised", actor="vic")
+    assert cws.chat.send("vic", INJECTION).refused  # threats are refused for viewers too
+
+
+def test_reading_conversations_is_governed(cws: Workspace) -> None:
+    mine = cws.chat.send("rita", "When is the alpha deadline?")
+    theirs = cws.chat.send("vic", "What does beta train?")
+    decisions = cws.events(topic="governance.decision").shape[0]
+    assert len(cws.chat.history(mine.conversation, actor="rita")) == 2  # her own
+    assert len(cws.chat.history(mine.conversation, actor="ada")) == 2  # an admin reads all
+    assert len(cws.chat.search("beta", actor="ada")) >= 1
+    assert (cws.chat.search("alpha", "rita", actor="rita")["owner"] == "rita").all()
+    assert cws.chat.conversations("vic", actor="vic")["id"].tolist() == [theirs.conversation]
+    assert cws.events(topic="governance.decision").shape[0] == decisions  # allowed reads log nothing
+    with pytest.raises(PermissionDenied, match="chat-read-own-only") as caught:
+        cws.chat.history(theirs.conversation, actor="rita")
+    assert caught.value.decision.effect == "deny"  # type: ignore[attr-defined]
+    with pytest.raises(PermissionDenied, match="chat-read-own-only"):
+        cws.chat.search("beta", actor="rita")  # everyone's conversations
+    with pytest.raises(PermissionDenied, match="default deny"):
+        cws.chat.history(mine.conversation, actor="mallory")
+    refusals = cws.ledger.events(topic="governance.decision")[decisions:]
+    assert [(e.actor, e.payload["effect"], e.payload["action"]) for e in refusals] == [
+        ("rita", "deny", "chat.read"),
+        ("rita", "deny", "chat.read"),
+        ("mallory", "deny", "chat.read"),
+    ]
+
+
+def test_memory_reads_are_governed(cws: Workspace) -> None:
+    cws.governance.add_policy(
+        {"id": "private", "effect": "deny", "roles": ["viewer"], "actions": ["memory.**:/projects/beta/**"]},
+        actor="ada",
+    )
+    head = cws.ledger.head[0]
+    assert cws.memory.read("/projects/alpha/notes.md", actor="vic").version == 1  # the default pack: readers
+    assert len(cws.memory.list("/projects", actor="vic")) == 2
+    assert list(cws.memory.search("alpha", actor="vic")["path"]) == ["/projects/alpha/notes.md"]
+    assert cws.ledger.head[0] == head  # no decision event per allowed read
+    with pytest.raises(PermissionDenied, match="private"):
+        cws.memory.read("/projects/beta/plan.md", actor="vic")
+    with pytest.raises(PermissionDenied, match="private"):
+        cws.memory.search("beta", prefix="/projects/beta", actor="vic")
+    with pytest.raises(PermissionDenied, match="default deny"):
+        cws.memory.read("/projects/alpha/notes.md", actor="mallory")
+    assert cws.ledger.head[0] == head + 3  # each refusal is on the record
+
+
+def test_paused_chat_refuses_before_recording_anything(cws: Workspace) -> None:
+    cws.modes.enter("chat_paused", actor="ada", reason="model server maintenance")
+    head = cws.ledger.head[0]
+    with pytest.raises(DegradedModeError, match="model server maintenance"):
+        cws.chat.send("rita", "When is the alpha deadline?")
+    assert cws.ledger.head[0] == head
+    cws.modes.leave("chat_paused", actor="ada", reason="done")
+    assert not cws.chat.send("rita", "When is the alpha deadline?").refused
 
 
 def test_conversations_history_and_search(cws: Workspace) -> None:
@@ -222,6 +289,37 @@ def test_cli_chat_reads_messages_from_stdin(tmp_path: Path) -> None:
     assert plain.stdout.startswith("grace: From this workspace:")
     with open_workspace(path, snapshot=True) as w:
         assert len(w.chat.history(replies[0]["conversation"])) == 6
+
+
+@pytest.mark.slow  # several CLI processes
+def test_cli_chat_ls_history_and_search(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    with open_workspace(path) as w:
+        users(w)
+        w.memory.write("/projects/alpha/notes.md", "The alpha deadline is Friday.", actor="ada")
+        first = w.chat.send("rita", "When is the alpha deadline?")
+        w.chat.send("vic", "Anything about beta?")
+
+    def rows(*args: str) -> list[dict]:  # type: ignore[type-arg]
+        result = grace("chat", *args, "-w", path, "--json")
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in result.stdout.splitlines()]
+
+    assert [r["id"] for r in rows("ls", "--user", "rita")] == [first.conversation]
+    assert len(rows("ls")) == 2  # the operator sees all
+    history = rows("history", first.conversation, "--user", "rita")
+    assert [r["kind"] for r in history] == ["received", "responded"]
+    assert history[1]["citations"] == ["memory:/projects/alpha/notes.md"]
+    assert history[1]["parent_id"] == history[0]["id"]
+    hits = rows("search", "deadline", "--user", "rita")
+    assert hits[0]["conversation"] == first.conversation
+    refused = grace("chat", "history", first.conversation, "-w", path, "--user", "vic")
+    assert refused.returncode == 2
+    assert "chat-read-own-only" in refused.stderr
+    everyone = grace("chat", "search", "beta", "--all", "-w", path, "--user", "rita")
+    assert everyone.returncode == 2
+    plain = grace("chat", "history", first.conversation, "-w", path)
+    assert "cites: memory:/projects/alpha/notes.md" in plain.stdout
 
 
 def test_cli_chat_http_unreachable_is_a_clear_error(tmp_path: Path) -> None:

@@ -332,11 +332,14 @@ def test_metrics_table_prometheus_and_json(ws_file: Path) -> None:
     assert_error(both, "--prometheus")
 
 
-def test_loops_status_with_no_loops(ws_file: Path) -> None:
+def test_loops_status_lists_the_engines_loops_stopped(ws_file: Path) -> None:
     a, b = copies(ws_file, 2)
     text, as_json = grace_all(("-w", a, "loops", "status"), ("-w", b, "loops", "status", "--json"))
-    assert (text.returncode, text.stdout) == (0, "no loops registered\n")
-    assert (as_json.returncode, as_json.stdout) == (0, "")
+    assert text.returncode == 0
+    assert text.stdout.splitlines()[0].split()[:3] == ["loop", "state", "cursor"]
+    rows = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert {"reflection", "learning", "executor", "healing", "meta"} <= {r["loop"] for r in rows}
+    assert {r["state"] for r in rows} == {"stopped"}  # a CLI process runs loops only under `loops start`
 
 
 def test_bench_prints_one_json_line_per_figure() -> None:

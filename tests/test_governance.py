@@ -114,7 +114,10 @@ def test_default_pack_is_loaded_in_one_event_and_only_once(gws: Workspace) -> No
         ("vic", "memory.read", "/projects/alpha/notes.md", None, "allow", "readers"),
         ("vic", "ledger.read", None, None, "allow", "readers"),
         ("vic", "memory.write", "/projects/alpha/notes.md", None, "deny", None),
-        ("vic", "chat.send", None, None, "deny", None),
+        ("vic", "chat.send", None, None, "allow", "viewers-ask"),
+        ("vic", "chat.read", "conversation:1", {"own": True}, "allow", "readers"),
+        ("vic", "chat.read", "conversation:1", {"own": False}, "deny", "chat-read-own-only"),
+        ("ada", "chat.read", "conversation:1", {"own": False}, "allow", "admins-everything"),
         ("meta", "loop.set_param", "loop:reflection", None, "allow", "system-engines"),
         ("hunter", "memory.write", "/security/alerts/1.md", None, "allow", "system-engines"),
         ("hunter", "memory.write", "/system/rules.md", None, "deny", "system-memory-admins-only"),
@@ -525,9 +528,9 @@ def test_require_returns_allowed_decisions_and_raises_on_deny(gws: Workspace) ->
 
 
 def test_roles_follow_auth_changes_at_once(gws: Workspace) -> None:
-    assert gws.governance.evaluate("rita", "chat.send").allowed
+    assert gws.governance.evaluate("rita", "task.create").allowed
     gws.auth.set_role("rita", "viewer", by="ada")
-    assert not gws.governance.evaluate("rita", "chat.send").allowed
+    assert not gws.governance.evaluate("rita", "task.create").allowed
     assert gws.governance.evaluate("rita", "memory.read", "/x").allowed
     gws.auth.disable("rita", by="ada")
     decision = gws.governance.evaluate("rita", "memory.read", "/x")
@@ -537,24 +540,24 @@ def test_roles_follow_auth_changes_at_once(gws: Workspace) -> None:
 # -- policy changes ------------------------------------------------------------------------------------------
 def test_policy_changes_are_events_and_the_index_follows_them(gws: Workspace) -> None:
     gov = gws.governance
-    assert not gov.decide("vic", "chat.send").allowed  # also fills the decision cache
+    assert not gov.decide("vic", "task.create").allowed  # also fills the decision cache
     old_index = gov.index
     added = gov.add_policy(
-        {"id": "viewers-chat", "effect": "allow", "roles": ["viewer"], "actions": ["chat.send"]},
+        {"id": "viewers-chat", "effect": "allow", "roles": ["viewer"], "actions": ["task.create"]},
         actor="ada",
         reason="viewers may ask questions",
     )
     assert gov.index is not old_index
-    assert gov.decide("vic", "chat.send").policy_ids == ("viewers-chat",)
+    assert gov.decide("vic", "task.create").policy_ids == ("viewers-chat",)
     gov.update_policy(
         {**added.as_dict(), "conditions": [{"key": "channel", "op": "eq", "value": "web"}]}, actor="ada"
     )
-    assert not gov.evaluate("vic", "chat.send", None, {"channel": "api"}).allowed
-    assert gov.evaluate("vic", "chat.send", None, {"channel": "web"}).allowed
+    assert not gov.evaluate("vic", "task.create", None, {"channel": "api"}).allowed
+    assert gov.evaluate("vic", "task.create", None, {"channel": "web"}).allowed
     row = gov.policies().set_index("id").loc["viewers-chat"]
     assert (row["version"], row["source"], row["updated_by"]) == (2, "user", "ada")
     gov.remove_policy("viewers-chat", actor="ada")
-    assert not gov.evaluate("vic", "chat.send", None, {"channel": "web"}).allowed
+    assert not gov.evaluate("vic", "task.create", None, {"channel": "web"}).allowed
     assert "viewers-chat" not in set(gov.policies()["id"])
     changes = [t for t in topics(gws, "governance.policy_*")]
     assert changes == ["governance.policy_added", "governance.policy_updated", "governance.policy_removed"]
@@ -1018,13 +1021,13 @@ def test_cli_adds_replaces_and_removes_policies(ws_file: Path, tmp_path: Path) -
     policy_file = tmp_path / "viewers.yaml"
     policy_file.write_text(
         "policies:\n"
-        "  - id: viewers-chat\n    effect: allow\n    roles: [viewer]\n    actions: [chat.send]\n"
-        "    description: Viewers may ask questions.\n"
+        "  - id: viewers-chat\n    effect: allow\n    roles: [viewer]\n    actions: [task.create]\n"
+        "    description: Viewers may file tasks.\n"
     )
-    assert grace("policy", "check", "vic", "chat.send", path=ws_file).returncode == 1
+    assert grace("policy", "check", "vic", "task.create", path=ws_file).returncode == 1
     added = grace("policy", "add", str(policy_file), path=ws_file)
     assert (added.returncode, added.stdout.strip()) == (0, "added  viewers-chat  (allow)")
-    assert grace("policy", "check", "vic", "chat.send", path=ws_file).returncode == 0
+    assert grace("policy", "check", "vic", "task.create", path=ws_file).returncode == 0
     again = grace("policy", "add", str(policy_file), path=ws_file)
     assert again.returncode == 2
     assert "exists already" in again.stderr

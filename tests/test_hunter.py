@@ -15,7 +15,7 @@ import pytest
 
 from grace_core import ManualClock, Workspace, open_workspace
 from grace_core.causal import handling
-from grace_core.errors import RuleError
+from grace_core.errors import PermissionDenied, RuleError
 from grace_core.hunter import default_pack
 from grace_core.hunter.corpus import make_secret
 from grace_core.workspace import projection_differences, replay
@@ -32,6 +32,21 @@ DEMO_RULE = {
     "keywords": ["bluebird-"],
     "examples": {"positive": ["ship bluebird-042 on friday"], "negative": ["a blue bird"]},
 }
+
+
+PASSWORD = "correct horse battery staple"
+
+
+def _admins(ws: Workspace) -> Workspace:
+    """Rule changes pass governance: rita (the first user, so an admin) and alice are admins."""
+    ws.auth.register("rita", PASSWORD, role="admin", by="system")
+    ws.auth.register("alice", PASSWORD, role="admin", by="rita")
+    return ws
+
+
+@pytest.fixture
+def ws(ws: Workspace) -> Workspace:
+    return _admins(ws)
 
 
 def _topics(ws: Workspace, since: int = 0) -> list[str]:
@@ -85,7 +100,7 @@ def test_scan_is_pure_and_screen_alerts_once_per_rule(ws: Workspace) -> None:
 def test_a_snapshot_scans_with_the_workspace_rules_and_publishes_nothing(
     file_ws: Callable[..., Workspace],
 ) -> None:
-    ws = file_ws()
+    ws = _admins(file_ws())
     ws.hunter.disable_rule("github-token", actor="alice")
     ws.close()
     with open_workspace(ws.path, snapshot=True) as snap:
@@ -141,13 +156,63 @@ def test_bad_rules_are_refused_before_anything_is_written(ws: Workspace) -> None
     assert ws.ledger.head[0] == head
 
 
+def test_rule_changes_are_governed_and_a_researcher_is_refused(ws: Workspace) -> None:
+    ws.auth.register("rex", PASSWORD, role="researcher", by="rita")
+    ws.auth.register("vera", PASSWORD, role="viewer", by="rita")
+    attempts: list[Callable[[str], object]] = [
+        lambda who: ws.hunter.add_rule(DEMO_RULE, actor=who),
+        lambda who: ws.hunter.update_rule("jwt", severity="low", actor=who),
+        lambda who: ws.hunter.disable_rule("jwt", actor=who, reason="noisy"),
+        lambda who: ws.hunter.load_pack({"name": "team", "rules": [DEMO_RULE]}, actor=who),
+    ]
+    for who in ("rex", "vera", "mallory"):  # a researcher, a viewer, someone with no account
+        for attempt in attempts:
+            head = ws.ledger.head[0]
+            with pytest.raises(PermissionDenied, match=who) as refused:
+                attempt(who)
+            assert refused.value.decision is not None
+            assert refused.value.decision.effect == "deny"
+            assert _topics(ws, since=head) == ["governance.decision"]  # the refusal, and nothing else
+    assert "project-codename" not in set(ws.hunter.rules()["id"])
+    assert ws.hunter.rule("jwt").enabled
+    assert ws.hunter.rule("jwt").severity == default_pack().get("jwt").severity
+
+    # An admin's change is decided (and logged) first, then published; the decision names the rule.
+    head = ws.ledger.head[0]
+    ws.hunter.disable_rule("jwt", actor="rita", reason="noisy")
+    assert _topics(ws, since=head) == ["governance.decision", "hunter.rule_disabled"]
+    decision = ws.ledger.events(since=head, topic="governance.decision")[0].payload
+    assert (decision["action"], decision["resource"], decision["effect"]) == (
+        "hunter.rule.disable",
+        "hunter:rule:jwt",
+        "allow",
+    )
+    head = ws.ledger.head[0]
+    with pytest.raises(PermissionDenied):
+        ws.hunter.enable_rule("jwt", actor="rex")
+    assert _topics(ws, since=head) == ["governance.decision"]
+    assert not ws.hunter.rule("jwt").enabled
+    # The engines themselves (the system role) may change rules too.
+    ws.hunter.enable_rule("jwt", actor="system")
+    assert ws.hunter.rule("jwt").enabled
+
+
+def test_genesis_loads_the_pack_without_a_decision(ws: Workspace) -> None:
+    genesis = [e.topic for e in ws.ledger.events(since=0, limit=3)]
+    assert genesis[0] == "workspace.created"
+    assert genesis[2] == "hunter.pack_loaded"  # the third and last genesis event: no decision before it
+    assert ws.events(topic="hunter.pack_loaded")["actor"].tolist() == ["hunter"]
+    decisions = [e.payload["action"] for e in ws.ledger.events(topic="governance.decision")]
+    assert "hunter.pack.load" not in decisions
+
+
 def test_a_pack_loads_as_one_event_and_keeps_switched_off_rules_off(ws: Workspace) -> None:
     ws.hunter.disable_rule("jwt", actor="rita")
     jwt = {**default_pack().get("jwt").as_dict(), "severity": "medium"}
     pack = {"name": "team", "version": "2", "rules": [DEMO_RULE, jwt]}
     head = ws.ledger.head[0]
     ws.hunter.load_pack(pack, actor="rita")
-    assert _topics(ws, since=head) == ["hunter.pack_loaded"]
+    assert _topics(ws, since=head) == ["governance.decision", "hunter.pack_loaded"]  # one pack event
     rows = ws.hunter.rules().set_index("id")
     assert rows.loc["project-codename", "source"] == "pack:team"
     assert rows.loc["jwt", "severity"] == "medium"
@@ -158,15 +223,9 @@ def test_a_pack_loads_as_one_event_and_keeps_switched_off_rules_off(ws: Workspac
         ws.hunter.load_pack({"name": "bad", "rules": [{**DEMO_RULE, "regex": "nomatch[0-9]"}]}, actor="rita")
 
 
-def _account(ws: Workspace, name: str) -> None:
-    """Memory writes pass governance: give the writer an account (the first user of a workspace is an admin)."""
-    ws.auth.register(name, "correct horse battery staple", role="admin", by="system")
-
-
 # -- alerts fan out --------------------------------------------------------------------------------------------
 def test_an_alert_fans_out_into_task_memory_and_notification_caused_by_it(ws: Workspace) -> None:
     key = make_secret("aws-access-key-id", random.Random(1))  # not in the pack's examples, unlike AWS
-    _account(ws, "alice")
     note = ws.memory.write("/notes/deploy.md", f"use {key} for the bucket\n", actor="alice")
     assert note.version == 1
     (alert,) = ws.ledger.events(topic="hunter.alert")
@@ -222,7 +281,6 @@ def test_views_get_a_live_notification(ws: Workspace) -> None:
 
 
 def test_repeated_alerts_do_not_pile_up_tasks_while_one_is_open(ws: Workspace) -> None:
-    _account(ws, "alice")
     for i in range(3):
         ws.memory.write(
             "/notes/a.md", f"v{i}: {make_secret('github-token', random.Random(i))}", actor="alice"
@@ -243,7 +301,7 @@ def test_fan_out_resumes_after_a_crash_and_redelivery_adds_nothing(file_ws: Call
     # The fan-out subscriber is gone (as in a crash) when the alert is published.
     (fanout,) = [s for s in ws.mesh.subscriptions if s.name == "hunter.fanout"]
     ws.mesh.unsubscribe(fanout)
-    _account(ws, "alice")
+    _admins(ws)
     ws.memory.write("/notes/x.md", f"key {AWS}", actor="alice")
     assert len(ws.hunter.alerts()) == 1
     assert _fanned_out(ws).empty
@@ -266,8 +324,7 @@ def test_fan_out_resumes_after_a_crash_and_redelivery_adds_nothing(file_ws: Call
 
 
 def test_live_workspaces_fan_out_on_the_dispatcher_thread(file_ws: Callable[..., Workspace]) -> None:
-    ws = file_ws()  # wall clock: delivery on the mesh's thread
-    _account(ws, "alice")
+    ws = _admins(file_ws())  # wall clock: delivery on the mesh's thread
     ws.memory.write("/notes/live.md", f"token {GHP}", actor="alice")
     assert ws.mesh.drain(timeout=10)
     assert len(_fanned_out(ws)) == 1
@@ -351,11 +408,10 @@ def test_evaluate_with_boolean_labels_and_a_candidate_rule() -> None:
 
 # -- replay ----------------------------------------------------------------------------------------------------
 def test_replay_rebuilds_rules_and_alerts_and_adds_nothing(tmp_path: Path) -> None:
-    source = open_workspace(tmp_path / "src.duckdb", clock=ManualClock(), seed=9)
+    source = _admins(open_workspace(tmp_path / "src.duckdb", clock=ManualClock(), seed=9))
     source.hunter.add_rule(DEMO_RULE, actor="rita")
     source.hunter.update_rule("project-codename", severity="critical", actor="rita")
     source.hunter.disable_rule("jwt", actor="rita")
-    _account(source, "alice")
     source.memory.write("/notes/n.md", f"bluebird-007 and {AWS}", actor="alice")
     copy = replay(source, tmp_path / "copy.duckdb")
     try:
@@ -381,3 +437,11 @@ def test_bench_measures_throughput_and_recall_against_detect_secrets(tmp_path: P
     assert figs["hunter.recall"]["value"] == 1.0  # every planted secret, at its span
     assert 0 < figs["hunter.recall"]["peer_value"] <= 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_setting_a_field_back_to_its_default_is_a_change(ws: Workspace) -> None:
+    assert ws.hunter.rule("jwt").mask_keep == 3
+    ws.hunter.update_rule("jwt", mask_keep=4, actor="rita")  # the default: as_dict leaves it out
+    assert ws.hunter.rule("jwt").mask_keep == 4
+    (updated,) = ws.ledger.events(topic="hunter.rule_updated")
+    assert updated.payload["changed"] == ["mask_keep"]

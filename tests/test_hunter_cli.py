@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from support import grace
 
+from grace_core import open_workspace
+
 KEY = "AKIAIOSFODNN7EXAMPLE"
 
 
@@ -88,3 +90,34 @@ def test_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     pack = grace("hunter", "rules", "--pack", "--json")
     assert pack.returncode == 0
     assert len(lines(pack)) >= 40
+
+
+@pytest.mark.slow
+def test_rule_switches_pass_governance_and_a_researcher_is_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "w.duckdb"
+    assert grace("init", "--workspace", ws).returncode == 0
+    password = "correct horse battery staple\n"
+    for name, role in (("ada", "admin"), ("rex", "researcher")):
+        added = grace(
+            "user", "add", name, "--role", role, "--password-stdin", "--workspace", ws, stdin=password
+        )
+        assert added.returncode == 0, added.stderr
+    refused = grace("hunter", "disable", "jwt", "--by", "rex", "--workspace", ws)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("grace: error:")
+    assert "rex may not hunter.rule.disable" in refused.stderr
+    assert len(refused.stderr.splitlines()) == 1
+    listed = {r["id"]: r for r in lines(grace("hunter", "rules", "--json", "--workspace", ws))}
+    assert listed["jwt"]["enabled"] is True  # nothing changed
+    done = grace("hunter", "disable", "jwt", "--by", "ada", "--reason", "noisy", "--workspace", ws)
+    assert (done.returncode, done.stdout) == (0, "jwt disabled\n")
+    with open_workspace(ws, snapshot=True) as snap:
+        assert not snap.hunter.rule("jwt").enabled
+        decisions = [
+            (e.actor, e.payload["action"], e.payload["effect"])
+            for e in snap.ledger.events(topic="governance.decision")
+        ]
+        assert ("rex", "hunter.rule.disable", "deny") in decisions
+        assert ("ada", "hunter.rule.disable", "allow") in decisions
+        (change,) = snap.ledger.events(topic="hunter.rule_disabled")
+        assert (change.actor, change.payload["reason"]) == ("ada", "noisy")

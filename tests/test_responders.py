@@ -27,7 +27,13 @@ def test_bm25_prefers_rare_terms_and_is_stable() -> None:
     assert index.top(tokenize("nothing here"), 3) == []
 
 
+def readers(ws: Workspace) -> None:
+    ws.auth.register("ada", "correct horse battery staple 42", role="admin", by="system")
+    ws.auth.register("rita", "correct horse battery staple 42", role="researcher", by="ada")
+
+
 def test_offline_answers_from_memory_tasks_and_alerts_with_citations(ws: Workspace) -> None:
+    readers(ws)
     ws.memory.write(
         "/projects/alpha/notes.md", "Intro.\n\nAlpha measurements live in DuckDB.", actor="system"
     )
@@ -50,10 +56,31 @@ def test_offline_answers_from_memory_tasks_and_alerts_with_citations(ws: Workspa
 
 
 def test_offline_reads_insights_when_the_table_exists(ws: Workspace) -> None:
-    ws.con.execute("CREATE TABLE insights (id VARCHAR, summary VARCHAR)")
-    ws.con.execute("INSERT INTO insights VALUES ('ev-1', 'Loop latency doubles after midnight')")
+    # the reflection engine's table (a projection): a row as it would write it
+    ws.con.execute(
+        "INSERT INTO insights (id, kind, key, text, score, evidence, evidence_count, reflection, trigger, "
+        "window_start, window_end, created_at) VALUES ('ev-1', 'anomaly', 'loop:x', "
+        "'Loop latency doubles after midnight', 1.0, [], 0, 1, 'interval', now(), now(), now())"
+    )
     answer = OfflineResponder().respond(ws, user="rita", text="latency after midnight", history=[])
     assert answer.citations == ("insight:ev-1",)
+
+
+def test_offline_quotes_only_what_the_asker_may_read(ws: Workspace) -> None:
+    readers(ws)
+    ws.governance.add_policy(
+        {"id": "private", "effect": "deny", "roles": ["researcher"], "actions": ["memory.read:/private/**"]},
+        actor="ada",
+    )
+    ws.memory.write("/private/salaries.md", "The salaries spreadsheet is in the vault.", actor="ada")
+    ws.memory.write("/shared/vault.md", "The vault opens on Mondays.", actor="ada")
+    asked = "where is the salaries spreadsheet vault"
+    assert OfflineResponder().respond(ws, user="ada", text=asked, history=[]).citations[0] == (
+        "memory:/private/salaries.md"
+    )
+    rita = OfflineResponder().respond(ws, user="rita", text=asked, history=[])
+    assert rita.citations == ("memory:/shared/vault.md",)
+    assert "salaries" not in rita.text
 
 
 # -- a real OpenAI-compatible server -------------------------------------------------------------------------
@@ -203,3 +230,37 @@ def test_chat_through_http_records_model_and_settings(
         "echo what is grace?",
         "and then?",
     ]
+
+
+def test_http_backoff_waits_on_the_workspace_clock(ws: Workspace, server: Server) -> None:
+    server.script = [500, 503]
+    before = ws.clock.time()
+    started = time.perf_counter()
+    answer = fast(server.url, backoff=30.0, retries=2).respond(ws, user="rita", text="patience", history=[])
+    assert answer.text == "echo patience"
+    assert ws.clock.time() - before == 90.0  # 30 s then 60 s, on the ManualClock
+    assert time.perf_counter() - started < 10  # not slept in real time
+
+
+def test_http_prompt_carries_workspace_context_and_the_reply_cites_it(
+    ws: Workspace, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readers(ws)
+    ws.memory.write("/projects/alpha/notes.md", "The alpha deadline is Friday the 13th.", actor="rita")
+    ws.memory.write("/projects/beta/plan.md", "Beta trains a classifier.", actor="rita")
+    monkeypatch.setenv("GRACE_LLM_BASE_URL", server.url)
+    reply = ws.chat.send("rita", "When is the alpha deadline?", responder="http")
+    system = [m["content"] for m in server.requests[-1]["messages"] if m["role"] == "system"]
+    assert len(system) == 2
+    assert "[memory:/projects/alpha/notes.md] The alpha deadline is Friday the 13th." in system[1]
+    assert "plan.md" not in system[1]  # only passages that match the question
+    assert reply.citations == ("memory:/projects/alpha/notes.md",)
+    assert ws.ledger.get(reply.id).payload["citations"] == ["memory:/projects/alpha/notes.md"]
+    # the causal chain: reply -> question, and the cited artifact's creation event is on the ledger
+    assert ws.causal.lineage(reply.id)["topic"].tolist()[:2] == [
+        "chat.message.responded",
+        "chat.message.received",
+    ]
+    nothing = fast(server.url, context_k=0).respond(ws, user="rita", text="alpha deadline", history=[])
+    assert nothing.citations == ()
+    assert [m["role"] for m in server.requests[-1]["messages"]] == ["system", "user"]

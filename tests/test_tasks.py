@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import grace_core as g
-from grace_core.errors import TaskError
+from grace_core.errors import PermissionDenied, TaskError
 
 
 def test_create_is_an_event_and_a_row(ws: g.Workspace) -> None:
@@ -78,3 +78,41 @@ def test_replay_rebuilds_tasks(ws: g.Workspace) -> None:
         assert copy.tasks.get(task.id).state == "cancelled"
     finally:
         copy.close()
+
+
+def test_attempts_errors_and_retry_times_are_projected(ws: g.Workspace) -> None:
+    task = ws.tasks.create("Retry me", kind="manual", actor="alice")
+    ws.tasks.transition(task.id, "running", actor="executor", attempt=1)
+    retry_at = ws.clock.time() + 30
+    back = ws.tasks.transition(
+        task.id, "pending", actor="executor", attempt=1, error="RuntimeError: down", retry_at=retry_at
+    )
+    assert (back.state, back.attempts, back.last_error) == ("pending", 1, "RuntimeError: down")
+    assert back.next_attempt_at is not None
+    assert back.next_attempt_at.timestamp() == retry_at
+    again = ws.tasks.transition(task.id, "running", actor="executor", attempt=2)
+    assert (again.attempts, again.next_attempt_at) == (2, None)
+    assert again.last_error == "RuntimeError: down"  # kept until a later failure replaces it
+    copy = g.replay(ws, ":memory:")
+    try:
+        assert g.projection_differences(ws, copy) == {}
+    finally:
+        copy.close()
+
+
+def test_a_note_is_recorded_once_and_cleared_when_the_task_runs(ws: g.Workspace) -> None:
+    task = ws.tasks.create("Wait", kind="manual", actor="alice")
+    ws.tasks.note(task.id, "waiting for a person", actor="executor")
+    ws.tasks.note(task.id, "waiting for a person", actor="executor")
+    assert len(ws.events(topic="task.noted")) == 1
+    assert ws.tasks.get(task.id).note == "waiting for a person"
+    assert ws.tasks.transition(task.id, "running", actor="executor").note is None
+
+
+def test_cancel_is_governed(ws: g.Workspace) -> None:
+    ws.auth.register("ada", "correct horse battery staple 42", role="admin", by="system")
+    ws.auth.register("vic", "correct horse battery staple 42", role="viewer", by="ada")
+    task = ws.tasks.create("Keep", kind="manual", actor="alice")
+    with pytest.raises(PermissionDenied):
+        ws.tasks.cancel(task.id, actor="vic")
+    assert ws.tasks.cancel(task.id, actor="system", reason="not needed").state == "cancelled"

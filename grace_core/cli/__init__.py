@@ -146,6 +146,16 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[st
     return [line(columns), *(line(row) for row in cells)]
 
 
+def _show(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool) -> None:
+    """Print rows as a table, or as one JSON object per line (``--json``)."""
+    if as_json:
+        for row in rows:
+            _echo_json({c: row.get(c) for c in columns})
+        return
+    for line in _table(rows, columns):
+        click.echo(line)
+
+
 def _records(frame: Any) -> list[dict[str, Any]]:
     return [dict(r) for r in frame.to_dict(orient="records")]
 
@@ -380,31 +390,6 @@ def metrics(ctx: click.Context, prometheus: bool, as_json: bool) -> None:
             click.echo(line)
 
 
-@cli.group()
-@workspace_options
-def loops() -> None:
-    """The workspace's loops."""
-
-
-@loops.command()
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per loop.")
-@workspace_options
-@click.pass_context
-def status(ctx: click.Context, as_json: bool) -> None:
-    """State, cursor, lag, ticks and parameters of each registered loop."""
-    with _workspace(ctx) as ws:
-        frame = ws.loops.status()
-    rows = _records(frame)
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-    elif not rows:
-        click.echo("no loops registered")
-    else:
-        for line in _table(rows, list(frame.columns)):
-            click.echo(line)
-
-
 @cli.command()
 @click.option("--quick", is_flag=True, help="Sizes about 10x smaller: seconds instead of a minute.")
 @click.option(
@@ -480,8 +465,19 @@ def lab(ctx: click.Context, port: int, no_browser: bool) -> None:
     os.execve(sys.executable, argv, {**os.environ, "GRACE_WORKSPACE": path})  # noqa: S606
 
 
-# -- commands of the other engines (each module adds its own to ``cli``) ---------------------------------------
-from grace_core.cli import auth, chat, governance, hunter, memory  # noqa: E402, F401 - each adds its commands to `cli`
+# -- commands of the other engines ------------------------------------------------------------------------------
+# Each module of this package adds its own commands to ``cli`` when imported; importing them all here means a new
+# engine's commands appear by adding its module, with no list to keep in step.
+def _load_command_modules() -> None:
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_load_command_modules()
 
 
 # -- entry point ---------------------------------------------------------------------------------------------

@@ -1,5 +1,9 @@
 """Commands of the hunter engine: ``grace hunter scan|rules|disable|enable``.
 
+``disable`` and ``enable`` change the workspace's rules, so governance decides them first (actions
+``hunter.rule.disable`` / ``hunter.rule.enable``, logged as ``governance.decision`` events): ``--by NAME`` must
+be an admin or the local operator (``system``, the default); anyone else is refused with exit status 2.
+
 ``grace hunter scan`` works without any workspace (it uses the default rule pack) or, given ``--workspace``
 (or ``--snapshot``), with that workspace's current rules; it only scans and never writes. It prints one JSON
 line per finding and exits 1 when a finding reaches ``--fail-on`` (so it can gate a CI job or a commit hook).
@@ -147,7 +151,12 @@ def _switch(ctx: click.Context, rule_id: str, enabled: bool, reason: str, by: st
 @hunter.command()
 @click.argument("rule_id", metavar="ID")
 @click.option("--reason", default="", help="Why (recorded in the event).")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who is making the change.")
+@click.option(
+    "--by",
+    default=OPERATOR,
+    show_default=True,
+    help="Who is making the change: an admin, or the local operator (system); governance decides.",
+)
 @workspace_options
 @click.pass_context
 def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
@@ -158,7 +167,12 @@ def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
 @hunter.command()
 @click.argument("rule_id", metavar="ID")
 @click.option("--reason", default="", help="Why (recorded in the event).")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who is making the change.")
+@click.option(
+    "--by",
+    default=OPERATOR,
+    show_default=True,
+    help="Who is making the change: an admin, or the local operator (system); governance decides.",
+)
 @workspace_options
 @click.pass_context
 def enable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:

@@ -8,25 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
+from grace_core.cli import _records, _show, _workspace, cli, workspace_options
 
 OPERATOR = "system"
 _BY = click.option("--by", default=OPERATOR, show_default=True, help="Who does it (must be allowed to).")
 _REASON = click.option("--reason", default="", help="Why (kept in the artifact's history).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
-
-
-def _show(rows: list[dict[str, Any]], columns: list[str], as_json: bool) -> None:
-    if as_json:
-        for row in rows:
-            _echo_json({c: row.get(c) for c in columns})
-        return
-    for line in _table(rows, columns):
-        click.echo(line)
 
 
 @cli.group()

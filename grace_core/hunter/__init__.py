@@ -3,7 +3,10 @@
 The rules live on the ledger: a new workspace publishes the default pack (``rules.yaml``) as one
 ``hunter.pack_loaded`` event, and every later change is an event too (``hunter.rule_added``,
 ``hunter.rule_updated``, ``hunter.rule_disabled``, ``hunter.rule_enabled``); table ``hunter_rules`` is their
-projection, and the scanner is compiled from it (again whenever it changes).
+projection, and the scanner is compiled from it (again whenever it changes). Every change after genesis is
+governed: it needs ``governance.require(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
+| "hunter.rule.enable" | "hunter.pack.load", ...)`` to allow it (admins and the engines; not researchers or
+viewers), so a rule change is logged as a decision first and a refused one publishes nothing else.
 
 ``scan(text, target=...)`` is pure. ``screen(text, target=..., actor=..., resource=...)`` scans and publishes one
 ``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled. Texts
@@ -31,6 +34,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -178,8 +182,18 @@ class Hunter:
         return self._current()[2]
 
     def scan(self, text: str, *, target: str) -> list[Finding]:
-        """Every finding of the enabled rules in ``text`` scanned as ``target``; publishes nothing."""
-        return self.scanner.scan(text, target=target)
+        """Every finding of the enabled rules in ``text`` scanned as ``target``; publishes nothing.
+
+        On chat texts the deployed champion of the prompt-injection model (``ws.mldl``) runs beside the rules
+        and adds a finding ``ml.prompt_injection`` with its probability; with no champion it costs nothing.
+        """
+        findings = self.scanner.scan(text, target=target)
+        mldl = getattr(self._ws, "mldl", None) if target == "chat" else None
+        if mldl is not None:
+            extra = mldl.injection_findings(text, target=target)
+            if extra:
+                findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
+        return findings
 
     def screen(self, text: str, *, target: str, actor: str, resource: str | None = None) -> list[Finding]:
         """Scan ``text`` and publish one ``hunter.alert`` per rule that fired; returns the findings.
@@ -198,7 +212,11 @@ class Hunter:
             by_rule.setdefault(f.rule, []).append(f)
         rules = {r.id: r for r in self._current()[1]}
         messages = [
-            Message("hunter.alert", _alert_payload(rules[rid], group, actor, resource, scan_id), resource)
+            Message(
+                "hunter.alert",
+                _alert_payload(rules.get(rid) or _model_rule(group), group, actor, resource, scan_id),
+                resource,
+            )
             for rid, group in by_rule.items()
         ]
         self._ws.publish_many(messages, actor=HUNTER)
@@ -227,6 +245,12 @@ class Hunter:
         if any(r.id == new.id for r in self._all_rules()):
             raise RuleError(f"a rule {new.id!r} exists already; use update_rule")
         check_examples(new, self._all_rules())
+        self._require(
+            actor,
+            "hunter.rule.add",
+            _resource(new.id),
+            {"severity": new.severity, "category": new.category, "targets": list(new.targets)},
+        )
         self._ws.publish(
             "hunter.rule_added", {"rule": new.as_dict()}, actor=actor, resource=_resource(new.id)
         )
@@ -246,9 +270,10 @@ class Hunter:
         current = self.rule(rule_id)
         new = current.with_changes(merged)
         check_examples(new, self._all_rules())
-        changed = sorted(k for k, v in new.as_dict().items() if current.as_dict().get(k) != v)
+        changed = _changed_fields(current, new)
         if not changed:
             return current
+        self._require(actor, "hunter.rule.update", _resource(rule_id), {"changed": changed})
         self._ws.publish(
             "hunter.rule_updated",
             {"id": rule_id, "rule": new.as_dict(), "changed": changed},
@@ -270,6 +295,8 @@ class Hunter:
         if current.enabled == enabled:
             return current
         topic = "hunter.rule_enabled" if enabled else "hunter.rule_disabled"
+        action = "hunter.rule.enable" if enabled else "hunter.rule.disable"
+        self._require(actor, action, _resource(rule_id), {"reason": reason})
         self._ws.publish(topic, {"id": rule_id, "reason": reason}, actor=actor, resource=_resource(rule_id))
         return self.rule(rule_id)
 
@@ -286,8 +313,22 @@ class Hunter:
         context = list(pack.rules) + [r for r in self._all_rules() if r.id not in {p.id for p in pack.rules}]
         for rule in pack.rules:
             check_examples(rule, context)
+        self._require(
+            actor,
+            "hunter.pack.load",
+            f"hunter:pack:{pack.name}",
+            {"version": pack.version, "rules": [r.id for r in pack.rules]},
+        )
         self._publish_pack(pack, actor=actor)
         return pack
+
+    def _require(self, actor: str, action: str, resource: str, context: dict[str, Any]) -> None:
+        """Governance decides every rule change (a ``governance.decision`` event) before it is published.
+
+        Checked after the rule itself, so a bad rule is refused without logging anything; a refusal raises
+        PermissionDenied and leaves only its decision on the ledger. The genesis pack skips this (one event).
+        """
+        self._ws.governance.require(actor, action, resource=resource, context=context)
 
     def _publish_pack(self, pack: Pack, *, actor: str) -> None:
         self._ws.publish(
@@ -406,12 +447,34 @@ class Hunter:
         )
 
 
+def _changed_fields(old: Rule, new: Rule) -> list[str]:
+    """Fields whose data form differs, including fields back at their default (which as_dict leaves out)."""
+    before, after = old.as_dict(), new.as_dict()
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 def _resource(rule_id: str) -> str:
     return f"hunter:rule:{rule_id}"
 
 
+@dataclass(frozen=True)
+class _ModelRule:
+    """What an alert needs of a rule, for a finding of a deployed model (``ml.*``) rather than of a rule."""
+
+    id: str
+    severity: str
+    category: str
+    description: str
+
+
+def _model_rule(findings: list[Finding]) -> _ModelRule:
+    worst = max(findings, key=lambda f: severity_rank(f.severity))
+    detail = f" ({worst.detail})" if worst.detail else ""
+    return _ModelRule(worst.rule, worst.severity, worst.category, f"Flagged by a deployed model{detail}")
+
+
 def _alert_payload(
-    rule: Rule, findings: list[Finding], actor: str, resource: str | None, scan_id: str
+    rule: Rule | _ModelRule, findings: list[Finding], actor: str, resource: str | None, scan_id: str
 ) -> dict[str, Any]:
     spans = [
         {"start": f.start, "end": f.end, "line": f.line, "column": f.column} for f in findings[:MAX_SPANS]

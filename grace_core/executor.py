@@ -1,0 +1,576 @@
+"""The task executor: runs pending tasks with the handler registered for their kind.
+
+``ws.executor.register(kind, handler, max_attempts=3, backoff=30.0)`` registers ``handler(task, ws) -> result``
+(a JSON-able value). The loop ``executor`` (``ws.loops``, default every 10 s) picks the due pending tasks,
+highest priority first, then oldest, and for each one, while handling its ``task.created`` event (so everything
+the run publishes is caused by the task, and through it by whatever created the task):
+
+1. asks governance: ``require("executor", "task.run", resource="task:<id>", context={"kind": ...})`` (a denial
+   fails the task with the decision's explanation),
+2. moves it to ``running`` (attempt n), calls the handler,
+3. moves it to ``done`` with the handler's result, or, when the handler raised, back to ``pending`` with a retry
+   time ``backoff * 2**(n-1)`` seconds later on the workspace clock (capped at ``max_backoff``), or to
+   ``failed`` once ``max_attempts`` runs failed.
+
+A task whose kind has no handler stays pending with the note ``no handler for kind X`` (a ``task.noted``
+event), and runs as soon as a handler is registered. Remediation (or an operator) can raise a kind's backoff
+or pause it for a while (``adjust``, an ``executor.kind_adjusted`` event). While the workspace is in the
+``read_only`` degraded mode nothing runs.
+
+Two handlers come built in, for the tasks the system creates itself:
+
+- ``security_alert`` (Hunter's fan-out): collects the alert's causal lineage (the ids of the events that led to
+  it) and a summary of the finding into the result, appends the case to ``/security/cases/<rule>.md`` and
+  publishes an ``executor.notification``.
+- ``learned`` (the learning engine): collects the evidence of the insights behind the lesson, appends the lesson
+  to ``/lessons/<pattern>.md`` and publishes an ``executor.notification``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pandas as pd
+
+from .causal import handling
+from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
+from .events import Event, canonical_json
+from .loops import Loop, Scheduler
+from .tasks import COLUMNS, Task, _task
+
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+__all__ = ["ACTOR", "Executor", "ExecutorLoop", "HandlerSpec", "TaskHandler"]
+
+ACTOR = "executor"
+TaskHandler = Callable[[Task, "Workspace"], Any]
+MAX_EVIDENCE = 500  # ids kept in a result (the count is always exact)
+CASES = "/security/cases"
+LESSONS = "/lessons"
+_SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    """How the tasks of one kind run."""
+
+    kind: str
+    handler: TaskHandler
+    max_attempts: int = 3
+    backoff: float = 30.0  # seconds before the second attempt; doubles with each further attempt
+    max_backoff: float = 3600.0
+
+    def delay(self, attempt: int, factor: float = 1.0) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
+        return float(min(self.max_backoff * factor, self.backoff * factor * 2.0 ** (attempt - 1)))
+
+
+class ExecutorLoop(Loop):
+    """Runs the due pending tasks on every tick (also when no new event arrived: retries come due by time)."""
+
+    name: ClassVar[str] = "executor"
+    topics: ClassVar[tuple[str, ...]] = ("task.*", "executor.*")
+    params: ClassVar[Mapping[str, Any]] = {"interval": 10.0, "batch_size": 10_000, "max_tasks": 20}
+    tunable: ClassVar[Mapping[str, tuple[float, float]]] = {"interval": (1.0, 120.0), "max_tasks": (1, 200)}
+    process_idle: ClassVar[bool] = True
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+
+    def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
+        return self.executor.run_due(limit=int(scheduler.param(self.name, "max_tasks")))
+
+    def objective(self, ws: Workspace, since: float, until: float) -> float | None:
+        """Minus the mean seconds from a task's creation to its end (done or failed), for tasks ended in the
+        window: the executor does better when work finishes sooner. None when no task ended."""
+        row = (
+            ws.ledger.reader()
+            .execute(
+                "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
+                "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
+                "AND (e.payload->>'$.to') IN ('done', 'failed') "
+                "AND e.ts >= make_timestamptz(?::BIGINT) AND e.ts < make_timestamptz(?::BIGINT)",
+                [round(since * 1e6), round(until * 1e6)],
+            )
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else -float(row[0])
+
+
+class Executor:
+    """``ws.executor``: handlers per task kind, and the loop that runs the tasks."""
+
+    def __init__(self, ws: Workspace) -> None:
+        self.ws = ws
+        self._handlers: dict[str, HandlerSpec] = {}
+        self._lock = threading.RLock()  # one run at a time per workspace (the loop thread, the CLI, a test)
+        self._running: set[str] = set()
+        ws.projections.register(
+            "executor_kinds", "executor.kind_adjusted", _apply_kinds, tables=["executor_kinds"]
+        )
+        self.loop = ws.loops.add(ExecutorLoop(self))
+        self.register("security_alert", handle_security_alert, max_attempts=3, backoff=30.0)
+        self.register("learned", handle_learned, max_attempts=3, backoff=60.0)
+
+    # -- handlers --------------------------------------------------------------------------------------------
+    def register(
+        self,
+        kind: str,
+        handler: TaskHandler,
+        *,
+        max_attempts: int = 3,
+        backoff: float = 30.0,
+        max_backoff: float = 3600.0,
+    ) -> HandlerSpec:
+        """Run tasks of ``kind`` with ``handler(task, ws)``; its return value (JSON-able) is the task's result.
+
+        A handler that raises is retried ``backoff``, ``2*backoff``, ``4*backoff``... seconds later (workspace
+        clock, capped at ``max_backoff``) until ``max_attempts`` runs failed; then the task fails. Registering a
+        kind again replaces its handler. Handlers should be idempotent: a run interrupted by a crash runs again.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise TaskError("a handler needs a task kind")
+        if not callable(handler):
+            raise TaskError(f"the handler for {kind!r} is not callable")
+        if not isinstance(max_attempts, int) or isinstance(max_attempts, bool) or max_attempts < 1:
+            raise TaskError(f"max_attempts is a whole number >= 1, not {max_attempts!r}")
+        for name, value in (("backoff", backoff), ("max_backoff", max_backoff)):
+            if not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise TaskError(f"{name} is a finite number of seconds >= 0, not {value!r}")
+        spec = HandlerSpec(kind, handler, max_attempts, float(backoff), float(max_backoff))
+        with self._lock:
+            self._handlers[kind] = spec
+        return spec
+
+    def unregister(self, kind: str) -> None:
+        with self._lock:
+            self._handlers.pop(kind, None)
+
+    def handler(self, kind: str) -> HandlerSpec | None:
+        return self._handlers.get(kind)
+
+    def handlers(self) -> pd.DataFrame:
+        """The registered kinds with their retry settings and any adjustment (backoff factor, pause)."""
+        adjusted = {r[0]: r for r in self._kind_rows()}
+        rows = []
+        for kind in sorted(self._handlers):
+            spec = self._handlers[kind]
+            adj = adjusted.get(kind)
+            rows.append(
+                {
+                    "kind": kind,
+                    "handler": getattr(spec.handler, "__qualname__", repr(spec.handler)),
+                    "max_attempts": spec.max_attempts,
+                    "backoff": spec.backoff,
+                    "max_backoff": spec.max_backoff,
+                    "backoff_factor": float(adj[1]) if adj else 1.0,
+                    "paused_until": adj[2] if adj else None,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    # -- per-kind adjustments (remediation) ------------------------------------------------------------------
+    def adjust(
+        self,
+        kind: str,
+        *,
+        actor: str,
+        reason: str,
+        backoff_factor: float | None = None,
+        pause_for: float | None = None,
+        resume: bool = False,
+    ) -> Event:
+        """Raise or reset a kind's backoff factor and/or pause it for ``pause_for`` seconds (``resume`` lifts a
+        pause); an ``executor.kind_adjusted`` event."""
+        factor, paused_until = self.settings(kind)
+        if backoff_factor is not None:
+            if not math.isfinite(backoff_factor) or backoff_factor <= 0:
+                raise TaskError(f"a backoff factor is a positive number, not {backoff_factor!r}")
+            factor = float(backoff_factor)
+        if pause_for is not None:
+            if not math.isfinite(pause_for) or pause_for <= 0:
+                raise TaskError(f"a pause is a positive number of seconds, not {pause_for!r}")
+            paused_until = self.ws.clock.time() + pause_for
+        if resume:
+            paused_until = None
+        return self.ws.publish(
+            "executor.kind_adjusted",
+            {
+                "kind": kind,
+                "backoff_factor": factor,
+                "paused_until_us": None if paused_until is None else round(paused_until * 1e6),
+                "reason": reason,
+            },
+            actor=actor,
+            resource=f"task_kind:{kind}",
+        )
+
+    def settings(self, kind: str) -> tuple[float, float | None]:
+        """(backoff factor, paused until as epoch seconds or None) of a kind."""
+        row = (
+            self.ws.ledger.reader()
+            .execute(
+                "SELECT backoff_factor, epoch_us(paused_until) FROM executor_kinds WHERE kind = ?", [kind]
+            )
+            .fetchone()
+        )
+        if row is None:
+            return 1.0, None
+        return float(row[0]), None if row[1] is None else row[1] / 1e6
+
+    def _kind_rows(self) -> list[tuple[Any, ...]]:
+        return (
+            self.ws.ledger.reader()
+            .execute("SELECT kind, backoff_factor, paused_until FROM executor_kinds ORDER BY kind")
+            .fetchall()
+        )
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def due(self, limit: int | None = None) -> list[Task]:
+        """Pending tasks whose retry time has come, highest priority first, then oldest."""
+        now_us = round(self.ws.clock.time() * 1e6)
+        sql = (
+            f"SELECT {COLUMNS} FROM tasks WHERE state = 'pending' AND "
+            "(next_attempt_at IS NULL OR epoch_us(next_attempt_at) <= ?) ORDER BY priority DESC, created_at, id"
+        )
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_task(r) for r in self.ws.ledger.reader().execute(sql, [now_us]).fetchall()]
+
+    def run_due(self, *, limit: int | None = 20) -> dict[str, int]:
+        """Run the due tasks (at most ``limit``); returns the non-zero counts by outcome (ran, done, retried,
+        failed, waiting) for the loop's tick event: empty when there was nothing to do, so an idle tick records
+        nothing."""
+        counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0}
+        if self.ws.modes.is_active("read_only"):
+            return {}  # nothing may change; healing lifts the mode
+        with self._lock:
+            self._recover()
+            tasks = self.due(None)
+            started = 0
+            for task in tasks:
+                if limit is not None and started >= limit:
+                    break
+                outcome = self._run(task)
+                if outcome == "waiting":
+                    counts["waiting"] += 1
+                    continue
+                started += 1
+                counts["ran"] += 1
+                counts[outcome] += 1
+        # Tasks that only wait (no handler, a paused kind) are not news on every tick: their note says why.
+        return {k: v for k, v in counts.items() if v} if counts["ran"] else {}
+
+    def run(self, task_id: str) -> Task:
+        """Run one pending task now, whatever its retry time (``grace tasks run``); returns it afterwards."""
+        self.ws.modes.guard("read_only")
+        with self._lock:
+            task = self.ws.tasks.get(task_id)
+            if task.state != "pending":
+                raise TaskError(f"task {task_id} is {task.state}; only a pending task can run")
+            outcome = self._run(task)
+            task = self.ws.tasks.get(task_id)
+            if outcome == "waiting":
+                raise TaskError(f"task {task_id} cannot run: {task.note}")
+            return task
+
+    def _recover(self) -> None:
+        # A task left `running` by a process that stopped mid-run: that attempt is lost, so it counts as failed.
+        rows = (
+            self.ws.ledger.reader()
+            .execute(f"SELECT {COLUMNS} FROM tasks WHERE state = 'running' ORDER BY created_at, id")
+            .fetchall()
+        )
+        for row in rows:
+            task = _task(row)
+            if task.id in self._running:
+                continue
+            spec = self._handlers.get(task.kind)
+            error = "interrupted: the process stopped while the task ran"
+            with handling(self.ws.ledger.get(task.id)):
+                if spec is not None and task.attempts >= spec.max_attempts:
+                    self.ws.tasks.transition(task.id, "failed", actor=ACTOR, error=error, reason=error)
+                else:
+                    self.ws.tasks.transition(
+                        task.id, "pending", actor=ACTOR, error=error, reason="retry after an interruption"
+                    )
+
+    def _run(self, task: Task) -> str:
+        ws = self.ws
+        spec = self._handlers.get(task.kind)
+        if spec is None:
+            note = (
+                f"no handler for kind {task.kind!r}: it waits for a person, or for a handler registered with "
+                "ws.executor.register"
+            )
+            if task.note != note:
+                ws.tasks.note(task.id, note, actor=ACTOR)
+            return "waiting"
+        factor, paused_until = self.settings(task.kind)
+        now = ws.clock.time()
+        if paused_until is not None and paused_until > now:
+            row = (
+                ws.ledger.reader()
+                .execute("SELECT reason, changed_by FROM executor_kinds WHERE kind = ?", [task.kind])
+                .fetchone()
+            )
+            reason, by = row if row else ("", "")
+            until = pd.Timestamp(paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+            note = f"kind {task.kind!r} paused by {by} until {until} UTC: {reason}"
+            if task.note != note:
+                ws.tasks.note(task.id, note, actor=ACTOR)
+            return "waiting"
+        created = ws.ledger.get(task.id)
+        attempt = task.attempts + 1
+        with handling(created):
+            try:
+                ws.governance.require(
+                    ACTOR, "task.run", resource=f"task:{task.id}", context={"kind": task.kind}
+                )
+            except PermissionDenied as exc:
+                ws.tasks.transition(
+                    task.id, "failed", actor=ACTOR, error=str(exc), reason="governance denied"
+                )
+                return "failed"
+            running = ws.tasks.transition(task.id, "running", actor=ACTOR, attempt=attempt)
+            self._running.add(task.id)
+            try:
+                try:
+                    result = spec.handler(running, ws)
+                    canonical_json({"result": result})
+                except PayloadError as exc:
+                    error = f"the handler's result cannot be stored: {exc}"
+                except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
+                    error = f"{type(exc).__name__}: {exc}"
+                else:
+                    ws.tasks.transition(task.id, "done", actor=ACTOR, result=result, attempt=attempt)
+                    return "done"
+                if attempt >= spec.max_attempts:
+                    ws.tasks.transition(
+                        task.id,
+                        "failed",
+                        actor=ACTOR,
+                        attempt=attempt,
+                        error=error,
+                        reason=f"failed {attempt} time(s), no attempts left",
+                    )
+                    return "failed"
+                delay = spec.delay(attempt, factor)
+                ws.tasks.transition(
+                    task.id,
+                    "pending",
+                    actor=ACTOR,
+                    attempt=attempt,
+                    error=error,
+                    retry_at=ws.clock.time() + delay,
+                    reason=f"attempt {attempt} of {spec.max_attempts} failed; retry in {delay:g} s",
+                )
+                return "retried"
+            finally:
+                self._running.discard(task.id)
+
+    # -- inspection ------------------------------------------------------------------------------------------
+    def queue(self) -> pd.DataFrame:
+        """Open tasks with why they wait: due now, retry at, no handler, paused."""
+        return self.ws.sql(
+            f"SELECT {COLUMNS} FROM tasks WHERE state IN ('pending', 'running') ORDER BY priority DESC, created_at"
+        )
+
+    def attempts(self, *, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+        """Ended attempts (one row per run that ended: done, retried or failed) with kind, outcome and error."""
+        sql = (
+            "SELECT ts, payload->>'$.task_id' AS task_id, payload->>'$.kind' AS kind, "
+            "payload->>'$.to' AS outcome, TRY_CAST(payload->>'$.attempt' AS INTEGER) AS attempt, "
+            "payload->>'$.error' AS error FROM events WHERE topic = 'task.state_changed' "
+            "AND (payload->>'$.from') = 'running'"
+        )
+        params: list[Any] = []
+        if since is not None:
+            sql += " AND ts >= make_timestamptz(?::BIGINT)"
+            params.append(round(since * 1e6))
+        if until is not None:
+            sql += " AND ts < make_timestamptz(?::BIGINT)"
+            params.append(round(until * 1e6))
+        return self.ws.sql(sql + " ORDER BY seq", params)
+
+
+# -- built-in handlers ---------------------------------------------------------------------------------------
+def _slug(text: str) -> str:
+    return _SLUG.sub("-", text).strip("-.") or "unnamed"
+
+
+def _append_note(
+    ws: Workspace, path: str, title: str, section: str, *, tags: tuple[str, ...], reason: str
+) -> int:
+    """Open the note at ``path`` (with ``title``) or append ``section`` to it; returns its version."""
+    try:
+        current = ws.memory.read(path).content
+    except ArtifactError:
+        current = f"# {title}\n"
+    if section.strip() in current:
+        return ws.memory.read(path).version  # a retried run appends nothing twice
+    artifact = ws.memory.write(
+        path, current.rstrip("\n") + "\n\n" + section, actor=ACTOR, tags=tags, reason=reason
+    )
+    return artifact.version
+
+
+def _when(ws: Workspace) -> str:
+    return str(pd.Timestamp(ws.clock.time(), unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S UTC"))
+
+
+def _notify(
+    ws: Workspace, task: Task, *, title: str, message: str, severity: str, path: str, n: int
+) -> Event:
+    return ws.publish(
+        "executor.notification",
+        {
+            "task": task.id,
+            "kind": task.kind,
+            "title": title,
+            "message": message,
+            "severity": severity,
+            "memory_path": path,
+            "evidence_count": n,
+        },
+        actor=ACTOR,
+        resource=f"task:{task.id}",
+    )
+
+
+def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
+    """Evidence (the alert's causal lineage and its finding), a case note, a notification."""
+    alert_id = task.details.get("alert")
+    if not alert_id:
+        raise TaskError("a security_alert task names its Hunter alert in details.alert")
+    alert = ws.ledger.get(alert_id)
+    p = alert.payload
+    lineage = ws.causal.lineage(alert_id)
+    evidence = [str(i) for i in lineage["id"]]
+    finding = {
+        "rule": p.get("rule"),
+        "severity": p.get("severity"),
+        "category": p.get("category"),
+        "description": p.get("description"),
+        "target": p.get("target"),
+        "resource": p.get("resource"),
+        "from": p.get("actor"),
+        "count": p.get("count"),
+        "excerpts": list(p.get("excerpts", []))[:5],  # masked by Hunter
+    }
+    rule = str(p.get("rule", "unknown"))
+    path = f"{CASES}/{_slug(rule)}.md"
+    topics = " → ".join(str(t) for t in reversed(list(lineage["topic"])))
+    section = "\n".join(
+        [
+            f"## Task {task.id}",
+            "",
+            f"- handled: {_when(ws)} by the executor",
+            f"- alert: {alert_id} (seq {alert.seq}), severity {p.get('severity')}, {p.get('count')} occurrence(s)",
+            f"- where: {p.get('target')} {p.get('resource') or ''}".rstrip(),
+            f"- text from: {p.get('actor', '-')}",
+            f"- causal chain ({len(evidence)} events): {topics}",
+            f"- alert details: {task.details.get('memory_path', '-')}",
+        ]
+    )
+    version = _append_note(
+        ws,
+        path,
+        f"Security cases: {rule}",
+        section,
+        tags=("security", "case", str(p.get("severity", "")), rule),
+        reason=f"case of task {task.id}",
+    )
+    _notify(
+        ws,
+        task,
+        title=f"Security alert handled: {rule}",
+        message=(
+            f"{finding['description'] or rule}: {finding['count']} occurrence(s); "
+            f"evidence attached, case in {path}"
+        ),
+        severity=str(p.get("severity", "medium")),
+        path=path,
+        n=len(evidence),
+    )
+    return {
+        "alert": alert_id,
+        "finding": finding,
+        "evidence": evidence[:MAX_EVIDENCE],
+        "evidence_count": len(evidence),
+        "memory_path": path,
+        "memory_version": version,
+    }
+
+
+def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:
+    """The insights' evidence, the lesson in a memory note, a notification."""
+    ids = [str(i) for i in task.details.get("insights", [])]
+    rows = []
+    if ids:
+        rows = (
+            ws.ledger.reader()
+            .execute(
+                'SELECT id, kind, "key", text, score, evidence FROM insights WHERE list_contains(?, id) '
+                "ORDER BY created_at, id",
+                [ids],
+            )
+            .fetchall()
+        )
+    if ids and not rows:
+        raise TaskError(f"none of the insights {', '.join(ids[:3])} of this task is recorded")
+    evidence: list[str] = []
+    for row in rows:
+        for event_id in row[5] or []:
+            if event_id not in evidence:
+                evidence.append(str(event_id))
+    pattern = str(task.details.get("pattern") or task.key or task.id)
+    lesson = str(task.details.get("lesson") or task.title)
+    path = f"{LESSONS}/{_slug(pattern)}.md"
+    lines = [f"## Task {task.id}", "", f"- learned: {_when(ws)}", f"- lesson: {lesson}"]
+    if task.details.get("summary"):
+        lines.append(f"- latest insight: {task.details['summary']}")
+    lines.append(f"- insights: {len(rows)}, resting on {len(evidence)} events")
+    lines += [f"  - {r[1]} ({float(r[4]):.2f}): {r[3]}" for r in rows[:10]]
+    version = _append_note(
+        ws,
+        path,
+        f"Lesson: {pattern}",
+        "\n".join(lines),
+        tags=("lesson", "learned"),
+        reason=f"lesson of task {task.id}",
+    )
+    _notify(
+        ws,
+        task,
+        title=f"Lesson recorded: {pattern}",
+        message=f"{lesson} ({len(rows)} insight(s), {len(evidence)} events of evidence); note in {path}",
+        severity="info",
+        path=path,
+        n=len(evidence),
+    )
+    return {
+        "pattern": pattern,
+        "lesson": lesson,
+        "insights": [r[0] for r in rows],
+        "evidence": evidence[:MAX_EVIDENCE],
+        "evidence_count": len(evidence),
+        "memory_path": path,
+        "memory_version": version,
+    }
+
+
+def _apply_kinds(con: Any, events: list[Event]) -> None:
+    for e in events:
+        p = e.payload
+        con.execute(
+            "INSERT OR REPLACE INTO executor_kinds VALUES (?, ?, make_timestamptz(?::BIGINT), ?, ?, ?, "
+            "make_timestamptz(?::BIGINT))",
+            [p["kind"], p["backoff_factor"], p["paused_until_us"], p["reason"], e.actor, e.id, e.ts_us],
+        )

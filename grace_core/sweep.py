@@ -1,0 +1,401 @@
+"""Sweeps: many simulated experiments (parameters x seeds), each in its own workspace, results in one lake table.
+
+A sweep is described by a YAML file::
+
+    name: reflection-vs-failures
+    search: grid              # or: random (then ``samples`` parameter sets are drawn with ``sample_seed``)
+    seeds: [1, 2, 3]
+    hours: 1                  # simulated time of each run
+    simulate: {users: 4}      # fixed keyword arguments of grace_core.workload.simulate
+    params:                   # what varies: simulate's arguments, or loop parameters as "loop.param"
+      failure_share: [0.0, 0.2]
+      reflection.interval: [120, 600]     # random search also takes {min: 60, max: 600} (uniform)
+    objective: tasks_done     # the count the sweep maximises (any key of SimulationSummary.counts)
+    workers: 2
+    workdir: sweep-runs       # each run's workspace file lands here (relative to the YAML file)
+    lake: {catalog: "sqlite:sweep-runs/lake.sqlite", data: sweep-runs/lake-data}   # the default
+
+Each (parameter set, seed) is one run with a stable id (a hash of what it runs), executed by a backend: Ray
+tasks when Ray is installed (a cluster when ``RAY_ADDRESS`` is set, else a local Ray), otherwise a pool of
+local processes. The driver appends each finished run to the lake table ``sweep_results`` (the only writer
+of that table, so runs never conflict); running the same sweep again skips the runs already there, so an
+interrupted sweep resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import yaml
+
+from .errors import SweepError
+from .lake import _attach_sql, _extensions, _normalise_data, _retrying, normalise_catalog, open_lake
+
+__all__ = ["RESULTS_TABLE", "Run", "SweepConfig", "backends", "load_config", "plan", "run_one", "run_sweep"]
+
+RESULTS_TABLE = "sweep_results"
+_SIMULATE_ARGS = frozenset({"users", "attack_share", "failure_share", "step", "min_interval", "start_loops"})
+
+
+@dataclass
+class SweepConfig:
+    name: str
+    params: dict[str, Any]
+    seeds: list[int] = field(default_factory=lambda: [1])
+    hours: float = 1.0
+    search: str = "grid"
+    samples: int = 8
+    sample_seed: int = 0
+    simulate: dict[str, Any] = field(default_factory=dict)
+    objective: str = "tasks_done"
+    workers: int = 2
+    workdir: Path = Path("sweep-runs")
+    catalog: str = ""
+    data: str = ""
+
+    @classmethod
+    def from_mapping(cls, raw: Mapping[str, Any], *, base: Path | None = None) -> SweepConfig:
+        base = base or Path.cwd()
+        unknown = set(raw) - {
+            "name", "params", "seeds", "hours", "search", "samples", "sample_seed", "simulate", "objective",
+            "workers", "workdir", "lake",
+        }  # fmt: skip
+        if unknown:
+            raise SweepError(f"unknown keys in the sweep config: {', '.join(sorted(unknown))}")
+        if not raw.get("name"):
+            raise SweepError("a sweep needs a name (it keys the results for resumption)")
+        params = dict(raw.get("params") or {})
+        for key in params:
+            if "." not in key and key not in _SIMULATE_ARGS:
+                raise SweepError(
+                    f"parameter {key!r} is neither an argument of simulate ({', '.join(sorted(_SIMULATE_ARGS))}) "
+                    "nor a loop parameter written as loop.param"
+                )
+        search = str(raw.get("search", "grid"))
+        if search not in ("grid", "random"):
+            raise SweepError(f"search must be grid or random, not {search!r}")
+        workdir = Path(raw.get("workdir", "sweep-runs"))
+        workdir = workdir if workdir.is_absolute() else base / workdir
+        lake = dict(raw.get("lake") or {})
+        catalog = str(lake.get("catalog") or f"sqlite:{workdir / 'lake.sqlite'}")
+        if catalog.startswith("sqlite:") and not Path(catalog[7:]).is_absolute():
+            catalog = f"sqlite:{base / catalog[7:]}"
+        data = str(lake.get("data") or workdir / "lake-data")
+        if "://" not in data and not Path(data).is_absolute():
+            data = str(base / data)
+        seeds = raw.get("seeds", [1])
+        return cls(
+            name=str(raw["name"]),
+            params=params,
+            seeds=[int(s) for s in (seeds if isinstance(seeds, list) else [seeds])],
+            hours=float(raw.get("hours", 1.0)),
+            search=search,
+            samples=int(raw.get("samples", 8)),
+            sample_seed=int(raw.get("sample_seed", 0)),
+            simulate=dict(raw.get("simulate") or {}),
+            objective=str(raw.get("objective", "tasks_done")),
+            workers=int(raw.get("workers", 2)),
+            workdir=workdir,
+            catalog=normalise_catalog(catalog),
+            data=_normalise_data(data),
+        )
+
+
+def load_config(path: str | os.PathLike[str]) -> SweepConfig:
+    file = Path(path)
+    try:
+        raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SweepError(f"cannot read the sweep config {file}: {exc}") from exc
+    if not isinstance(raw, Mapping):
+        raise SweepError(f"{file} does not hold a mapping")
+    return SweepConfig.from_mapping(raw, base=file.resolve().parent)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One experiment: a parameter set and a seed (its id is a hash of everything that decides its result)."""
+
+    sweep: str
+    params: tuple[tuple[str, Any], ...]
+    seed: int
+    hours: float
+    simulate: tuple[tuple[str, Any], ...]
+    objective: str
+    workdir: str
+
+    @property
+    def id(self) -> str:
+        key = json.dumps([dict(self.params), self.seed, self.hours, dict(self.simulate)], sort_keys=True)
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _values(spec: Any, rng: random.Random | None) -> list[Any]:
+    if isinstance(spec, Mapping):
+        if rng is None:
+            raise SweepError("a {min, max} range needs search: random (a grid needs a list of values)")
+        low, high = spec["min"], spec["max"]
+        if isinstance(low, int) and isinstance(high, int):
+            return [rng.randint(low, high)]
+        return [rng.uniform(float(low), float(high))]
+    values = list(spec) if isinstance(spec, list) else [spec]
+    return [rng.choice(values)] if rng is not None else values
+
+
+def plan(config: SweepConfig) -> list[Run]:
+    """Every run of the sweep, in a stable order (grid: the product; random: ``samples`` seeded draws)."""
+    keys = sorted(config.params)
+    if config.search == "grid":
+        combos = [
+            dict(zip(keys, vs, strict=True))
+            for vs in itertools.product(*(_values(config.params[k], None) for k in keys))
+        ]
+    else:
+        rng = random.Random(config.sample_seed)  # noqa: S311 - a seeded, repeatable draw, not a secret
+        combos = [{k: _values(config.params[k], rng)[0] for k in keys} for _ in range(config.samples)]
+    fixed = tuple(sorted(config.simulate.items()))
+    runs, seen = [], set()
+    for combo in combos:
+        for seed in config.seeds:
+            run = Run(
+                config.name,
+                tuple(sorted(combo.items())),
+                seed,
+                config.hours,
+                fixed,
+                config.objective,
+                str(config.workdir),
+            )
+            if run.id not in seen:
+                seen.add(run.id)
+                runs.append(run)
+    return runs
+
+
+def run_one(run: Run) -> dict[str, Any]:
+    """Run one experiment in its own new workspace file and return its result row (runs in a worker)."""
+    from .clock import ManualClock
+    from .workload import simulate
+    from .workspace import open_workspace
+
+    workdir = Path(run.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"{run.id}.duckdb"
+    for leftover in (path, Path(f"{path}.wal")):  # a run cut short starts again from nothing
+        with contextlib.suppress(FileNotFoundError):
+            leftover.unlink()
+    kwargs: dict[str, Any] = dict(run.simulate)
+    loop_params = {}
+    for key, value in run.params:
+        if "." in key:
+            loop_params[key] = value
+        else:
+            kwargs[key] = value
+    kwargs.setdefault("progress", False)
+    with open_workspace(path, clock=ManualClock(), seed=run.seed) as ws:
+        for key, value in sorted(loop_params.items()):
+            loop, param = key.split(".", 1)
+            ws.loops.set_param(loop, param, value, actor="system", reason=f"sweep {run.sweep}")
+        summary = simulate(ws, hours=run.hours, seed=run.seed, **kwargs)
+    if run.objective not in summary.counts:
+        raise SweepError(
+            f"objective {run.objective!r} is not a count of the simulation: {', '.join(summary.counts)}"
+        )
+    return {
+        "sweep": run.sweep,
+        "run_id": run.id,
+        "params": json.dumps(dict(run.params), sort_keys=True),
+        "seed": run.seed,
+        "hours": run.hours,
+        "objective": run.objective,
+        "value": float(summary.counts[run.objective]),
+        "counts": json.dumps(summary.counts, sort_keys=True),
+        "head_seq": summary.head_seq,
+        "head_hash": summary.head_hash,
+        "wall_seconds": summary.wall_seconds,
+        "workspace": str(path),
+        "host": os.uname().nodename,
+    }
+
+
+# -- backends ----------------------------------------------------------------------------------------------------
+Submit = Callable[[Iterable[Run], int], Iterator[dict[str, Any]]]
+
+
+def _serial(runs: Iterable[Run], workers: int) -> Iterator[dict[str, Any]]:
+    for run in runs:
+        yield run_one(run)
+
+
+def _processes(runs: Iterable[Run], workers: int) -> Iterator[dict[str, Any]]:
+    import multiprocessing
+
+    # spawn: workers must not inherit the driver's DuckDB handles (the lake) or its threads.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pending: set[Future[dict[str, Any]]] = {pool.submit(run_one, run) for run in runs}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+
+def _ray(runs: Iterable[Run], workers: int) -> Iterator[dict[str, Any]]:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        address = os.environ.get("RAY_ADDRESS")
+        # Local Ray: only as many CPUs as asked for, no dashboard (2-core machines).
+        options: dict[str, Any] = {} if address else {"num_cpus": workers, "include_dashboard": False}
+        ray.init(address=address, log_to_driver=False, **options)
+    try:
+        remote = ray.remote(run_one)
+        pending = [remote.remote(run) for run in runs]
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for ref in done:
+                yield ray.get(ref)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def backends() -> dict[str, Submit]:
+    found: dict[str, Submit] = {"serial": _serial, "processes": _processes}
+    if importlib.util.find_spec("ray") is not None:
+        found["ray"] = _ray
+    return found
+
+
+def _backend(name: str) -> tuple[str, Submit]:
+    available = backends()
+    if name == "auto":
+        name = "ray" if "ray" in available else "processes"
+    if name not in available:
+        hint = " (pip install ray)" if name == "ray" else ""
+        raise SweepError(f"no sweep backend {name!r}{hint}; available: {', '.join(available)}")
+    return name, available[name]
+
+
+# -- the driver --------------------------------------------------------------------------------------------------
+class _Results:
+    """The lake table the driver appends results to (created on first use)."""
+
+    def __init__(self, config: SweepConfig) -> None:
+        self.con = duckdb.connect()
+        _extensions(self.con, config.catalog)
+        Path(config.workdir).mkdir(parents=True, exist_ok=True)
+        if config.catalog.startswith("sqlite:"):
+            Path(config.catalog[7:]).parent.mkdir(parents=True, exist_ok=True)
+        self.con.execute(_attach_sql(config.catalog, config.data, "sweep_lake"))
+        self.con.execute(
+            f"CREATE TABLE IF NOT EXISTS sweep_lake.{RESULTS_TABLE} (sweep VARCHAR, run_id VARCHAR, params VARCHAR, "
+            "seed BIGINT, hours DOUBLE, objective VARCHAR, value DOUBLE, counts VARCHAR, head_seq BIGINT, "
+            "head_hash VARCHAR, wall_seconds DOUBLE, workspace VARCHAR, host VARCHAR, finished_at TIMESTAMPTZ)"
+        )
+
+    def done(self, sweep: str) -> set[str]:
+        rows = self.con.execute(
+            f"SELECT run_id FROM sweep_lake.{RESULTS_TABLE} WHERE sweep = ?", [sweep]
+        ).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def add(self, row: Mapping[str, Any]) -> None:
+        columns = ", ".join(row)
+        self.con.register("sweep_row", pd.DataFrame([dict(row)]))
+        try:
+            _retrying(
+                lambda: self.con.execute(
+                    f"INSERT INTO sweep_lake.{RESULTS_TABLE} ({columns}, finished_at) "
+                    f"SELECT {columns}, now() FROM sweep_row"
+                )
+            )
+        finally:
+            self.con.unregister("sweep_row")
+
+    def close(self) -> None:
+        self.con.close()
+
+
+@dataclass
+class SweepReport:
+    name: str
+    backend: str
+    planned: int
+    skipped: int
+    ran: int
+    seconds: float
+    results: pd.DataFrame
+
+    def best(self) -> dict[str, Any]:
+        """The parameter set with the highest mean objective over its seeds."""
+        if self.results.empty:
+            return {}
+        means = self.results.groupby("params")["value"].mean().sort_values(ascending=False)
+        return {"params": json.loads(str(means.index[0])), "mean": float(means.iloc[0])}
+
+
+def run_sweep(
+    config: SweepConfig | str | os.PathLike[str],
+    *,
+    backend: str = "auto",
+    workers: int | None = None,
+    progress: bool = False,
+    limit: int | None = None,
+) -> SweepReport:
+    """Run the runs of a sweep not in the lake yet (at most ``limit`` of them) and return all its results."""
+    if not isinstance(config, SweepConfig):
+        config = load_config(config)
+    name, submit = _backend(backend)
+    started = time.perf_counter()
+    runs = plan(config)
+    results = _Results(config)
+    try:
+        done = results.done(config.name)
+        todo = [r for r in runs if r.id not in done]
+        skipped = len(runs) - len(todo)
+        if limit is not None:
+            todo = todo[:limit]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=len(runs),
+                initial=len(done & {r.id for r in runs}),
+                desc=config.name,
+                unit="run",
+                file=sys.stderr,
+            )
+        ran = 0
+        try:
+            for row in submit(todo, workers or config.workers):
+                results.add(row)
+                ran += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        results.close()
+    with open_lake(config.catalog) as lake:
+        frame = lake.sql(
+            f"SELECT * FROM {RESULTS_TABLE} WHERE sweep = ? ORDER BY params, seed", [config.name]
+        )
+    return SweepReport(config.name, name, len(runs), skipped, ran, time.perf_counter() - started, frame)

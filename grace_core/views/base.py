@@ -1,0 +1,177 @@
+"""What every view shares: the workspace, who is looking (name and role), and live updates from the mesh.
+
+A view is a ``pn.viewable.Viewer`` whose state is declared with ``param``, so a test (or a notebook) drives it by
+setting parameters, and the server shows it by rendering ``__panel__``. Live updates: ``self.live(pattern, fn)``
+subscribes to the mesh (non-durable); the mesh calls back on its dispatcher thread, and the view hands the work
+to its own Bokeh document with ``add_next_tick_callback`` (the one document method that is safe to call from
+another thread), so every open browser tab updates over its websocket without polling the database. Outside a
+server session (a test, a notebook) the callback runs directly. Several events arriving before the document got
+round to the first are folded into one refresh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import pandas as pd
+import panel as pn
+import param
+
+from grace_core.events import Event
+from grace_core.mesh import Subscription
+
+__all__ = ["ACTING_ROLES", "GraceView", "frame_for_table", "short"]
+
+log = logging.getLogger(__name__)
+ACTING_ROLES = ("admin", "researcher")  # may change things; a viewer only reads
+_ids = itertools.count(1)
+
+
+def short(text: Any, width: int = 80) -> str:
+    text = "" if text is None else str(text).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def frame_for_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame Tabulator can show: timestamps without zones as text, bytes as hex, lists as text."""
+    out = frame.copy()
+    for col in out.columns:
+        series = out[col]
+        if isinstance(series.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(series):
+            out[col] = series.dt.strftime("%Y-%m-%d %H:%M:%S")
+        elif series.dtype == object:
+            out[col] = series.map(_cell)
+    return out
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return value.hex()
+    if isinstance(value, list | tuple | dict):
+        return str(value)
+    if hasattr(value, "tolist"):
+        return str(value.tolist())
+    return value
+
+
+class GraceView(pn.viewable.Viewer):
+    """Base of every view: ``ws`` (the workspace), ``user`` and ``role`` (from the login), live updates."""
+
+    title: ClassVar[str] = "View"
+    live_patterns: ClassVar[tuple[str, ...]] = ()  # topics that make the view refresh (see ``on_event``)
+
+    ws = param.Parameter(doc="The open Workspace.", allow_refs=False)
+    user = param.String(default="", doc="Who is looking (the login name).")
+    role = param.Selector(default="viewer", objects=["admin", "researcher", "viewer", "system"])
+    message = param.String(default="", doc="The last status or error line shown to the user.")
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._subs: list[Subscription] = []
+        self._doc = (
+            pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None
+        )
+        self._pending = threading.Lock()
+        self._dirty: list[Event] = []
+        self._status = pn.pane.Alert("", alert_type="light", visible=False, margin=(0, 10))
+        self.param.watch(self._show_message, "message")
+        for pattern in self.live_patterns:
+            self.live(pattern)
+        if self._doc is not None:
+            self._doc.on_session_destroyed(lambda _ctx: self.close())
+
+    # -- roles ---------------------------------------------------------------------------------------------
+    @property
+    def can_act(self) -> bool:
+        """Whether the user may change things (run, approve, send, edit): admins and researchers."""
+        return self.role in ACTING_ROLES or self.role == "system"
+
+    def may(self, action: str, resource: str | None = None, context: dict[str, Any] | None = None) -> bool:
+        """Whether governance would allow ``action`` for this user (a what-if: nothing is logged).
+
+        Views ask governance rather than hard-code roles, so a policy change shows in the UI at once; the
+        engines still decide (and record) for real when the action runs.
+        """
+        decision = self.ws.governance.evaluate(self.actor, action, resource, context, role=self.role)
+        return bool(decision.effect == "allow")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role in ("admin", "system")
+
+    @property
+    def actor(self) -> str:
+        return self.user or "anonymous"
+
+    # -- live updates --------------------------------------------------------------------------------------
+    def live(self, pattern: str) -> Subscription:
+        """Refresh this view (``on_event``) when an event matching ``pattern`` is published."""
+        name = f"view:{type(self).__name__}:{next(_ids)}:{pattern}"
+        sub = self.ws.subscribe(pattern, self._arrived, name=name)
+        self._subs.append(sub)
+        return sub
+
+    def _arrived(self, event: Event) -> None:
+        # On the mesh's dispatcher thread: never raise (a failing handler would be retried), never touch widgets.
+        with self._pending:
+            first = not self._dirty
+            self._dirty.append(event)
+        if not first:
+            return  # a refresh is scheduled already; it will see this event too
+        if self._doc is None:
+            self._flush()
+            return
+        try:
+            self._doc.add_next_tick_callback(self._flush)
+        except Exception:  # noqa: BLE001 - the session is gone: stop listening
+            self.close()
+
+    def _flush(self) -> None:
+        with self._pending:
+            events, self._dirty = self._dirty, []
+        if not events:
+            return
+        try:
+            self.on_event(events)
+        except Exception as exc:
+            log.exception("refreshing %s failed", type(self).__name__)
+            self.message = f"refresh failed: {exc}"
+
+    def on_event(self, events: list[Event]) -> None:
+        """Called on the view's document with the events that arrived since the last call; default: refresh."""
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Re-read what the view shows from the workspace."""
+
+    def close(self) -> None:
+        """Stop listening to the mesh (the session was closed)."""
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            with contextlib.suppress(Exception):  # the workspace is closing anyway
+                self.ws.mesh.unsubscribe(sub)
+
+    # -- messages ------------------------------------------------------------------------------------------
+    def _show_message(self, *_: Any) -> None:
+        text = self.message
+        self._status.object = text
+        self._status.alert_type = (
+            "danger" if text.startswith(("refused", "error", "refresh failed")) else "info"
+        )
+        self._status.visible = bool(text)
+
+    def act(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run an action the user asked for; errors become the view's message instead of a broken session."""
+        if not self.can_act:
+            self.message = f"refused: a {self.role} cannot {what}"
+            return None
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - shown to the user, who can correct the input
+            self.message = f"error: {what}: {exc}"
+            return None

@@ -1,0 +1,210 @@
+"""Tasks and approvals: the task board grouped by state, live, and the governance approvals queue.
+
+The board lists every task grouped by state (pending, running, failed, done, cancelled) with its attempts,
+last error and result, and follows ``task.*`` events live. Researchers and admins cancel an open task
+(``ws.tasks.cancel``, governed as ``task.cancel``) or retry a failed one (governed as ``task.update``; it goes
+back to pending and the executor picks it up). The approvals queue shows the requests governance raised for
+``review`` decisions; an admin approves or rejects one with a reason. Governance itself enforces who may
+decide: only admins and the system, and never the requester (four eyes); its refusal is shown as is.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+import pandas as pd
+import panel as pn
+import param
+
+from grace_core.events import Event
+from grace_core.tasks import STATES
+
+from .base import GraceView, frame_for_table, short
+
+__all__ = ["APPROVAL_COLUMNS", "TASK_COLUMNS", "TasksView"]
+
+TASK_COLUMNS = ["state", "title", "kind", "priority", "attempts", "last_error", "result", "created_by",
+                "updated_at", "id"]  # fmt: skip
+APPROVAL_COLUMNS = ["state", "requester", "action", "resource", "context", "reasons", "requested_at",
+                    "decided_by", "note", "id"]  # fmt: skip
+_STATE_ORDER = {s: i for i, s in enumerate(("running", "pending", "failed", "done", "cancelled"))}
+
+
+class TasksView(GraceView):
+    """The task board (cancel, retry) and the approvals queue (approve, reject: admins)."""
+
+    title = "Tasks"
+    live_patterns: ClassVar[tuple[str, ...]] = ("task.*", "governance.approval_*")
+
+    selected_task = param.String(default="", doc="The task the Cancel and Retry buttons act on.")
+    selected_approval = param.String(default="", doc="The approval the Approve and Reject buttons act on.")
+    reason = param.String(default="", doc="Why: recorded with a cancel, a retry or an approval's answer.")
+    show_decided = param.Boolean(default=False, doc="Also list approvals that were decided already.")
+    counts = param.Dict(default={}, doc="Tasks per state.")
+    pending_approvals = param.Integer(default=0)
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.board = pn.widgets.Tabulator(
+            pd.DataFrame(columns=TASK_COLUMNS), disabled=True, show_index=False, selectable=1,
+            groupby=["state"], pagination="local", page_size=20, sizing_mode="stretch_width", height=300,
+        )  # fmt: skip
+        self.board.param.watch(self._pick_task, "selection")
+        self.cancel_button = pn.widgets.Button(label="Cancel task", color="warning", disabled=True)
+        self.cancel_button.on_click(lambda _e: self.cancel())
+        self.retry_button = pn.widgets.Button(label="Retry task", color="primary", disabled=True)
+        self.retry_button.on_click(lambda _e: self.retry())
+        self.approvals = pn.widgets.Tabulator(
+            pd.DataFrame(columns=APPROVAL_COLUMNS), disabled=True, show_index=False, selectable=1,
+            sizing_mode="stretch_width", height=180,
+        )  # fmt: skip
+        self.approvals.param.watch(self._pick_approval, "selection")
+        self.approve_button = pn.widgets.Button(label="Approve", color="success", disabled=True)
+        self.approve_button.on_click(lambda _e: self.answer("approved"))
+        self.reject_button = pn.widgets.Button(label="Reject", color="danger", disabled=True)
+        self.reject_button.on_click(lambda _e: self.answer("rejected"))
+        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
+        note = (
+            "Approve or reject a request with a reason; governance never lets the requester decide their own."
+            if self.is_admin
+            else "Only admins decide approvals: you see the queue but cannot answer."
+        )
+        self.approvals_note = pn.pane.Markdown(f"*{note}*")
+        if not self.can_act:
+            self.summary.object = "*A viewer sees the board but cannot cancel or retry tasks.*"
+        self.refresh()
+
+    # -- data ----------------------------------------------------------------------------------------------
+    def task_frame(self) -> pd.DataFrame:
+        frame = self.ws.tasks.list()
+        if frame.empty:
+            return pd.DataFrame(columns=TASK_COLUMNS)
+        frame["result"] = frame["result"].map(lambda r: short(r, 60))
+        frame["last_error"] = frame["last_error"].map(lambda r: short(r, 60))
+        frame = frame.assign(_order=frame["state"].map(_STATE_ORDER)).sort_values(
+            ["_order", "priority", "updated_at"], ascending=[True, False, False], kind="stable"
+        )
+        return frame.reindex(columns=TASK_COLUMNS).reset_index(drop=True)
+
+    def approval_frame(self) -> pd.DataFrame:
+        frame = self.ws.governance.approvals(None if self.show_decided else "pending")
+        if frame.empty:
+            return pd.DataFrame(columns=APPROVAL_COLUMNS)
+        frame["context"] = frame["context"].map(lambda c: short(c, 60))
+        frame["reasons"] = frame["reasons"].map(lambda r: short("; ".join(json.loads(r)), 90))
+        return frame.reindex(columns=APPROVAL_COLUMNS).iloc[::-1].reset_index(drop=True)  # newest first
+
+    @param.depends("show_decided", watch=True)
+    def refresh(self) -> None:
+        tasks = self.task_frame()
+        self.board.value = frame_for_table(tasks)
+        self.counts = {s: int((tasks["state"] == s).sum()) for s in STATES}
+        approvals = self.approval_frame()
+        self.approvals.value = frame_for_table(approvals)
+        self.pending_approvals = int((approvals["state"] == "pending").sum()) if len(approvals) else 0
+        if self.can_act:
+            self.summary.object = " · ".join(f"**{n}** {s}" for s, n in self.counts.items())
+        self._sync_buttons()
+
+    def on_event(self, events: list[Event]) -> None:
+        self.refresh()
+
+    # -- selection -----------------------------------------------------------------------------------------
+    def _pick_task(self, event: Any) -> None:
+        if event.new:
+            self.selected_task = str(self.board.value.iloc[event.new[0]]["id"])
+
+    def _pick_approval(self, event: Any) -> None:
+        if event.new:
+            self.selected_approval = str(self.approvals.value.iloc[event.new[0]]["id"])
+
+    @param.depends("selected_task", "selected_approval", watch=True)
+    def _sync_buttons(self) -> None:
+        state = None
+        if self.selected_task:
+            try:
+                state = self.ws.tasks.get(self.selected_task).state
+            except Exception:  # noqa: BLE001 - a stale selection simply disables the buttons
+                state = None
+        self.cancel_button.disabled = not (self.can_act and state in ("pending", "running"))
+        self.retry_button.disabled = not (self.can_act and state == "failed")
+        pending = False
+        if self.selected_approval:
+            try:
+                pending = self.ws.governance.approval(self.selected_approval).pending
+            except Exception:  # noqa: BLE001
+                pending = False
+        self.approve_button.disabled = self.reject_button.disabled = not (self.is_admin and pending)
+
+    # -- actions -------------------------------------------------------------------------------------------
+    def cancel(self) -> Any:
+        def go() -> Any:
+            if not self.selected_task:
+                raise ValueError("select a task first")
+            task = self.ws.tasks.cancel(self.selected_task, actor=self.actor, reason=self.reason or "")
+            self.message = f"cancelled “{short(task.title, 60)}”"
+            self.refresh()
+            return task
+
+        return self.act("cancel a task", go)
+
+    def retry(self) -> Any:
+        """Send a failed task back to pending (governed as ``task.update``); the executor runs it again."""
+
+        def go() -> Any:
+            if not self.selected_task:
+                raise ValueError("select a task first")
+            resource = f"task:{self.selected_task}"
+            self.ws.governance.require(self.actor, "task.update", resource=resource)
+            task = self.ws.tasks.transition(
+                self.selected_task,
+                "pending",
+                actor=self.actor,
+                reason=self.reason or f"retried by {self.actor}",
+            )
+            self.message = f"“{short(task.title, 60)}” is pending again"
+            self.refresh()
+            return task
+
+        return self.act("retry a task", go)
+
+    def answer(self, state: str) -> Any:
+        """Approve (``state="approved"``) or reject the selected approval, with ``reason`` as its note."""
+        verb = "approve" if state == "approved" else "reject"
+        if not self.is_admin:
+            self.message = f"refused: a {self.role} cannot {verb} approvals (admins only)"
+            return None
+
+        def go() -> Any:
+            if not self.selected_approval:
+                raise ValueError("select an approval first")
+            if not self.reason.strip():
+                raise ValueError(f"give a reason to {verb}")
+            fn = self.ws.governance.approve if state == "approved" else self.ws.governance.reject
+            approval = fn(self.selected_approval, by=self.actor, note=self.reason.strip())
+            self.message = f"{state} {approval.action} for {approval.requester}: {approval.note}"
+            self.reason = ""
+            self.refresh()
+            return approval
+
+        return self.act(f"{verb} an approval", go)
+
+    # -- layout --------------------------------------------------------------------------------------------
+    def __panel__(self) -> pn.viewable.Viewable:
+        reason = pn.widgets.TextInput.from_param(
+            self.param.reason, label="Reason", placeholder="why (recorded on the ledger)", width=360
+        )
+        decided = pn.widgets.Checkbox.from_param(self.param.show_decided, label="show decided")
+        return pn.Column(
+            self._status,
+            pn.Row(pn.pane.Markdown("### Task board"), self.summary),
+            self.board,
+            pn.Row(self.cancel_button, self.retry_button),
+            pn.pane.Markdown("### Approvals"),
+            self.approvals_note,
+            decided,
+            self.approvals,
+            pn.Row(reason, self.approve_button, self.reject_button, align="end"),
+            sizing_mode="stretch_width",
+        )

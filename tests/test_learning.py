@@ -1,0 +1,250 @@
+"""Learning: tasks from recurring insights (deduplicated by key) and lessons whose votes rise and decay."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support import grace
+
+from grace_core import ManualClock, Workspace, open_workspace
+from grace_core.errors import EventError
+from grace_core.events import Event
+from grace_core.learning import INITIAL_VOTES, rule_votes
+
+PASSWORD = "correct horse battery staple 42"
+KEY = "AKIAIOSFODNN7EXAMPLE"
+
+
+def failures(ws: Workspace, n: int, topic: str = "experiment.run_failed") -> list[Event]:
+    return [ws.publish(topic, {"run": i}, actor="runner") for i in range(n)]
+
+
+def cycle(ws: Workspace) -> None:
+    """One reflection (past its period) followed by one learning tick."""
+    assert isinstance(ws.clock, ManualClock)
+    ws.clock.advance(seconds=ws.loops.param("reflection", "period"))
+    ws.loops.step("reflection")
+    ws.loops.step("learning")
+
+
+def votes_of(ws: Workspace, key: str) -> list[tuple[str, int]]:
+    rules = ws.learning.rules(include_dropped=True)
+    ids = list(rules[rules["key"] == key].sort_values("created_at")["id"])
+    return [(r.op, int(r.votes)) for rule_id in ids for r in ws.learning.history(rule_id).itertuples()]
+
+
+def test_recurring_failures_create_one_task_caused_by_the_insights(ws: Workspace) -> None:
+    first = failures(ws, 3)
+    cycle(ws)
+    cycle(ws)  # nothing new: no insight
+    assert ws.learning.tasks().empty
+    failures(ws, 1)
+    cycle(ws)
+    assert ws.learning.tasks().empty  # two insights so far; min_insights is 3
+    failures(ws, 1)
+    cycle(ws)
+    tasks = ws.learning.tasks()
+    assert len(tasks) == 1
+    task = ws.tasks.get(tasks["id"].iloc[0])
+    assert task.key == "learned:failure:experiment.run_failed"
+    assert task.kind == "learned"
+    assert task.created_by == "learning"
+    insights = ws.reflection.insights()
+    assert task.details["insights"] == list(insights["id"])
+    assert task.details["pattern"] == "failure:experiment.run_failed"
+    # The task is caused by the latest insight, which is caused by a failure event: raw event -> insight -> task.
+    lineage = ws.causal.lineage(task.id)
+    assert list(lineage["topic"])[:3] == ["task.created", "reflection.insight", "experiment.run_failed"]
+    assert lineage["id"].iloc[1] == insights["id"].iloc[-1]
+    assert first[0].id in ws.reflection.insight(lineage["id"].iloc[1])["evidence"]
+
+    # The pattern keeps recurring: the open task is not duplicated.
+    failures(ws, 1)
+    cycle(ws)
+    assert len(ws.learning.tasks()) == 1
+    # Once it is done, min_insights insights newer than the task (one came while it was open) open another.
+    ws.tasks.transition(task.id, "done", actor="system")
+    for expected in (1, 2):
+        failures(ws, 1)
+        cycle(ws)
+        assert len(ws.learning.tasks()) == expected
+    newer = ws.tasks.get(ws.learning.tasks().sort_values("created_at")["id"].iloc[-1])
+    assert set(newer.details["insights"]).isdisjoint(task.details["insights"])
+
+
+def test_a_learned_task_traces_back_to_the_chat_message(ws: Workspace) -> None:
+    ws.auth.register("ada", PASSWORD, role="admin", by="system")
+    ws.auth.register("rita", PASSWORD, role="researcher", by="ada")
+    ws.loops.set_param("learning", "min_insights", 2.0, actor="system")
+    questions = []
+    for _ in range(2):
+        ws.chat.send("rita", f"here is {KEY}")
+        questions.append(ws.sql("SELECT id FROM chat_messages WHERE kind = 'received'")["id"].iloc[-1])
+        ws.chat.send("rita", f"again {KEY}")
+        cycle(ws)
+    [task_id] = ws.learning.tasks()["id"]
+    assert ws.tasks.get(task_id).details["pattern"] == "alert:aws-access-key-id"
+    lineage = ws.causal.lineage(task_id)
+    assert list(lineage["topic"]) == [
+        "task.created",
+        "reflection.insight",
+        "hunter.alert",
+        "chat.message.received",
+    ]
+    assert lineage["actor"].iloc[-1] == "rita"
+
+
+def test_lessons_strengthen_while_recurring_then_decay_and_drop(ws: Workspace) -> None:
+    ws.loops.set_param("learning", "decay_after", 2.0, actor="system")
+    key = "failure:experiment.run_failed"
+    failures(ws, 3)
+    cycle(ws)  # reflection 1: add
+    for _ in range(2):  # reflections 2, 3: agree
+        failures(ws, 1)
+        cycle(ws)
+    assert votes_of(ws, key) == [("add", 2), ("agree", 3), ("agree", 4)]
+    # Another pattern keeps the reflections coming while this one is quiet.
+    ws.loops.set_param("reflection", "lookback", 300.0, actor="system")
+    for _ in range(8):  # reflections 4..11: quiet for 1..8 reflections
+        failures(ws, 3, topic="build.link_error")
+        cycle(ws)
+    # -1 at 2, 4, 6 and 8 quiet reflections: 4 -> 0, dropped.
+    assert votes_of(ws, key)[3:] == [("remove", 3), ("remove", 2), ("remove", 1), ("remove", 0)]
+    rules = ws.learning.rules(include_dropped=True).set_index("key")
+    assert rules.loc[key, "state"] == "dropped"
+    assert key not in set(ws.learning.rules()["key"])
+    assert ws.learning.rules().set_index("key").loc["failure:build.link_error", "votes"] == 2 + 7
+    # The pattern comes back: a new lesson starts from scratch.
+    failures(ws, 3)
+    cycle(ws)
+    assert votes_of(ws, key)[-1] == ("add", INITIAL_VOTES)
+    assert len(ws.learning.rules(include_dropped=True).query("key == @key")) == 2
+
+
+def test_a_lesson_is_edited_when_its_wording_changes(ws: Workspace) -> None:
+    key = "failure:experiment.run_failed"
+    failures(ws, 3)
+    cycle(ws)
+    [rule_id] = ws.learning.rules()["id"]
+    assert "now and then" in ws.learning.rules()["text"].iloc[0]
+    failures(ws, 600)  # now it fails constantly
+    cycle(ws)
+    history = ws.learning.history(rule_id)
+    assert list(history["op"]) == ["add", "edit"]
+    assert list(history["votes"]) == [2, 3]
+    assert "constant" in ws.learning.rules().set_index("key").loc[key, "text"]
+    [edited] = ws.ledger.events(topic="learning.rule_edited")
+    assert "now and then" in edited.payload["old_text"]
+
+
+def test_rule_operations_are_caused_by_their_insight(ws: Workspace) -> None:
+    failures(ws, 3)
+    cycle(ws)
+    added = ws.events(topic="learning.rule_added")
+    insight = ws.reflection.insights()["id"].iloc[0]
+    assert added["parent_id"].iloc[0] == insight
+    assert ws.learning.history()["insight"].iloc[0] == insight
+
+
+_OPS = st.lists(st.sampled_from(["agree", "edit", "remove"]), max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS)
+def test_vote_arithmetic_matches_the_projection(ops: list[str]) -> None:
+    """Any sequence of operations: the table's votes follow add=2, agree/edit=+1, remove=-1, gone at 0."""
+    with open_workspace(":memory:", clock=ManualClock(), seed=1) as ws:
+        rule = ws.publish(
+            "learning.rule_added", {"key": "k", "text": "t", "votes": 2, "reflection": 1}, actor="learning"
+        )
+        expected = rule_votes(["add", *ops])
+        topics = {
+            "agree": "learning.rule_agreed",
+            "edit": "learning.rule_edited",
+            "remove": "learning.rule_removed",
+        }
+        for i, op in enumerate(ops, start=1):
+            payload = {"key": "k", "rule_id": rule.id, "reflection": 1 + i, "text": f"t{i}"}
+            if i >= len(expected):  # the rule was dropped: any further vote is refused
+                with pytest.raises(EventError, match="dropped"):
+                    ws.publish(topics[op], payload, actor="learning")
+                break
+            ws.publish(topics[op], payload, actor="learning")
+        history = ws.learning.history(rule.id)
+        assert list(history["votes"]) == expected
+        state = ws.learning.rules(include_dropped=True)["state"].iloc[0]
+        assert state == ("dropped" if expected[-1] == 0 else "active")
+        assert all(v > 0 for v in expected[:-1])
+
+
+def test_rule_votes_pure_function() -> None:
+    assert rule_votes(["add", "agree", "agree", "remove"]) == [2, 3, 4, 3]
+    assert rule_votes(["add", "remove", "remove", "agree"]) == [2, 1, 0]
+
+
+def _run(seed: int) -> bytes:
+    ws = open_workspace(":memory:", clock=ManualClock(), seed=seed)
+    try:
+        ws.loops.start("reflection")
+        ws.loops.start("learning")
+        for r in range(5):
+            failures(ws, 3 + r)
+            failures(ws, r % 3, topic="build.link_error")
+            ws.loops.run_for(minutes=6)
+        assert len(ws.learning.tasks()) >= 1
+        return ws.ledger.head[1]
+    finally:
+        ws.close()
+
+
+@pytest.mark.slow
+def test_same_seed_same_head_hash_with_both_loops() -> None:
+    assert _run(21) == _run(21)
+
+
+def test_objective_is_the_share_of_votes_that_held_up(ws: Workspace) -> None:
+    loop = ws.loops["learning"]
+    assert set(loop.tunable) <= set(loop.params)
+    start = ws.clock.time()
+    failures(ws, 3)
+    cycle(ws)
+    assert loop.objective(ws, start, ws.clock.time() + 1) is None  # only an add
+    for _ in range(3):
+        failures(ws, 1)
+        cycle(ws)
+    assert loop.objective(ws, start, ws.clock.time() + 1) == 1.0  # three agreements
+    ws.loops.set_param("learning", "decay_after", 1.0, actor="system")
+    ws.loops.set_param("reflection", "lookback", 300.0, actor="system")
+    for _ in range(3):
+        failures(ws, 3, topic="build.link_error")
+        cycle(ws)
+    value = loop.objective(ws, start, ws.clock.time() + 1)
+    assert value is not None
+    assert 0.0 < value < 1.0
+
+
+def test_cli_lists_lessons_and_their_history(file_ws: Callable[..., Workspace], tmp_path: Path) -> None:
+    ws = file_ws(clock=ManualClock(), seed=4)
+    failures(ws, 3)
+    cycle(ws)
+    failures(ws, 1)
+    cycle(ws)
+    [rule_id] = ws.learning.rules()["id"]
+    ws.close()
+    path = tmp_path / "w.duckdb"
+    listed = grace("lessons", "ls", "--json", "-w", path)
+    assert listed.returncode == 0, listed.stderr
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert row["votes"] == 3
+    assert row["key"] == "failure:experiment.run_failed"
+    history = grace("lessons", "history", rule_id, "--json", "-w", path)
+    assert [json.loads(line)["op"] for line in history.stdout.splitlines()] == ["add", "agree"]
+    table = grace("lessons", "ls", "-w", path)
+    assert "experiment.run_failed" in table.stdout
+    unknown = grace("lessons", "history", "nope", "-w", path)
+    assert unknown.returncode == 2
