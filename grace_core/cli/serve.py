@@ -7,6 +7,7 @@ little content for each view, and prints the demo logins. Panel is imported only
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,12 +22,30 @@ if TYPE_CHECKING:
     from grace_core.workspace import Workspace
 
 DEMO_PASSWORD_ENV = "GRACE_DEMO_PASSWORD"  # noqa: S105 - the variable's name
-DEMO_PASSWORD = "grace-demo-password"  # noqa: S105 - printed at start; only for the demo users of a demo workspace
+_DEMO_SECRET = "demo_password"  # noqa: S105 - the row's name in workspace_secrets
 DEMO_USERS = (("ada", "admin"), ("bob", "researcher"), ("vic", "viewer"))
 
 
-def demo_password() -> str:
-    return os.environ.get(DEMO_PASSWORD_ENV) or DEMO_PASSWORD
+def demo_password(ws: Workspace) -> str:
+    """The demo users' password: ``$GRACE_DEMO_PASSWORD``, else one generated for this workspace.
+
+    A generated password is kept in the workspace's secrets (never on the ledger, never in the repository) so
+    that every start of the server can print it again.
+    """
+    given = os.environ.get(DEMO_PASSWORD_ENV)
+    if given:
+        return given
+    stored = _stored_demo_password(ws)
+    if stored is not None:
+        return stored
+    password = secrets.token_urlsafe(12)
+    ws.con.execute("INSERT INTO workspace_secrets VALUES (?, ?)", [_DEMO_SECRET, password.encode()])
+    return password
+
+
+def _stored_demo_password(ws: Workspace) -> str | None:
+    row = ws.con.execute("SELECT value FROM workspace_secrets WHERE name = ?", [_DEMO_SECRET]).fetchone()
+    return None if row is None else bytes(row[0]).decode()
 
 
 def seed_app_demo(ws: Workspace) -> list[tuple[str, str]]:
@@ -37,7 +56,7 @@ def seed_app_demo(ws: Workspace) -> list[tuple[str, str]]:
     if not ws.auth.users().empty:
         return []
     seed_demo(ws)
-    password = demo_password()
+    password = demo_password(ws)
     made = []
     for name, role in DEMO_USERS:
         ws.auth.register(name, password, role=role, by="system")
@@ -94,7 +113,9 @@ def serve(ctx: click.Context, port: int, address: str, no_loops: bool, demo: boo
             made = seed_app_demo(ws)
             if made:
                 names = ", ".join(f"{n} ({r})" for n, r in made)
-                click.echo(f"demo users: {names}; password: {demo_password()}")
+                click.echo(f"demo users: {names}; password: {demo_password(ws)}")
+        elif (stored := _stored_demo_password(ws)) is not None:
+            click.echo(f"demo users: {', '.join(n for n, _ in DEMO_USERS)}; password: {stored}")
         if ws.auth.users().empty:
             raise GraceError("no users can sign in: create an admin with `grace user add NAME --role admin`")
         from grace_core.server import serve as run  # Panel costs ~1 s to import: only when serving

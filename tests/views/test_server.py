@@ -58,3 +58,23 @@ def test_login_redirects_stay_on_this_server():
     assert _safe_next("https://evil.example/") == "/"
     assert _safe_next("//evil.example/") == "/"
     assert _safe_next(None) == "/"
+
+
+def test_demo_password_is_generated_per_workspace_and_kept_off_the_ledger(tmp_path, monkeypatch):
+    from grace_core import open_workspace
+    from grace_core.cli.serve import demo_password, seed_app_demo
+
+    monkeypatch.delenv("GRACE_DEMO_PASSWORD", raising=False)
+    passwords = []
+    for name in ("a", "b"):
+        with open_workspace(tmp_path / f"{name}.duckdb") as ws:
+            assert [n for n, _ in seed_app_demo(ws)] == ["ada", "bob", "vic"]
+            passwords.append(demo_password(ws))
+            ws.auth.login("vic", passwords[-1])  # the demo users really have it
+            assert not ws.sql(
+                "SELECT count(*) AS n FROM events WHERE payload LIKE '%' || ? || '%'", [passwords[-1]]
+            ).n[0]
+    assert passwords[0] != passwords[1]  # nothing fixed in the code
+    with open_workspace(tmp_path / "a.duckdb") as ws:
+        assert demo_password(ws) == passwords[0]  # printed again at the next start
+        assert seed_app_demo(ws) == []  # a workspace with users is never seeded again
