@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import os
@@ -10,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,17 @@ _SIGNING_KEY = "checkpoint_signing_key"
 # Tables never copied into snapshots: key material and password hashes (neither is on the ledger).
 _SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _PID = re.compile(r"PID (\d+)")
+# Workspaces still open when the interpreter exits (a notebook or script that never called close()): closing
+# them at exit stops the mesh and loop threads before Python finalises, instead of DuckDB being torn down under
+# a thread that is still inside a query (which aborts the process).
+_OPEN: weakref.WeakSet[Workspace] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_workspaces() -> None:
+    for ws in list(_OPEN):
+        with contextlib.suppress(Exception):
+            ws.close()
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
@@ -159,6 +172,7 @@ class Workspace:
         except BaseException:
             self._abort()
             raise
+        _OPEN.add(self)
 
     # -- opening ---------------------------------------------------------------------------------------------
     @staticmethod

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -184,3 +186,15 @@ def test_unknown_extension_is_a_workspace_error(ws: Workspace) -> None:
     assert extension_path("sqlite") == extension_path("sqlite_scanner")
     assert extension_path("fts").name == "fts.duckdb_extension"
     assert extension_path("fts").is_file()
+
+
+@pytest.mark.slow
+def test_a_script_that_never_closes_its_workspace_exits_cleanly() -> None:
+    # Open workspaces are closed at interpreter exit; before that, DuckDB could be torn down under the mesh
+    # thread and abort the process ("terminate called without an active exception") about one run in five.
+    script = (
+        "import grace_core as g\nws = g.open_workspace(':memory:')\nws.publish('x.y', {}, actor='system')\n"
+    )
+    for _ in range(6):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
