@@ -23,8 +23,8 @@ lab: $(STAMP)
 	$(BIN)/grace lab
 
 lint: $(STAMP)
-	$(BIN)/ruff check grace_core tests benchmarks
-	$(BIN)/ruff format --check grace_core tests benchmarks
+	$(BIN)/ruff check grace_core tests benchmarks apps
+	$(BIN)/ruff format --check grace_core tests benchmarks apps
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
