@@ -1,8 +1,9 @@
-"""Running the real `grace` command in a subprocess, the way a user does (shared by the CLI tests)."""
+"""Running the real `grace` command in a subprocess, the way a user does, and a free local port (shared helpers)."""
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,10 @@ def grace(
         timeout=timeout,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers the tests start)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -8,7 +8,6 @@ import os
 import queue
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from support import GRACE, clean_env, grace
+from support import GRACE, clean_env, free_port, grace
 
 from grace_core import InclusionProof, __version__, open_workspace, verify_inclusion_proof
 from grace_core.errors import ProofError
@@ -384,17 +383,13 @@ def test_locked_workspace_names_the_owner_and_snapshot_still_reads(ws_file: Path
 
 
 # -- lab -----------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
 def lab_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     if importlib.util.find_spec("jupyterlab") is None:
         pytest.skip("JupyterLab is not installed")
-    port, path = _free_port(), tmp_path / "lab.duckdb"
+    port, path = free_port(), tmp_path / "lab.duckdb"
     log = (tmp_path / "lab.log").open("wb")
     proc = subprocess.Popen(
         [*GRACE, "-w", str(path), "lab", "--no-browser", "--port", str(port)],

@@ -8,7 +8,6 @@ import glob
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from grace_core import ManualClock, open_workspace
 from grace_core.db import load_extension
 from grace_core.errors import LakeError
 from grace_core.lake import Lake, open_lake, parse_duration, redact, verify_lake
-from tests.support import grace
+from tests.support import free_port, grace
 
 
 def _catalog(tmp_path: Path) -> str:
@@ -283,12 +282,6 @@ def _pg_bindir() -> Path | None:
     return Path(candidates[-1]).parent if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
     """A private PostgreSQL cluster on 127.0.0.1 (a free port), torn down after the module."""
@@ -300,7 +293,7 @@ def postgres() -> Iterator[str]:
     if os.geteuid() == 0:  # PostgreSQL refuses to run as root: run it as the postgres user
         shutil.chown(root, "postgres", "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     pgdata = root / "data"
 
     def run(*args: str) -> None:

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support import free_port
 
 CHROMIUM = os.environ.get("GRACE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -29,17 +30,17 @@ PASSWORD = "ui-test-password-1"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+@pytest.fixture(name="free_port")
+def free_port_fixture() -> Callable[[], int]:
+    """A function giving a free TCP port on 127.0.0.1, for tests that start their own server."""
+    return free_port
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The base URL of a `grace serve` on a fresh demo workspace, ready (its /health answered)."""
     workdir = tmp_path_factory.mktemp("serve")
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRACE_DEMO_PASSWORD": PASSWORD, "PYTHONUNBUFFERED": "1"}
     env.pop("GRACE_WORKSPACE", None)
     log = (workdir / "server.log").open("w")

@@ -16,14 +16,6 @@ pytestmark = pytest.mark.slow
 APPS = Path(__file__).resolve().parents[2] / "apps"
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _type_code(page, code: str) -> None:
     editor = page.locator(".ace_text-input").first
     editor.focus()
@@ -78,14 +70,14 @@ def test_a_long_run_waits_for_an_admin_who_approves_it_in_the_tasks_view(ui):
     ide.get_by_text("the long batch").first.wait_for()
 
 
-def test_voila_renders_the_hunter_notebook_with_its_alerts(ui, tmp_path):
+def test_voila_renders_the_hunter_notebook_with_its_alerts(ui, tmp_path, free_port):
     from grace_core import open_workspace
 
     ws = open_workspace(tmp_path / "ws.duckdb")
     ws.hunter.screen("key AKIAQ7Z3UITESTKEY123", target="chat", actor="system")
     ws.mesh.drain()
     ws.close()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "GRACE_WORKSPACE": str(tmp_path / "ws.duckdb")}
     log = (tmp_path / "voila.log").open("w")
     proc = subprocess.Popen(
