@@ -137,3 +137,11 @@ class LakeError(GraceError):
 
 class SweepError(GraceError):
     """A sweep configuration is not acceptable, or one of its runs failed."""
+
+
+class LessonError(GraceError):
+    """A lesson or its executable effect is malformed, or a lesson does not exist."""
+
+
+class ScenarioError(GraceError):
+    """A scenario is unknown, or cannot run as asked (bad parameters, a workspace without a ManualClock)."""
