@@ -24,6 +24,11 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
 ``anomaly``
     a topic whose rate is ``anomaly_ratio`` times its rolling baseline (an exponentially weighted mean of
     events per minute over earlier reflections, stored in each ``reflection.completed``).
+``failure_cause``
+    why the runs of a task kind fail: the failure analysis (``grace_core.diagnosis``) compares its failed and
+    successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.executor.runs``) by
+    feature (parameter values, size threshold, hour of day, retry-then-success) and proposes an executable
+    effect, which learning turns into a lesson for the executor. Run for the kinds with a new failed run.
 
 Each insight lists every event it rests on (``evidence``) and is published as caused by one of them (the most
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from .diagnosis import diagnose
 from .errors import GraceError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
@@ -59,8 +65,9 @@ __all__ = ["IMPORTANCE", "SEVERITY_IMPORTANCE", "Reflection", "ReflectionLoop", 
 ACTOR = "reflection"
 # Events by these actors are the loops' own output: reflecting on them would feed the loop its own echo.
 _SELF_ACTORS = frozenset({"reflection", "learning"})
-# Bookkeeping that says nothing about the workspace's users or engines.
-_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.")
+# Bookkeeping that says nothing about the workspace's users or engines. ``scenario.`` events carry the scores a
+# scenario measures against its hidden ground truth: a loop that read them would learn from the answer key.
+_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "scenario.")
 _TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]{2,}\b"  # noqa: S105 - a regex: words of 3+ characters
 MAX_EVIDENCE = 20_000  # ids per insight; far above any window the defaults produce (keeps payloads < 1 MB)
 
@@ -164,6 +171,7 @@ class ReflectionLoop(Loop):
         "baseline_alpha": 0.3,  # weight of the newest window in the rolling baseline
         "baseline_windows": 3,  # reflections needed before anomalies are reported
         "max_topics": 3,  # chat topics per reflection
+        "cause_lookback": 86400.0,  # seconds of task runs the failure analysis compares
         "wording": "plain",  # plain | responder
     }
     # Ticks with no new event still run: pending events are reflected on once the period is over.
@@ -257,6 +265,7 @@ class ReflectionLoop(Loop):
                 *self._failures(span, span_minutes),
                 *self._alerts(span, span_minutes),
                 *self._unanswered(span),
+                *self._causes(window),
             )
             if any(i in new for i in f.evidence)
         ]
@@ -359,8 +368,6 @@ class ReflectionLoop(Loop):
 
     # -- kinds of insight ------------------------------------------------------------------------------------
     def _chat_topics(self, window: list[Event], minutes: float) -> list[Finding]:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         min_count = math.ceil(float(self._param("min_count")))
         alerted = {e.parent_id for e in window if e.topic == "hunter.alert"}
         questions = [
@@ -372,6 +379,8 @@ class ReflectionLoop(Loop):
         ]
         if len(questions) < min_count:
             return []
+        from sklearn.feature_extraction.text import TfidfVectorizer  # seconds to import: only when needed
+
         docs = [_strip_redactions(e.payload["text"]) for e in questions]
         vectorizer = TfidfVectorizer(
             stop_words="english",
@@ -455,12 +464,7 @@ class ReflectionLoop(Loop):
         if e.topic == "task.state_changed":
             if e.payload.get("to") != "failed":
                 return None
-            row = (
-                self._ws.ledger.reader()
-                .execute("SELECT kind FROM tasks WHERE id = ?", [e.payload.get("task_id")])
-                .fetchone()
-            )
-            return f"task:{row[0] if row else 'unknown'}"
+            return f"task:{e.payload.get('kind') or 'unknown'}"
         if e.topic == "hunter.alert" or e.topic.startswith("governance."):
             return None
         return e.topic if _is_failure_topic(e.topic) else None
@@ -542,6 +546,56 @@ class ReflectionLoop(Loop):
             )
         return out
 
+    def _causes(self, window: list[Event]) -> list[Finding]:
+        """Failure causes of the task kinds with an ended run in the window (``grace_core.diagnosis``): reported
+        when the kind failed again, or when the finding changed (successes outside a failing window are what
+        tell a window from a kind that always fails)."""
+        latest: dict[str, Event] = {}
+        failed: set[str] = set()
+        for e in window:
+            p = e.payload
+            if e.topic == "task.state_changed" and p.get("from") == "running":
+                latest[str(p.get("kind"))] = e
+                if p.get("to") != "done":
+                    failed.add(str(p.get("kind")))
+        if not latest:
+            return []
+        since = self._ws.clock.time() - float(self._param("cause_lookback"))
+        runs = self._ws.executor.runs(kinds=sorted(latest), since=since, unaffected=True)
+        out = []
+        for insight in diagnose({"runs": runs})["insights"]:
+            data = insight["data"]
+            kind = data["task_kind"]
+            if kind not in failed and self._last_effect(insight["key"]) == data.get("effect", _NONE):
+                continue  # nothing new: no new failure, the same proposal
+            out.append(
+                Finding(
+                    "failure_cause",
+                    insight["key"],
+                    insight["text"],
+                    float(insight["score"]),
+                    list(insight["evidence"]),
+                    latest[kind],
+                    data,
+                )
+            )
+        return out
+
+    def _last_effect(self, key: str) -> Any:
+        """The effect the latest insight with ``key`` proposed (None: none; ``_NONE``: no such insight)."""
+        row = (
+            self._ws.ledger.reader()
+            .execute(
+                "SELECT payload->'$.data.effect' FROM events WHERE topic = 'reflection.insight' "
+                "AND (payload->>'$.key') = ? ORDER BY seq DESC LIMIT 1",
+                [key],
+            )
+            .fetchone()
+        )
+        if row is None:
+            return _NONE
+        return None if row[0] is None else json.loads(row[0])
+
     def _question(self, answer: Event) -> Event | None:
         if answer.parent_id is None:
             return None
@@ -583,6 +637,9 @@ class ReflectionLoop(Loop):
                 )
             )
         return out
+
+
+_NONE = object()  # "no earlier insight", distinct from an insight that proposed no effect
 
 
 def _band(rate: float) -> str:

@@ -3,7 +3,8 @@
 A task is ``pending`` until the executor (``ws.executor``) runs it: ``running``, then ``done`` or, when its
 handler raised, back to ``pending`` with a retry time (``next_attempt_at``) until its attempts are used up, then
 ``failed``. Anyone allowed may ``cancel`` an open task. Why a pending task waits (no handler for its kind, its
-kind paused) is its ``note`` (a ``task.noted`` event).
+kind paused) is its ``note`` (a ``task.noted`` event); a pending task the executor puts off until a later time
+(a lesson says its kind fails at this hour) is ``deferred`` (a ``task.deferred`` event that sets its retry time).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ class Task:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     note: str | None = None
+    deferred_by: tuple[str, ...] = ()  # the lessons that put it off to a later hour (task.deferred)
 
     @property
     def open(self) -> bool:
@@ -111,19 +113,49 @@ class Tasks:
         attempt: int | None = None,
         error: str | None = None,
         retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> Task:
         """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids.
 
-        The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed)
-        and ``retry_at`` (workspace-clock epoch seconds before which a retry must not start).
+        The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed),
+        ``retry_at`` (workspace-clock epoch seconds before which a retry must not start) and ``policy`` (the
+        lessons that applied to the run, or would have but the task is held out, and what they changed).
+        Returns the task as it is afterwards.
         """
-        task = self.get(task_id)
+        self.move(
+            self.get(task_id),
+            state,
+            actor=actor,
+            result=result,
+            reason=reason,
+            attempt=attempt,
+            error=error,
+            retry_at=retry_at,
+            policy=policy,
+        )
+        return self.get(task_id)
+
+    def move(
+        self,
+        task: Task,
+        state: str,
+        *,
+        actor: str,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``transition`` for a caller that holds the task's current row (the executor, under its lock): the
+        same checks and event, without reading the task before or after."""
         if state not in STATES:
             raise TaskError(f"unknown task state {state!r}; states: {', '.join(STATES)}")
         if state not in TRANSITIONS[task.state]:
-            raise TaskError(f"task {task_id} is {task.state}; it cannot become {state}")
+            raise TaskError(f"task {task.id} is {task.state}; it cannot become {state}")
         payload: dict[str, Any] = {
-            "task_id": task_id,
+            "task_id": task.id,
             "kind": task.kind,
             "from": task.state,
             "to": state,
@@ -136,8 +168,25 @@ class Tasks:
             payload["error"] = error[:2000]
         if retry_at is not None:
             payload["retry_at_us"] = round(retry_at * 1_000_000)
-        self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task_id}")
-        return self.get(task_id)
+        if policy:
+            payload["policy"] = dict(policy)
+        self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task.id}")
+
+    def defer(
+        self, task: Task, until: float, *, actor: str, reason: str, policy: Mapping[str, Any] | None = None
+    ) -> None:
+        """Put a pending task off until ``until`` (workspace-clock epoch seconds): a ``task.deferred`` event."""
+        if task.state != "pending":
+            raise TaskError(f"task {task.id} is {task.state}; only a pending task can be deferred")
+        payload: dict[str, Any] = {
+            "task_id": task.id,
+            "kind": task.kind,
+            "until_us": round(until * 1_000_000),
+            "reason": reason,
+        }
+        if policy:
+            payload["policy"] = dict(policy)
+        self._ws.publish("task.deferred", payload, actor=actor, resource=f"task:{task.id}")
 
     def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
         """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
@@ -190,13 +239,13 @@ class Tasks:
 
 COLUMNS = (
     "id, kind, title, state, priority, key, details, created_by, created_at, updated_at, result, "
-    "attempts, last_error, next_attempt_at, note"
+    "attempts, last_error, next_attempt_at, note, deferred_by"
 )
 
 
 def _task(row: tuple[Any, ...]) -> Task:
     id_, kind, title, state, priority, key, details, by, created, updated, result, *rest = row
-    attempts, last_error, next_at, note = rest
+    attempts, last_error, next_at, note, deferred_by = rest
     return Task(
         id_,
         kind,
@@ -213,6 +262,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         last_error,
         next_at,
         note,
+        tuple(json.loads(deferred_by)) if deferred_by else (),
     )
 
 
@@ -222,7 +272,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         if e.topic == "task.created":
             con.execute(
                 f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), NULL, 0, NULL, NULL, NULL)",
+                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), NULL, 0, NULL, NULL, NULL, NULL)",
                 [
                     e.id,
                     p["kind"],
@@ -258,3 +308,10 @@ def _apply(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "task.noted":
             con.execute("UPDATE tasks SET note = ? WHERE id = ?", [p["note"], p["task_id"]])
+        elif e.topic == "task.deferred":
+            lessons = (p.get("policy") or {}).get("lessons")
+            con.execute(
+                "UPDATE tasks SET next_attempt_at = make_timestamptz(?::BIGINT), note = ?, "
+                "deferred_by = coalesce(?, deferred_by) WHERE id = ?",
+                [p["until_us"], p["reason"], json.dumps(sorted(lessons)) if lessons else None, p["task_id"]],
+            )
