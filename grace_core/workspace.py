@@ -45,6 +45,7 @@ from .projections import Projections
 from .reflection import Reflection
 from .remedy import Remedy
 from .sandbox import Sandbox
+from .scenarios import Scenarios
 from .tasks import Tasks
 
 __all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
@@ -163,6 +164,7 @@ class Workspace:
             self.healing = Healing(self)
             self.meta = Meta(self)
             self.lake = Lake(self)
+            self.scenarios = Scenarios(self)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
