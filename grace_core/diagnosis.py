@@ -157,8 +157,15 @@ def _split(
     failures: list[Mapping[str, Any]],
     blamed_runs: list[Mapping[str, Any]],
     p: Mapping[str, float],
+    *,
+    per_task: bool = True,
 ) -> tuple[float, float, float, list[Mapping[str, Any]]] | None:
-    """(p-value, failure rate inside, outside, the failures inside) when the explanation qualifies."""
+    """(p-value, failure rate inside, outside, the failures inside) when the explanation qualifies.
+
+    ``per_task``: the test counts tasks (one that failed every run it had, or not), since a task's retries
+    repeat the same features and are no new evidence for an explanation by feature; the hour of day, which
+    changes between a task's attempts, counts runs.
+    """
     ids = {id(r) for r in blamed_runs}
     rest = [r for r in runs if id(r) not in ids]
     inside, outside = _rate(blamed_runs), _rate(rest)
@@ -168,11 +175,26 @@ def _split(
         return None
     if share < p["min_share"] or len({str(r["task"]) for r in blamed}) < p["min_tasks"]:
         return None
-    rest_failed = sum(1 for r in rest if not r["ok"])
-    pvalue = fisher_greater(len(blamed), len(blamed_runs) - len(blamed), rest_failed, len(rest) - rest_failed)
+    if per_task:
+        inside_tasks, rest_tasks = _task_outcomes(blamed_runs), _task_outcomes(rest)
+        a, b = sum(1 for ok in inside_tasks.values() if not ok), sum(1 for ok in inside_tasks.values() if ok)
+        c, d = sum(1 for ok in rest_tasks.values() if not ok), sum(1 for ok in rest_tasks.values() if ok)
+    else:
+        a, b = len(blamed), len(blamed_runs) - len(blamed)
+        c = sum(1 for r in rest if not r["ok"])
+        d = len(rest) - c
+    pvalue = fisher_greater(a, b, c, d)
     if pvalue > p["alpha"]:
         return None
     return pvalue, inside, outside, blamed
+
+
+def _task_outcomes(runs: list[Mapping[str, Any]]) -> dict[str, bool]:
+    """Task id -> whether any of its runs succeeded."""
+    out: dict[str, bool] = {}
+    for r in runs:
+        out[str(r["task"])] = out.get(str(r["task"]), False) or bool(r["ok"])
+    return out
 
 
 def _parameter_values(
@@ -281,7 +303,7 @@ def _hours(
     if len(filled) >= 24:
         return None
     blamed_runs = [r for h in sorted(bad) for r in by_hour[h]]
-    split = _split(runs, failures, blamed_runs, p)
+    split = _split(runs, failures, blamed_runs, p, per_task=False)
     if split is None:
         return None
     pvalue, inside, outside, blamed = split

@@ -394,7 +394,7 @@ class Executor:
         if not relevant:
             return _NO_POLICY
         ids = tuple(rule_id for rule_id, _ in relevant)
-        if held_out(self.ws.seed, task.id, float(self.ws.loops.param("learning", "holdout_share"))):
+        if held_out(self.ws.seed, task, float(self.ws.loops.param("learning", "holdout_share"))):
             return Policy(held_out=ids)
         return Policy(lessons=ids, effect=combine(effect for _, effect in relevant))
 

@@ -29,8 +29,8 @@ reflection, in ledger order:
 **Why a holdout, not before/after.** Comparing a kind's runs before a lesson with those after it confounds the
 lesson with everything else that changed meanwhile: the hour of day (a failure window at night makes any lesson
 added at dawn look good), the mix of work, other lessons added at the same time. Instead the executor holds a
-seeded share ``holdout_share`` of tasks out of every lesson (a hash of the workspace seed and the task id, so
-it is the same on every replay) and records, for each held-out task, the lessons that would have applied
+seeded share ``holdout_share`` of tasks out of every lesson (a hash of the workspace seed and the task, so it
+is the same on every replay) and records, for each held-out task, the lessons that would have applied
 (``lesson_runs``): both arms see the same hours, the same work and the same other conditions, so the
 difference between them is the lesson's. The price is that the held-out share never benefits; a smaller share
 costs less and takes longer to reach a vote (``min_runs`` held-out tasks per arm).
@@ -54,6 +54,7 @@ from .loops import Loop, Scheduler
 from .mesh import Message
 
 if TYPE_CHECKING:
+    from .tasks import Task
     from .workspace import Workspace
 
 __all__ = [
@@ -137,11 +138,15 @@ def _task_title(kind: str, key: str, data: Mapping[str, Any]) -> str:
     return titles.get(kind, f"Look into the recurring pattern {key}")
 
 
-def held_out(seed: int | None, task_id: str, share: float) -> bool:
-    """Whether a task is in the holdout: a hash of the workspace seed and the task id, below ``share``."""
+def held_out(seed: int | None, task: Task, share: float) -> bool:
+    """Whether a task is in the holdout: a hash of the workspace seed and the task (its kind, title, details and
+    creation time), below ``share``. Not its id: ids are drawn in ledger order, so any unrelated event before a
+    task (a score recorded by a scenario) would change which tasks are held out."""
     if share <= 0:
         return False
-    digest = hashlib.sha256(f"grace-holdout:{seed}:{task_id}".encode()).digest()
+    what = canonical_json({"kind": task.kind, "title": task.title, "details": task.details})
+    created = round(task.created_at.timestamp() * 1e6)
+    digest = hashlib.sha256(f"grace-holdout:{seed}:{created}:{what}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
 
@@ -447,7 +452,7 @@ class Learning:
         sql = (
             'SELECT id, "key", text, votes, effect, last_reflection FROM learned_rules WHERE state = ?'
             + (" AND effect IS NOT NULL" if with_effect else "")
-            + " ORDER BY created_at, id"
+            + ' ORDER BY created_at, "key"'
         )
         rows = self.ws.ledger.reader().execute(sql, [state]).fetchall()
         return [
@@ -468,7 +473,7 @@ class Learning:
             self.ws.ledger.reader()
             .execute(
                 "SELECT task_kind, id, effect FROM learned_rules WHERE state = 'active' AND effect IS NOT NULL "
-                "ORDER BY created_at, id"
+                'ORDER BY created_at, "key"'
             )
             .fetchall()
         )
