@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from grace_core.events import Event, canonical_json
-
-from .base import ScenarioResult, run_scenario
 
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
@@ -19,7 +17,7 @@ __all__ = ["Scenarios"]
 
 
 class Scenarios:
-    """The runs recorded in a workspace and their score timelines; ``run`` starts one here."""
+    """The scenario runs recorded in a workspace and their score timelines (``run_scenario`` makes them)."""
 
     def __init__(self, ws: Workspace) -> None:
         self.ws = ws
@@ -47,21 +45,6 @@ class Scenarios:
         order = list(dict.fromkeys(long["score"]))
         wide = long.pivot_table(index="hours", columns="score", values="value", aggfunc="last", dropna=False)
         return wide.reindex(columns=order).reset_index().rename_axis(columns=None)
-
-    def run(
-        self,
-        name: str,
-        *,
-        hours: float,
-        seed: int,
-        loops: str | Sequence[str] = "on",
-        score_every: float = 3600.0,
-        progress: bool = False,
-    ) -> ScenarioResult:
-        """Run scenario ``name`` on this workspace (``run_scenario``)."""
-        return run_scenario(
-            self.ws, name, hours=hours, seed=seed, loops=loops, score_every=score_every, progress=progress
-        )
 
 
 def _apply(con: Any, events: Iterable[Event]) -> None:
