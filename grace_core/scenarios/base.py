@@ -420,13 +420,14 @@ def _reject(ws: Workspace, name: str) -> None:
 def _open(path: str, seed: int) -> Workspace:
     from grace_core.workspace import open_workspace
 
+    existed = path != ":memory:" and Path(path).expanduser().exists()
     clock = ManualClock(DEFAULT_START)
     ws = open_workspace(path, clock=clock, seed=seed)
     if path == ":memory:":
         # Thousands of tiny statements: DuckDB's worker threads cost more than they save (~25% CPU).
         ws.con.execute("SET threads = 1")
     head = ws.ledger.head[0]
-    if head:
+    if existed and head:  # simulated time goes on after what the workspace holds
         newest = ws.ledger.at(head).ts_us / 1e6
         if newest + 1.0 > clock.time():
             clock.set(newest + 1.0)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 import pytest
 
 from grace_core import ManualClock, Workspace, open_workspace
+from grace_core.clock import DEFAULT_START
 from grace_core.errors import ScenarioError
 from grace_core.scenarios import (
     REGISTRY,
@@ -178,3 +179,19 @@ def test_a_scenario_needs_a_manual_clock_and_sane_options(queue: type[Queue]) ->
         with pytest.raises(ScenarioError, match="whole number"):
             Queue("7")  # type: ignore[arg-type]
         assert ws.ledger.events(topic="scenario.*") == []  # nothing was started
+
+
+def test_a_new_workspace_starts_at_the_usual_instant_and_an_existing_one_after_its_events(
+    queue: type[Queue], tmp_path: Path
+) -> None:
+    in_memory = run_scenario(":memory:", "test-queue", hours=0.5, seed=1, loops="off")
+    in_file = run_scenario(tmp_path / "new.duckdb", "test-queue", hours=0.5, seed=1, loops="off")
+    assert in_file.head_hash == in_memory.head_hash  # the same run, wherever it is stored
+    with open_workspace(tmp_path / "new.duckdb", snapshot=True) as ws:
+        assert ws.ledger.events(topic="scenario.started")[0].ts == DEFAULT_START
+        last = ws.ledger.at(ws.ledger.head[0]).ts_us
+    run_scenario(tmp_path / "new.duckdb", "test-queue", hours=0.5, seed=1, loops="off")
+    with open_workspace(tmp_path / "new.duckdb", snapshot=True) as ws:
+        second = ws.ledger.events(topic="scenario.started")[-1]
+        assert second.ts_us > last
+        assert len(ws.scenarios.runs()) == 2
