@@ -23,8 +23,9 @@ compared are the successes and the failures of that type, and four explanations 
   ``size_limit``, fixed for the feature ``size`` by splitting work into chunks of that largest successful size;
 * **hours of the day**: runs started in some hours fail, in the others not -> ``time_window``, fixed by
   deferring runs out of those hours;
-* none of the above but a high failure rate per attempt, with tasks that failed once often succeeding on a
-  retry -> ``flaky_dependency``, fixed by more attempts (enough that all fail with probability <= ``target``).
+* none of the above but a failure rate per attempt high beyond doubt (the lower end of its 95% interval at
+  least ``flaky_min``), with tasks that failed once often succeeding on a retry -> ``flaky_dependency``, fixed
+  by more attempts (enough that all fail with probability <= ``target``).
 
 An explanation must account for at least ``min_share`` of the failures of its error type, and both the runs it
 blames and the others must be at least ``min_runs``; of those, the one with the strongest evidence (the lowest
@@ -325,7 +326,9 @@ def _flaky(
     runs: list[Mapping[str, Any]], failures: list[Mapping[str, Any]], p: Mapping[str, float]
 ) -> dict[str, Any] | None:
     rate = _rate(runs)
-    if rate < p["flaky_min"] or rate >= 1.0:
+    # The rate must be high beyond doubt (its 95% Wilson lower bound), or a little noise in a few runs would
+    # pass for a flaky dependency.
+    if _wilson_lower(len(failures), len(runs)) < p["flaky_min"] or rate >= 1.0:
         return None
     by_task: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for r in runs:
@@ -372,6 +375,16 @@ def fisher_greater(a: int, b: int, c: int, d: int) -> float:
         if blamed - k <= n - failed
     ]
     return min(1.0, sum(math.exp(t) for t in terms))
+
+
+def _wilson_lower(k: int, n: int, z: float = 1.96) -> float:
+    """The lower end of the Wilson score interval of a proportion k/n."""
+    if n == 0:
+        return 0.0
+    phat = k / n
+    centre = phat + z * z / (2 * n)
+    spread = z * math.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
 
 
 def _text(kind: str, etype: str, d: Mapping[str, Any]) -> str:

@@ -54,7 +54,7 @@ from .diagnosis import diagnose, error_type
 from .effects import applies, combine, next_allowed
 from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
-from .learning import describe_effect, held_out
+from .learning import ActiveEffect, describe_effect, held_out
 from .loops import Loop, Scheduler
 from .tasks import COLUMNS, Task, _task
 
@@ -131,7 +131,7 @@ class _Adjustment:
 
 @dataclass(frozen=True)
 class _Context:
-    lessons: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]]
+    lessons: Mapping[str, Sequence[ActiveEffect]]
     kinds: Mapping[str, _Adjustment]
 
 
@@ -371,14 +371,12 @@ class Executor:
                         task.id, "pending", actor=ACTOR, error=error, reason="retry after an interruption"
                     )
 
-    def policy(
-        self, task: Task, lessons: Mapping[str, Sequence[tuple[str, Mapping[str, Any]]]] | None = None
-    ) -> Policy:
+    def policy(self, task: Task, lessons: Mapping[str, Sequence[ActiveEffect]] | None = None) -> Policy:
         """What the active lessons (``ws.learning.effects()`` unless given) do to a run of ``task`` now.
 
         A lesson concerns the run when its condition (``when``) holds for the task's parameters and it changes
-        parameters or retries, or the run would start in an hour it avoids. A held-out task gets none of them;
-        they are recorded as ``held_out`` instead.
+        parameters or retries, or the run would start in an hour it avoids. Of those, the ones the task is held
+        out of (``learning.held_out``, drawn for each lesson) are recorded as ``held_out``; the others apply.
         """
         candidates = (self.ws.learning.effects() if lessons is None else lessons).get(task.kind)
         if not candidates:
@@ -386,17 +384,25 @@ class Executor:
         params = task.details.get("params") if isinstance(task.details.get("params"), Mapping) else {}
         hour = int(self.ws.clock.time() // 3600) % 24
         relevant = [
-            (rule_id, effect)
-            for rule_id, effect in candidates
-            if applies(effect, params or {})
-            and ("params" in effect or "retry" in effect or hour in effect.get("avoid_hours", ()))
+            lesson
+            for lesson in candidates
+            if applies(lesson.effect, params or {})
+            and (
+                "params" in lesson.effect
+                or "retry" in lesson.effect
+                or hour in lesson.effect.get("avoid_hours", ())
+            )
         ]
         if not relevant:
             return _NO_POLICY
-        ids = tuple(rule_id for rule_id, _ in relevant)
-        if held_out(self.ws.seed, task, float(self.ws.loops.param("learning", "holdout_share"))):
-            return Policy(held_out=ids)
-        return Policy(lessons=ids, effect=combine(effect for _, effect in relevant))
+        share = float(self.ws.loops.param("learning", "holdout_share"))
+        held = [lesson for lesson in relevant if held_out(self.ws.seed, task, share, lesson.key)]
+        applied = [lesson for lesson in relevant if lesson not in held]
+        return Policy(
+            lessons=tuple(lesson.id for lesson in applied),
+            held_out=tuple(lesson.id for lesson in held),
+            effect=combine(lesson.effect for lesson in applied),
+        )
 
     def _context(self) -> _Context:
         """What every run of one tick reads: the lessons' effects and the kinds' adjustments (read once)."""
@@ -772,8 +778,8 @@ def investigate_kind(ws: Workspace, kind: str) -> dict[str, Any]:
             counts[1] += 0 if r["ok"] else 1
     causes = diagnose({"runs": unaffected})["insights"]
     lessons = [
-        {"id": rule_id, "effect": effect, "does": describe_effect(effect)}
-        for rule_id, effect in ws.learning.effects().get(kind, [])
+        {"id": lesson.id, "effect": lesson.effect, "does": describe_effect(lesson.effect)}
+        for lesson in ws.learning.effects().get(kind, [])
     ]
     return {
         "kind": kind,

@@ -29,11 +29,13 @@ reflection, in ledger order:
 **Why a holdout, not before/after.** Comparing a kind's runs before a lesson with those after it confounds the
 lesson with everything else that changed meanwhile: the hour of day (a failure window at night makes any lesson
 added at dawn look good), the mix of work, other lessons added at the same time. Instead the executor holds a
-seeded share ``holdout_share`` of tasks out of every lesson (a hash of the workspace seed and the task, so it
-is the same on every replay) and records, for each held-out task, the lessons that would have applied
-(``lesson_runs``): both arms see the same hours, the same work and the same other conditions, so the
-difference between them is the lesson's. The price is that the held-out share never benefits; a smaller share
-costs less and takes longer to reach a vote (``min_runs`` held-out tasks per arm).
+seeded share ``holdout_share`` of tasks out of each lesson (a hash of the workspace seed, the task and the
+lesson, so it is the same on every replay) and records, for each held-out task, the lessons that would have
+applied (``lesson_runs``): both arms see the same hours, the same work and the same other conditions, so the
+difference between them is the lesson's. Each lesson draws its holdout on its own, so a second lesson of the
+same kind is applied equally often in both arms of the first one's comparison and cannot take its credit. The
+price is that the held-out share does not benefit; a smaller share costs less and takes longer to reach a vote
+(``min_runs`` held-out tasks per arm).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import hashlib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import pandas as pd
 
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "INITIAL_VOTES",
+    "ActiveEffect",
     "Learning",
     "LearningLoop",
     "choose_operations",
@@ -138,16 +141,25 @@ def _task_title(kind: str, key: str, data: Mapping[str, Any]) -> str:
     return titles.get(kind, f"Look into the recurring pattern {key}")
 
 
-def held_out(seed: int | None, task: Task, share: float) -> bool:
-    """Whether a task is in the holdout: a hash of the workspace seed and the task (its kind, title, details and
-    creation time), below ``share``. Not its id: ids are drawn in ledger order, so any unrelated event before a
-    task (a score recorded by a scenario) would change which tasks are held out."""
+def held_out(seed: int | None, task: Task, share: float, lesson: str) -> bool:
+    """Whether a task is held out of the lesson with key ``lesson``: a hash of the workspace seed, the task (its
+    kind, title, details and creation time) and the lesson, below ``share``. Each lesson draws on its own, so the
+    other lessons of a kind are spread evenly over both arms of a lesson's comparison. Not the task's id: ids
+    are drawn in ledger order, so any unrelated event before a task would change the draw."""
     if share <= 0:
         return False
     what = canonical_json({"kind": task.kind, "title": task.title, "details": task.details})
     created = round(task.created_at.timestamp() * 1e6)
-    digest = hashlib.sha256(f"grace-holdout:{seed}:{created}:{what}".encode()).digest()
+    digest = hashlib.sha256(f"grace-holdout:{seed}:{lesson}:{created}:{what}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+class ActiveEffect(NamedTuple):
+    """An active lesson with an effect, as the executor applies it."""
+
+    id: str
+    key: str
+    effect: dict[str, Any]
 
 
 # -- the choice of operations (pure) ----------------------------------------------------------------------------
@@ -467,19 +479,19 @@ class Learning:
             for r in rows
         ]
 
-    def effects(self) -> dict[str, list[tuple[str, dict[str, Any]]]]:
-        """Task kind -> [(lesson id, effect)] of the active lessons with an effect, oldest first."""
+    def effects(self) -> dict[str, list[ActiveEffect]]:
+        """Task kind -> the active lessons with an effect (id, key, effect), oldest first."""
         rows = (
             self.ws.ledger.reader()
             .execute(
-                "SELECT task_kind, id, effect FROM learned_rules WHERE state = 'active' AND effect IS NOT NULL "
-                'ORDER BY created_at, "key"'
+                "SELECT task_kind, id, \"key\", effect FROM learned_rules WHERE state = 'active' "
+                'AND effect IS NOT NULL ORDER BY created_at, "key"'
             )
             .fetchall()
         )
-        out: dict[str, list[tuple[str, dict[str, Any]]]] = {}
-        for kind, rule_id, effect in rows:
-            out.setdefault(str(kind), []).append((str(rule_id), json.loads(effect)))
+        out: dict[str, list[ActiveEffect]] = {}
+        for kind, rule_id, key, effect in rows:
+            out.setdefault(str(kind), []).append(ActiveEffect(str(rule_id), str(key), json.loads(effect)))
         return out
 
     def pending_outcomes(self) -> list[dict[str, Any]]:

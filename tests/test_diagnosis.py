@@ -117,3 +117,22 @@ def test_error_type_is_the_exception_name() -> None:
 def test_fisher_greater_matches_scipy(a: int, b: int, c: int, d: int) -> None:
     expected = fisher_exact([[a, b], [c, d]], alternative="greater")[1]
     assert fisher_greater(a, b, c, d) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_a_little_noise_in_a_few_runs_is_not_a_flaky_dependency() -> None:
+    """Three transient failures among eleven runs is a high rate (27%), but not high beyond doubt."""
+    runs = [
+        {
+            "id": f"e{i}",
+            "task": f"t{i}",
+            "kind": "k",
+            "attempt": 1,
+            "ok": i >= 3,
+            "hour": 1,
+            "features": {},
+            "error": None if i >= 3 else "ConnectionReset: peer",
+        }
+        for i in range(11)
+    ]
+    runs.append({**runs[0], "id": "e0-2", "attempt": 2, "ok": True, "error": None})  # a retry cured one
+    assert diagnose({"runs": runs})["insights"] == []

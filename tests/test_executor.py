@@ -491,3 +491,29 @@ def test_the_learned_handler_investigates_a_failing_task_kind(ws: g.Workspace) -
     assert cause["effect"]["when"] == {"codec": "lz4"}
     note = ws.memory.read(done.result["memory_path"]).content
     assert "failure rate by codec: gzip 0%, lz4 100%, zstd 0%" in note
+
+
+def test_each_lesson_draws_its_own_holdout(ws: g.Workspace) -> None:
+    """Two lessons of one kind: a task held out of one is as likely as any other to get the second, so the
+    second cannot take credit for the first (or the other way round)."""
+    _recording(ws, "export")
+    first = ws.learning.add_lesson(
+        "zstd", effect={"kind": "export", "params": {"codec": "zstd"}}, actor="rita", key="manual:zstd"
+    )
+    second = ws.learning.add_lesson(
+        "retry", effect={"kind": "export", "retry": {"max_attempts": 5}}, actor="rita", key="manual:retry"
+    )
+    ws.loops.set_param("learning", "holdout_share", 0.5, actor="system")
+    for i in range(40):
+        ws.tasks.create(f"t{i}", kind="export", actor="alice", details={"params": {"codec": "lz4"}})
+    ws.executor.run_due(limit=None)
+    arms = ws.sql("SELECT task_id, rule_id, arm FROM lesson_runs").pivot(
+        index="task_id", columns="rule_id", values="arm"
+    )
+    combinations = set(zip(arms[first], arms[second], strict=True))
+    assert combinations == {
+        ("applied", "applied"),
+        ("applied", "held_out"),
+        ("held_out", "applied"),
+        ("held_out", "held_out"),
+    }

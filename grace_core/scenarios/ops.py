@@ -237,10 +237,10 @@ class OpsScenario(Scenario):
         for kind, lessons in ws.learning.effects().items():
             if kind not in self.truth["kinds"]:
                 continue
-            for _rule_id, effect in lessons:
-                pair = (kind, str(effect.get("cause")))
+            for lesson in lessons:
+                pair = (kind, str(lesson.effect.get("cause")))
                 learned.add(pair)
-                if addresses(effect, self.truth["kinds"][kind]):
+                if addresses(lesson.effect, self.truth["kinds"][kind]):
                     correct.add(pair)
         hidden = sum(1 for t in self.truth["kinds"].values() if t["cause"] is not None)
         precision = len(correct) / len(learned) if learned else None

@@ -128,7 +128,7 @@ def test_a_harmful_lesson_is_demoted_by_outcomes_and_the_score_recovers() -> Non
         assert list(history["op"])[-1] == "downvote"
         assert set(history["basis"].iloc[1:]) == {"outcome"}
         assert ws.learning.rules(include_dropped=True).set_index("id").loc[harmful, "state"] == "dropped"
-        assert kind not in ws.learning.effects() or all(r != harmful for r, _ in ws.learning.effects()[kind])
+        assert kind not in ws.learning.effects() or all(e.id != harmful for e in ws.learning.effects()[kind])
         dropped_at = (
             history["ts"].iloc[-1] - pd.Timestamp(ws.clock.time() - result.hours * 3600, unit="s", tz="UTC")
         ).total_seconds() / 3600
