@@ -334,7 +334,7 @@ class LearningLoop(Loop):
     def learn(self, completed: Event) -> tuple[int, int]:
         """Learn from one ``reflection.completed``: returns (tasks created, lesson operations)."""
         n = int(completed.payload["n"])
-        insights = self._insights_of(n)
+        insights = self._insights_of(completed)
         by_id = {e.id: e for e in insights}
         request = {
             "reflection": n,
@@ -419,15 +419,14 @@ class LearningLoop(Loop):
                 return False  # e.g. governance or a degraded mode said no; the next recurrence tries again
         return True
 
-    def _insights_of(self, n: int) -> list[Event]:
-        ids = [
-            r[0]
-            for r in self._ws.ledger.reader()
-            .execute("SELECT id FROM insights WHERE reflection = ?", [n])
-            .fetchall()
-        ]
-        events = [self._ws.ledger.get(i) for i in ids]
-        return sorted(events, key=lambda e: e.seq)
+    def _insights_of(self, completed: Event) -> list[Event]:
+        """The insights of a reflection: published in the same batch, just before its ``reflection.completed``."""
+        count = int(completed.payload.get("insights", 0))
+        if not count:
+            return []
+        since = completed.seq - count - 1
+        events = self._ws.ledger.events(since=since, until=completed.seq - 1, topic="reflection.insight")
+        return [e for e in events if e.payload.get("reflection") == completed.payload["n"]]
 
 
 # -- the engine ----------------------------------------------------------------------------------------------

@@ -193,6 +193,7 @@ class ReflectionLoop(Loop):
         self._pending: list[Event] = []
         self._from: int | None = None
         self._upto = 0
+        self._proposed: dict[str, Any] = {}  # insight key -> the effect its latest insight proposed
 
     # -- the tick ----------------------------------------------------------------------------------------------
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
@@ -330,6 +331,9 @@ class ReflectionLoop(Loop):
             )
         )
         self._ws.publish_many(messages, actor=ACTOR)
+        for f in findings:
+            if f.kind == "failure_cause":
+                self._proposed[f.key] = f.data.get("effect")
         return len(findings)
 
     def _span(self, window: list[Event], end_us: int) -> tuple[list[Event], int]:
@@ -566,7 +570,7 @@ class ReflectionLoop(Loop):
         for insight in diagnose({"runs": runs})["insights"]:
             data = insight["data"]
             kind = data["task_kind"]
-            if kind not in failed and self._last_effect(insight["key"]) == data.get("effect", _NONE):
+            if kind not in failed and self._last_effect(insight["key"]) == data.get("effect"):
                 continue  # nothing new: no new failure, the same proposal
             out.append(
                 Finding(
@@ -582,19 +586,20 @@ class ReflectionLoop(Loop):
         return out
 
     def _last_effect(self, key: str) -> Any:
-        """The effect the latest insight with ``key`` proposed (None: none; ``_NONE``: no such insight)."""
-        row = (
-            self._ws.ledger.reader()
-            .execute(
-                "SELECT payload->'$.data.effect' FROM events WHERE topic = 'reflection.insight' "
-                "AND (payload->>'$.key') = ? ORDER BY seq DESC LIMIT 1",
-                [key],
+        """The effect the latest insight with ``key`` proposed (None: none; ``_NONE``: no such insight). Kept in
+        memory once read: only this loop writes insights, and it notes each one it publishes (``reflect``)."""
+        if key not in self._proposed:
+            row = (
+                self._ws.ledger.reader()
+                .execute(
+                    "SELECT payload->'$.data.effect' FROM events WHERE topic = 'reflection.insight' "
+                    "AND (payload->>'$.key') = ? ORDER BY seq DESC LIMIT 1",
+                    [key],
+                )
+                .fetchone()
             )
-            .fetchone()
-        )
-        if row is None:
-            return _NONE
-        return None if row[0] is None else json.loads(row[0])
+            self._proposed[key] = _NONE if row is None else (None if row[0] is None else json.loads(row[0]))
+        return self._proposed[key]
 
     def _question(self, answer: Event) -> Event | None:
         if answer.parent_id is None:
