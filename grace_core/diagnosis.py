@@ -10,7 +10,7 @@ that a language model can take its place behind the same contract. The request::
 
 It answers ``{"insights": [...]}``: at most one insight per task kind and error type, each::
 
-    {"kind": "failure_cause", "key": "cause:<task kind>:<cause>", "text": "...", "score": 0..1,
+    {"kind": "failure_cause", "key": "cause:<task kind>:<error type>", "text": "...", "score": 0..1,
      "evidence": [run ids], "data": {"task_kind": ..., "cause": ..., "error": ..., "effect": {...}, ...}}
 
 How: the failed runs of a kind are grouped by error type (the exception name before the first colon), so that
@@ -145,7 +145,7 @@ def _explain(
         data["effect"] = {"kind": kind, "cause": cause, **effect}
     return {
         "kind": "failure_cause",
-        "key": f"cause:{kind}:{cause}",
+        "key": f"cause:{kind}:{etype}",  # one lesson per kind and error: a better explanation edits it
         "text": _text(kind, etype, data),
         "score": round(float(best["score"]), 6),
         "evidence": evidence,
@@ -158,14 +158,11 @@ def _split(
     failures: list[Mapping[str, Any]],
     blamed_runs: list[Mapping[str, Any]],
     p: Mapping[str, float],
-    *,
-    per_task: bool = True,
 ) -> tuple[float, float, float, list[Mapping[str, Any]]] | None:
     """(p-value, failure rate inside, outside, the failures inside) when the explanation qualifies.
 
-    ``per_task``: the test counts tasks (one that failed every run it had, or not), since a task's retries
-    repeat the same features and are no new evidence for an explanation by feature; the hour of day, which
-    changes between a task's attempts, counts runs.
+    The test counts tasks (one that failed every run it had in a group, or not), not runs: a task's retries
+    repeat the same features, and mostly the same hour, and are little new evidence.
     """
     ids = {id(r) for r in blamed_runs}
     rest = [r for r in runs if id(r) not in ids]
@@ -176,14 +173,9 @@ def _split(
         return None
     if share < p["min_share"] or len({str(r["task"]) for r in blamed}) < p["min_tasks"]:
         return None
-    if per_task:
-        inside_tasks, rest_tasks = _task_outcomes(blamed_runs), _task_outcomes(rest)
-        a, b = sum(1 for ok in inside_tasks.values() if not ok), sum(1 for ok in inside_tasks.values() if ok)
-        c, d = sum(1 for ok in rest_tasks.values() if not ok), sum(1 for ok in rest_tasks.values() if ok)
-    else:
-        a, b = len(blamed), len(blamed_runs) - len(blamed)
-        c = sum(1 for r in rest if not r["ok"])
-        d = len(rest) - c
+    inside_tasks, rest_tasks = _task_outcomes(blamed_runs), _task_outcomes(rest)
+    a, b = sum(1 for ok in inside_tasks.values() if not ok), sum(1 for ok in inside_tasks.values() if ok)
+    c, d = sum(1 for ok in rest_tasks.values() if not ok), sum(1 for ok in rest_tasks.values() if ok)
     pvalue = fisher_greater(a, b, c, d)
     if pvalue > p["alpha"]:
         return None
@@ -304,7 +296,7 @@ def _hours(
     if len(filled) >= 24:
         return None
     blamed_runs = [r for h in sorted(bad) for r in by_hour[h]]
-    split = _split(runs, failures, blamed_runs, p, per_task=False)
+    split = _split(runs, failures, blamed_runs, p)
     if split is None:
         return None
     pvalue, inside, outside, blamed = split

@@ -56,6 +56,7 @@ from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
 from .learning import ActiveEffect, describe_effect, held_out
 from .loops import Loop, Scheduler
+from .mesh import Message
 from .tasks import COLUMNS, Task, _task
 
 if TYPE_CHECKING:
@@ -130,6 +131,21 @@ class _Adjustment:
 
 
 @dataclass(frozen=True)
+class _Start:
+    """A task about to run: its handler settings (lessons applied), and its ``task.created`` event."""
+
+    task: Task
+    spec: HandlerSpec
+    factor: float  # the kind's backoff factor (remediation)
+    created: Event
+    policy: Policy
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts + 1
+
+
+@dataclass(frozen=True)
 class _Context:
     lessons: Mapping[str, Sequence[ActiveEffect]]
     kinds: Mapping[str, _Adjustment]
@@ -175,6 +191,9 @@ class Executor:
         self._handlers: dict[str, HandlerSpec] = {}
         self._lock = threading.RLock()  # one run at a time per workspace (the loop thread, the CLI, a test)
         self._running: set[str] = set()
+        # Tasks left `running` come from a process that stopped mid-run, or from a tick of this one that did not
+        # finish; only then is there anything to recover (checked on the first tick, and after such a tick).
+        self._recovered = False
         ws.projections.register(
             "executor_kinds", "executor.kind_adjusted", _apply_kinds, tables=["executor_kinds"]
         )
@@ -314,24 +333,28 @@ class Executor:
 
     def run_due(self, *, limit: int | None = 20) -> dict[str, int]:
         """Run the due tasks (at most ``limit``); returns the non-zero counts by outcome (ran, done, retried,
-        failed, waiting) for the loop's tick event: empty when there was nothing to do, so an idle tick records
-        nothing."""
+        failed, waiting, deferred) for the loop's tick event: empty when there was nothing to do, so an idle tick
+        records nothing."""
         counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0, "deferred": 0}
         if self.ws.modes.is_active("read_only"):
             return {}  # nothing may change; healing lifts the mode
         with self._lock:
-            self._recover()
+            if not self._recovered:
+                self._recover()
+                self._recovered = True
             tasks = self.due(None)
             context = self._context() if tasks else _Context({}, {})
-            started = 0
+            starts: list[_Start] = []
             for task in tasks:
-                if limit is not None and started >= limit:
+                if limit is not None and len(starts) + counts["failed"] >= limit:
                     break
-                outcome = self._run(task, context)
-                if outcome in ("waiting", "deferred"):
-                    counts[outcome] += 1
-                    continue
-                started += 1
+                prepared = self._prepare(task, context)
+                if isinstance(prepared, _Start):
+                    starts.append(prepared)
+                else:
+                    counts[prepared] += 1
+                    counts["ran"] += prepared == "failed"
+            for outcome in self._run_all(starts):
                 counts["ran"] += 1
                 counts[outcome] += 1
         # Tasks that only wait (no handler, a paused kind) are not news on every tick: their note says why.
@@ -344,9 +367,11 @@ class Executor:
             task = self.ws.tasks.get(task_id)
             if task.state != "pending":
                 raise TaskError(f"task {task_id} is {task.state}; only a pending task can run")
-            outcome = self._run(task, self._context(), deferrable=False)
+            prepared = self._prepare(task, self._context(), deferrable=False)
+            if isinstance(prepared, _Start):
+                self._run_all([prepared])
             task = self.ws.tasks.get(task_id)
-            if outcome == "waiting":
+            if prepared == "waiting":
                 raise TaskError(f"task {task_id} cannot run: {task.note}")
             return task
 
@@ -408,7 +433,9 @@ class Executor:
         """What every run of one tick reads: the lessons' effects and the kinds' adjustments (read once)."""
         return _Context(self.ws.learning.effects(), self._adjustments())
 
-    def _run(self, task: Task, context: _Context, *, deferrable: bool = True) -> str:
+    def _prepare(self, task: Task, context: _Context, *, deferrable: bool = True) -> str | _Start:
+        """Everything before a run: a kind without handler or paused waits, a lesson may defer it, governance
+        may refuse it (each an outcome); otherwise what the run needs (``_Start``)."""
         ws = self.ws
         spec = self._handlers.get(task.kind)
         if spec is None:
@@ -420,7 +447,6 @@ class Executor:
                 ws.tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         adjusted = context.kinds.get(task.kind)
-        factor = 1.0 if adjusted is None else adjusted.factor
         now = ws.clock.time()
         if adjusted is not None and adjusted.paused_until is not None and adjusted.paused_until > now:
             until = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
@@ -429,7 +455,6 @@ class Executor:
                 ws.tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         created = ws.ledger.get(task.id)
-        attempt = task.attempts + 1
         policy = self.policy(task, context.lessons)
         effect = policy.effect
         if deferrable and effect.get("avoid_hours"):
@@ -454,50 +479,91 @@ class Executor:
             except PermissionDenied as exc:
                 ws.tasks.move(task, "failed", actor=ACTOR, error=str(exc), reason="governance denied")
                 return "failed"
-            ws.tasks.move(task, "running", actor=ACTOR, attempt=attempt, policy=policy.record())
-            details = task.details
-            if effect.get("params"):
-                details = {**details, "params": {**(details.get("params") or {}), **effect["params"]}}
-            # What the handler gets: the task as the running event left it (its projection, without a read).
-            running = dataclasses.replace(task, state="running", attempts=attempt, details=details, note=None)
-            ended = policy.outcome_record(task.deferred_by)
-            self._running.add(task.id)
-            try:
-                try:
-                    result = spec.handler(running, ws)
-                    canonical_json({"result": result})
-                except PayloadError as exc:
-                    error = f"the handler's result cannot be stored: {exc}"
-                except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
-                    error = f"{type(exc).__name__}: {exc}"
-                else:
-                    ws.tasks.move(running, "done", actor=ACTOR, result=result, attempt=attempt, policy=ended)
-                    return "done"
-                if attempt >= spec.max_attempts:
-                    ws.tasks.move(
-                        running,
-                        "failed",
-                        actor=ACTOR,
-                        attempt=attempt,
-                        error=error,
-                        reason=f"failed {attempt} time(s), no attempts left",
-                        policy=ended,
-                    )
-                    return "failed"
-                delay = spec.delay(attempt, factor)
-                ws.tasks.move(
-                    running,
-                    "pending",
-                    actor=ACTOR,
-                    attempt=attempt,
-                    error=error,
-                    retry_at=ws.clock.time() + delay,
-                    reason=f"attempt {attempt} of {spec.max_attempts} failed; retry in {delay:g} s",
-                    policy=ended,
+        return _Start(task, spec, 1.0 if adjusted is None else adjusted.factor, created, policy)
+
+    def _run_all(self, starts: Sequence[_Start]) -> list[str]:
+        """Run prepared tasks: all move to ``running`` in one batch, then each handler runs, then all their ends
+        are recorded in one batch (a crash in between leaves them ``running``, and recovery retries them:
+        handlers are idempotent). Each event is caused by its task's ``task.created``. Returns the outcomes."""
+        if not starts:
+            return []
+        ws = self.ws
+        ws.publish_many(
+            [
+                ws.tasks.message(
+                    s.task, "running", attempt=s.attempt, policy=s.policy.record(), cause=s.created
                 )
-                return "retried"
+                for s in starts
+            ],
+            actor=ACTOR,
+        )
+        self._running.update(s.task.id for s in starts)
+        outcomes: list[str] = []
+        ends: list[Message] = []
+        try:
+            for s in starts:
+                outcome, end = self._run_one(s)
+                outcomes.append(outcome)
+                ends.append(end)
+        finally:
+            self._recovered = len(ends) == len(starts)  # else the next tick recovers the ones left running
+            try:
+                if ends:
+                    ws.publish_many(ends, actor=ACTOR)
+            except BaseException:
+                self._recovered = False
+                raise
             finally:
-                self._running.discard(task.id)
+                self._running.difference_update(s.task.id for s in starts)
+        return outcomes
+
+    def _run_one(self, s: _Start) -> tuple[str, Message]:
+        """Call one prepared task's handler; its outcome and the ``task.state_changed`` that records it."""
+        ws = self.ws
+        task, spec, attempt = s.task, s.spec, s.attempt
+        effect = s.policy.effect
+        details = task.details
+        if effect.get("params"):
+            details = {**details, "params": {**(details.get("params") or {}), **effect["params"]}}
+        # What the handler gets: the task as the running event left it (its projection, without a read).
+        running = dataclasses.replace(task, state="running", attempts=attempt, details=details, note=None)
+        ended = s.policy.outcome_record(task.deferred_by)
+        with handling(s.created):
+            try:
+                result = spec.handler(running, ws)
+                canonical_json({"result": result})
+            except PayloadError as exc:
+                error = f"the handler's result cannot be stored: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                done = ws.tasks.message(
+                    running, "done", result=result, attempt=attempt, policy=ended, cause=s.created
+                )
+                return "done", done
+        if attempt >= spec.max_attempts:
+            failed = ws.tasks.message(
+                running,
+                "failed",
+                attempt=attempt,
+                error=error,
+                reason=f"failed {attempt} time(s), no attempts left",
+                policy=ended,
+                cause=s.created,
+            )
+            return "failed", failed
+        delay = spec.delay(attempt, s.factor)
+        retry = ws.tasks.message(
+            running,
+            "pending",
+            attempt=attempt,
+            error=error,
+            retry_at=ws.clock.time() + delay,
+            reason=f"attempt {attempt} of {spec.max_attempts} failed; retry in {delay:g} s",
+            policy=ended,
+            cause=s.created,
+        )
+        return "retried", retry
 
     # -- inspection ------------------------------------------------------------------------------------------
     def queue(self) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from .errors import TaskError
 from .events import Event, canonical_json
+from .mesh import Message
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -100,7 +101,11 @@ class Tasks:
             {"kind": kind, "title": title, "priority": priority, "details": details, "key": key},
             actor=actor,
         )
-        return self.get(event.id)
+        # The new row, as the projection wrote it (without reading it back).
+        p = event.payload
+        return Task(
+            event.id, kind, title, "pending", priority, key, p["details"], actor, event.ts, event.ts, None
+        )
 
     def transition(
         self,
@@ -150,6 +155,33 @@ class Tasks:
     ) -> None:
         """``transition`` for a caller that holds the task's current row (the executor, under its lock): the
         same checks and event, without reading the task before or after."""
+        message = self.message(
+            task,
+            state,
+            result=result,
+            reason=reason,
+            attempt=attempt,
+            error=error,
+            retry_at=retry_at,
+            policy=policy,
+        )
+        self._ws.publish(message.topic, message.payload, actor=actor, resource=message.resource)
+
+    def message(
+        self,
+        task: Task,
+        state: str,
+        *,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
+        cause: Event | None = None,
+    ) -> Message:
+        """The ``task.state_changed`` message of ``move``, to publish with others in one batch
+        (``ws.publish_many``); refuses moves the lifecycle forbids."""
         if state not in STATES:
             raise TaskError(f"unknown task state {state!r}; states: {', '.join(STATES)}")
         if state not in TRANSITIONS[task.state]:
@@ -170,7 +202,9 @@ class Tasks:
             payload["retry_at_us"] = round(retry_at * 1_000_000)
         if policy:
             payload["policy"] = dict(policy)
-        self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task.id}")
+        if cause is None:
+            return Message("task.state_changed", payload, f"task:{task.id}")
+        return Message("task.state_changed", payload, f"task:{task.id}", cause=cause)
 
     def defer(
         self, task: Task, until: float, *, actor: str, reason: str, policy: Mapping[str, Any] | None = None

@@ -56,7 +56,7 @@ def only(insights: list[dict]) -> dict:
 def test_a_bad_parameter_value_is_found_and_replaced() -> None:
     runs = runs_of(lambda f, h, r: "BadRequest: 400" if f["codec"] == "lz4" else None)
     insight = only(diagnose({"runs": runs})["insights"])
-    assert insight["key"] == "cause:ops.k:bad_parameter"
+    assert insight["key"] == "cause:ops.k:BadRequest"
     effect = insight["data"]["effect"]
     assert effect["when"] == {"codec": "lz4"}
     assert effect["params"]["codec"] in {"gzip", "snappy", "zstd"}

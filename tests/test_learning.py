@@ -264,17 +264,17 @@ def cause_insight(effect: dict | None = EFFECT, n: int = 1) -> dict:
     return {
         "id": f"i{n}",
         "kind": "failure_cause",
-        "key": "cause:ops.k:bad_parameter",
+        "key": "cause:ops.k:BadRequest",
         "text": "t",
         "data": data,
     }
 
 
 def lesson(effect: dict | None = EFFECT, **kw: object) -> dict:
-    text = lesson_text("failure_cause", "cause:ops.k:bad_parameter", cause_insight(effect)["data"])
+    text = lesson_text("failure_cause", "cause:ops.k:BadRequest", cause_insight(effect)["data"])
     base = {
         "id": "r1",
-        "key": "cause:ops.k:bad_parameter",
+        "key": "cause:ops.k:BadRequest",
         "text": text,
         "votes": 2,
         "effect": effect,
@@ -329,7 +329,7 @@ def test_outcomes_vote_when_the_difference_is_significant() -> None:
 
 
 def test_an_effect_dropped_for_harm_is_not_added_again() -> None:
-    dropped = [{"key": "cause:ops.k:bad_parameter", "effect": EFFECT}]
+    dropped = [{"key": "cause:ops.k:BadRequest", "effect": EFFECT}]
     assert ops_of(insights=[cause_insight()], dropped=dropped) == []
     other = {**EFFECT, "params": {"codec": "gzip"}}
     assert [o["op"] for o in ops_of(insights=[cause_insight(other)], dropped=dropped)] == ["ADD"]

@@ -359,7 +359,7 @@ def test_failure_cause_insights_explain_why_a_task_kind_fails_and_propose_a_fix(
     ws.executor.run_due(limit=None)
     reflect_now(ws)
     [insight] = ws.reflection.insights(kind="failure_cause").to_dict(orient="records")
-    assert insight["key"] == "cause:sync:bad_parameter"
+    assert insight["key"] == "cause:sync:ConnectionError"
     full = ws.reflection.insight(insight["id"])
     assert full["data"]["effect"] == {
         "kind": "sync",

@@ -84,6 +84,7 @@ class Scenario:
     score_names: ClassVar[Mapping[str, str]] = {}
     step: ClassVar[float] = 60.0  # simulated seconds per traffic step
     min_interval: ClassVar[float | None] = 120.0  # loops tick at most this often during a run (the driver's)
+    intervals: ClassVar[Mapping[str, float]] = {}  # ... and these loops at most this often
 
     def __init__(self, seed: int) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool):
@@ -245,7 +246,12 @@ class ScenarioRun:
         self.loops = loop_selection(ws, loops)
         self.score_every = float(score_every)
         self.driver = Driver(
-            ws, scenario, step=scenario.step, loops=self.loops, min_interval=scenario.min_interval
+            ws,
+            scenario,
+            step=scenario.step,
+            loops=self.loops,
+            min_interval=scenario.min_interval,
+            intervals=scenario.intervals,
         )
         self.started: Event | None = None
         self.start_time = 0.0

@@ -12,12 +12,13 @@ goes through ``set_param`` like any other (actor ``system``, a ``loop.param_chan
 undone by ``stop()`` unless someone (the meta-loop) changed the value meanwhile. It is also
 ``ws.loops.min_interval`` while the driver runs, a floor under the bounds of every tunable interval, so the
 meta-loop cannot tune a loop back to ticking every few seconds. ``None`` keeps every configured interval.
+``intervals`` (loop -> seconds) raises the floor further for single loops, the same way.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from grace_core.clock import ManualClock
@@ -54,6 +55,7 @@ class Driver:
         step: float = 60.0,
         loops: bool | Sequence[str] = True,
         min_interval: float | None = 120.0,
+        intervals: Mapping[str, float] | None = None,
     ) -> None:
         require_manual_clock(ws)
         if step <= 0:
@@ -63,6 +65,7 @@ class Driver:
         self.step = float(step)
         self.loops = loops
         self.min_interval = min_interval
+        self.intervals = dict(intervals or {})
         self.steps = 0
         self.ticks = 0
         self._raised: dict[str, tuple[Any, float]] = {}
@@ -137,13 +140,11 @@ class Driver:
 
     def _raise_intervals(self) -> dict[str, tuple[Any, float]]:
         raised: dict[str, tuple[Any, float]] = {}
-        floor = self.min_interval
-        if floor is None:
-            return raised
         ws = self.ws
         for name in ws.loops.names:
+            floor = max(self.min_interval or 0.0, self.intervals.get(name, 0.0))
             old = ws.loops.param(name, "interval")
-            if ws.loops.state(name).state == "running" and float(old) < floor:
+            if floor and ws.loops.state(name).state == "running" and float(old) < floor:
                 reason = f"simulation: tick at most every {floor:g} s of simulated time (was {old:g} s)"
                 ws.loops.set_param(name, "interval", float(floor), actor="system", reason=reason)
                 raised[name] = (old, float(floor))

@@ -115,10 +115,11 @@ class OpsScenario(Scenario):
         "precision": "learned causes that are hidden causes and fixed by their effect / learned causes",
         "recall": "hidden causes learned and fixed by an effect / hidden causes",
     }
-    # Loops tick every 10 simulated minutes at most: reflection every 10 minutes is plenty for hourly patterns,
-    # and a day stays within seconds of wall time.
+    # The executor ticks every 10 simulated minutes, reflection and learning every 20: plenty for patterns that
+    # last hours, and a simulated day stays within seconds of wall time.
     min_interval: ClassVar[float | None] = 600.0
-    tasks_per_hour: ClassVar[float] = 4.0  # per kind
+    intervals: ClassVar[Mapping[str, float]] = {"reflection": 1200.0, "learning": 1200.0}
+    tasks_per_hour: ClassVar[float] = 3.0  # per kind
     noise: ClassVar[float] = 0.02  # every attempt's chance of an unrelated transient failure
 
     def __init__(self, seed: int) -> None:
