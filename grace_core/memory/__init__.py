@@ -37,13 +37,13 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
-from .errors import ArtifactError
-from .events import Event
-from .hunter.scanner import redact
-from .mesh import Message
+from grace_core.errors import ArtifactError
+from grace_core.events import Event
+from grace_core.hunter.scanner import redact
+from grace_core.mesh import Message
 
 if TYPE_CHECKING:
-    from .workspace import Workspace
+    from grace_core.workspace import Workspace
 
 __all__ = ["Artifact", "Memory", "normalise_path"]
 
@@ -639,7 +639,7 @@ class _SearchIndex:
         con = duckdb.connect(":memory:")
         # A long build must not draw DuckDB's progress bar on the caller's standard output (e.g. `grace bench`).
         con.execute("SET enable_progress_bar = false")
-        from .db import load_extension
+        from grace_core.db import load_extension
 
         load_extension(con, "fts")
         con.register("src", rows)
