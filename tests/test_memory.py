@@ -293,7 +293,7 @@ _NO_FILTERS = {"prefix": None, "tags": [], "owner": None, "since": None, "until"
 def test_delta_scores_exactly_like_a_full_rebuild(ws: g.Workspace, clock: g.ManualClock) -> None:
     import random
 
-    from grace_core.memory import _SearchIndex
+    from grace_core.memory.index import SearchIndex
 
     rng = random.Random(5)
     words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "heath", "iris", "jade", "kelp"]
@@ -318,7 +318,7 @@ def test_delta_scores_exactly_like_a_full_rebuild(ws: g.Workspace, clock: g.Manu
             mem.move(path, f"/moved/{step}.md", actor="alice")
         if step % 4:
             continue  # compare every fourth step: a full rebuild per comparison is the slow part
-        fresh = _SearchIndex(ws)  # what a full rebuild would answer now
+        fresh = SearchIndex(ws.ledger)  # what a full rebuild would answer now
         try:
             for query, filters in [
                 ("amber cobalt", {}),
