@@ -15,12 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .bm25 import BM25, tokenize
 from .causal import handling
 from .errors import ChatError, ResponderError
 from .events import Event
 from .hunter import Finding, severity_rank
 from .hunter.scanner import redact
-from .responders import BM25, Responder, Turn, responder_for, tokenize
+from .responders import RETRIEVAL, Responder, Turn, responder_for
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -213,7 +214,7 @@ class Chat:
         terms = tokenize(query)
         if frame.empty or not terms:
             return frame.assign(score=pd.Series(dtype=float)).iloc[0:0]
-        index = BM25([tokenize(t) for t in frame["text"]])
+        index = BM25([tokenize(t) for t in frame["text"]], params=RETRIEVAL)
         hits = index.top(terms, limit)
         out = frame.iloc[[i for i, _ in hits]].copy()
         out["score"] = [s for _, s in hits]

@@ -17,24 +17,23 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import re
 import urllib.error
 import urllib.request
 import weakref
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .bm25 import BM25, Params, tokenize
 from .errors import ArtifactError, ResponderError
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
 __all__ = [
-    "BM25",
+    "RETRIEVAL",
     "Answer",
     "HttpResponder",
     "OfflineResponder",
@@ -43,7 +42,6 @@ __all__ = [
     "Turn",
     "responder_for",
     "retrieve",
-    "tokenize",
 ]
 
 
@@ -73,53 +71,9 @@ class Responder(Protocol):
 
 
 # -- retrieval -----------------------------------------------------------------------------------------------
-_WORD = re.compile(r"[a-z0-9]+")
-# fmt: off
-_STOP = frozenset((
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have", "how", "i",
-    "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the", "their", "them", "there",
-    "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you",
-    "your",
-))
-# fmt: on
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and numbers, without the commonest English function words."""
-    return [t for t in _WORD.findall(text.lower()) if t not in _STOP]
-
-
-class BM25:
-    """Okapi BM25 over tokenised documents (k1=1.5, b=0.75); ties keep document order."""
-
-    def __init__(self, docs: Sequence[Sequence[str]], *, k1: float = 1.5, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tfs = [Counter(d) for d in docs]
-        self.lengths = [len(d) for d in docs]
-        self.avgdl = (sum(self.lengths) / len(docs)) if docs else 0.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(docs)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-
-    def scores(self, query: Sequence[str]) -> list[float]:
-        out = []
-        for tf, dl in zip(self.tfs, self.lengths, strict=True):
-            s = 0.0
-            norm = self.k1 * (1 - self.b + self.b * dl / self.avgdl) if self.avgdl else self.k1
-            for t in set(query):
-                f = tf.get(t)
-                if f:
-                    s += self.idf[t] * f * (self.k1 + 1) / (f + norm)
-            out.append(s)
-        return out
-
-    def top(self, query: Sequence[str], k: int) -> list[tuple[int, float]]:
-        ranked = sorted(
-            ((i, s) for i, s in enumerate(self.scores(query)) if s > 0), key=lambda p: (-p[1], p[0])
-        )
-        return ranked[:k]
+# The ranking of passages (and of chat messages in ``chat.search``): k1=1.5 favours passages that repeat the
+# question's words a little longer than the usual 1.2.
+RETRIEVAL = Params(k1=1.5, b=0.75)
 
 
 @dataclass(frozen=True)
@@ -215,12 +169,12 @@ def _passage_tokens(text: str) -> tuple[str, ...]:
 
 
 def retrieve(ws: Workspace, text: str, *, top_k: int = 3, user: str | None = None) -> list[Passage]:
-    """The ``top_k`` passages of the workspace that best match ``text`` (BM25, k1=1.5, b=0.75), best first."""
+    """The ``top_k`` passages of the workspace that best match ``text`` (BM25 with ``RETRIEVAL``), best first."""
     query = tokenize(text)
     if not query:
         return []
     passages = workspace_passages(ws, user)
-    index = BM25([_passage_tokens(p.text) for p in passages])
+    index = BM25([_passage_tokens(p.text) for p in passages], params=RETRIEVAL)
     return [passages[i] for i, _ in index.top(query, top_k)]
 
 
@@ -238,7 +192,7 @@ class OfflineResponder:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "k1": 1.5, "b": 0.75, "unit": "paragraph"}
+        return {"top_k": self.top_k, "k1": RETRIEVAL.k1, "b": RETRIEVAL.b, "unit": "paragraph"}
 
     def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
         hits = retrieve(ws, text, top_k=self.top_k, user=user)

@@ -9,7 +9,6 @@ it is rebuilt lazily, at the first search after memory changed. Queries rank str
 from __future__ import annotations
 
 import json
-import math
 import re
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pandas as pd
 
+from grace_core import bm25
 from grace_core.errors import ArtifactError
 
 from .artifact import Artifact
@@ -31,8 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["SearchIndex"]
 
 _SNIPPET = 80  # characters of context either side of the first hit
-# BM25 parameters, the usual defaults (the same as the fts extension's match_bm25).
-_K1, _B = 1.2, 0.75
+_PARAMS = bm25.Params()  # the usual k1 and b (the same as the fts extension's match_bm25)
 
 
 @dataclass(frozen=True)
@@ -357,20 +356,16 @@ class SearchIndex:
         by_id = {termid: df[t] for t, termid in termids.items()}
         # The query's term ids and idf as constants: the scan of the (termid-sorted) postings skips every
         # row group without them.
-        values = ", ".join(
-            f"({t}, {math.log((n - by_id[t] + 0.5) / (by_id[t] + 0.5) + 1)!r}::DOUBLE)"
-            for t, _ in known
-            if by_id[t] > 0
-        )
+        values = ", ".join(f"({t}, {bm25.idf(n, by_id[t])!r}::DOUBLE)" for t, _ in known if by_id[t] > 0)
         if not values:
             return []
         ids = ", ".join(str(t) for t, _ in known)
         skip = " AND docid NOT IN (SELECT docid FROM excluded)" if self._excluded_n else ""
-        norm = f"{_K1} * (1 - {_B} + {_B} * p.len / {avgdl!r}::DOUBLE)" if avgdl > 0 else f"{_K1}"
+        term = bm25.sql_term_score(idf="qd.idf", tf="p.tf", length="p.len", avgdl=avgdl, params=_PARAMS)
         scored = f"""
             WITH qd(termid, idf) AS (VALUES {values}),
             scored AS (
-                SELECT p.docid, sum(qd.idf * p.tf * {_K1 + 1} / (p.tf + {norm})) AS score
+                SELECT p.docid, sum({term}) AS score
                 FROM postings p JOIN qd USING (termid) WHERE p.termid IN ({ids}){skip}
                 GROUP BY p.docid)"""
         columns = "d.path, s.score, d.content, d.content_type, d.tags, d.owner, d.version, d.updated_at"
@@ -432,12 +427,11 @@ def _score_delta(
     since: datetime | None,
     until: datetime | None,
 ) -> list[dict[str, Any]]:
-    idf = {t: math.log((n - f + 0.5) / (f + 0.5) + 1) for t, f in df.items() if f > 0}
+    idf = {t: bm25.idf(n, f) for t, f in df.items() if f > 0}
     out = []
     for d in delta:
         a = d.artifact
-        matched = [t for t in idf if t in d.tf]
-        if not matched:
+        if not any(t in d.tf for t in idf):
             continue
         if prefix is not None and not a.path.startswith(prefix):
             continue
@@ -445,8 +439,7 @@ def _score_delta(
             continue
         if (since is not None and a.updated_at < since) or (until is not None and a.updated_at >= until):
             continue
-        norm = _K1 * (1 - _B + _B * d.length / avgdl) if avgdl > 0 else _K1
-        score = sum(idf[t] * d.tf[t] * (_K1 + 1) / (d.tf[t] + norm) for t in sorted(matched))
+        score = bm25.score(d.tf, bm25.length_norm(d.length, avgdl, _PARAMS), idf, _PARAMS)
         out.append(
             {
                 "path": a.path,
