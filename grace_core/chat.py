@@ -10,7 +10,7 @@ Tables ``conversations`` and ``chat_messages`` are projections of those events, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -67,8 +67,12 @@ class Chat:
         """Open a new conversation for ``user``; returns its id."""
         _check_user(user)
         title = (title or "New conversation").strip()[:200] or "New conversation"
-        title = mask_secrets(title, self._ws.hunter.scan(title, target="chat"))
-        event = self._ws.publish("chat.conversation.started", {"user": user, "title": title}, actor=user)
+        return self._open(user, mask_secrets(title, self._ws.hunter.scan(title, target="chat")))
+
+    def _open(self, user: str, masked_title: str) -> str:
+        event = self._ws.publish(
+            "chat.conversation.started", {"user": user, "title": masked_title}, actor=user
+        )
         return event.id
 
     def send(
@@ -92,13 +96,14 @@ class Chat:
         if len(text) > MAX_TEXT:
             raise ChatError(f"a chat message has at most {MAX_TEXT} characters, not {len(text)}")
         engine = responder_for(responder, self._ws)  # a bad responder fails before anything is written
-        if conversation is None:
-            conversation = self.start(user, title=text.strip().splitlines()[0][:80])
-        else:
+        if conversation is not None:
             self._owned(conversation, user)
         ws = self._ws
-        resource = f"conversation:{conversation}"
+        # One scan: it masks the question (and the title of a new conversation) and raises the alerts.
         findings = ws.hunter.scan(text, target="chat")
+        if conversation is None:
+            conversation = self._open(user, _title(text, findings))
+        resource = f"conversation:{conversation}"
         recorded = mask_secrets(text, findings)
         question = ws.publish(
             "chat.message.received",
@@ -108,7 +113,7 @@ class Chat:
         )
         # Alerts, the decision and the answer are all caused by the question.
         with handling(question):
-            ws.hunter.screen(text, target="chat", actor=user, resource=resource)
+            ws.hunter.screen(text, target="chat", actor=user, resource=resource, findings=findings)
             decision = ws.governance.decide(
                 user, "chat.send", resource=resource, context=_context(ws, user, findings)
             )
@@ -261,6 +266,19 @@ class Chat:
             .fetchall()
         )
         return [Turn("user" if k == "received" else "assistant", t) for k, t in rows]
+
+
+def _title(text: str, findings: list[Finding]) -> str:
+    """A new conversation's title: the message's first line (80 characters at most), masked like the message."""
+    offset = len(text) - len(text.lstrip())
+    title = text.strip().splitlines()[0][:80].strip()
+    end = offset + len(title)
+    inside = [
+        replace(f, start=max(f.start, offset) - offset, end=min(f.end, end) - offset)
+        for f in findings
+        if f.start < end and f.end > offset
+    ]
+    return mask_secrets(title, inside)
 
 
 def _check_user(user: str) -> None:

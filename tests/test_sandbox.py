@@ -13,7 +13,7 @@ from grace_core.errors import DegradedModeError, PermissionDenied, SandboxError
 from grace_core.sandbox import Limits
 from grace_core.sandbox.isolation import detect, run_isolated
 from grace_core.sandbox.seccomp import filter_program
-from tests.support import grace
+from tests.support import count_scans, grace
 
 PASSWORD = "correct horse battery staple 42"
 needs_bwrap = pytest.mark.skipif(detect().bwrap is None, reason="bubblewrap is not usable here")
@@ -104,6 +104,14 @@ def test_secrets_in_code_and_output_are_masked_on_the_ledger(sws: Workspace) -> 
     )
     assert sws.sandbox.execution(ex.id)["masked"]
     assert len(sws.events(topic="hunter.alert")) >= 1
+
+
+def test_code_is_scanned_once_for_masking_alerts_and_governance(sws: Workspace) -> None:
+    scans = count_scans(sws)
+    code = "import os\nos.system('ls ' + 'x')\n"
+    sws.sandbox.run(code, actor="rita")
+    assert [t for target, t in scans if target == "code"] == [code]
+    assert "code-shell-exec" in json.dumps(sws.events(topic="hunter.alert")["payload"].tolist())
 
 
 def test_a_viewer_is_refused_and_the_refusal_recorded(sws: Workspace) -> None:

@@ -9,8 +9,9 @@ governed: it needs ``governance.require(actor, "hunter.rule.add" | "hunter.rule.
 viewers), so a rule change is logged as a decision first and a refused one publishes nothing else.
 
 ``scan(text, target=...)`` is pure. ``screen(text, target=..., actor=..., resource=...)`` scans and publishes one
-``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled. Texts
-entering the workspace are screened where they enter (``tasks.create``, ``memory.write``).
+``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled; given
+``findings=`` (what ``scan`` returned for that text), it publishes them without scanning again. Texts entering the
+workspace are screened where they enter (``tasks.create``, ``memory.write``, ``chat.send``, ``sandbox.run``).
 
 An alert fans out in a durable mesh subscriber (``hunter.fanout``), never in the scanner, and everything it
 publishes is caused by the alert:
@@ -195,15 +196,24 @@ class Hunter:
                 findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
         return findings
 
-    def screen(self, text: str, *, target: str, actor: str, resource: str | None = None) -> list[Finding]:
+    def screen(
+        self,
+        text: str,
+        *,
+        target: str,
+        actor: str,
+        resource: str | None = None,
+        findings: Sequence[Finding] | None = None,
+    ) -> list[Finding]:
         """Scan ``text`` and publish one ``hunter.alert`` per rule that fired; returns the findings.
 
         ``actor`` is whoever the text came from; the alerts are published by ``hunter``, caused by the event
-        being handled (if any). A read-only snapshot only scans.
+        being handled (if any). ``findings``: what ``scan(text, target=target)`` returned already (a caller
+        that masks the text before recording it), so the text is scanned once. A read-only snapshot only scans.
         """
         if not isinstance(actor, str) or not actor:
             raise ValueError("screen needs the actor the text came from")
-        findings = self.scan(text, target=target)
+        findings = self.scan(text, target=target) if findings is None else list(findings)
         if not findings or self._ws.read_only:
             return findings
         scan_id = self._ws.mesh.new_id()

@@ -163,7 +163,7 @@ class Sandbox:
             resource=resource,
         )
         with handling(request):
-            ws.hunter.screen(code, target="code", actor=actor, resource=resource)
+            ws.hunter.screen(code, target="code", actor=actor, resource=resource, findings=findings)
             worst = max((f.severity for f in findings), key=severity_rank, default="none")
             context = {
                 "network": False,
