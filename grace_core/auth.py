@@ -84,6 +84,8 @@ from .errors import (
 from .events import Event
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .ledger import Ledger
     from .workspace import Workspace
 
 __all__ = [
@@ -94,6 +96,7 @@ __all__ = [
     "Claims",
     "Session",
     "User",
+    "lookup_role",
     "password_problem",
 ]
 
@@ -265,8 +268,9 @@ def _normalise(text: str) -> str:
 class Auth:
     """Users, passwords, throttled logins and access tokens of one workspace (``ws.auth``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance) -> None:
         self._ws = ws
+        self._governance = governance
         self.hasher = PasswordHasher(
             time_cost=ARGON2_TIME_COST,
             memory_cost=ARGON2_MEMORY_KIB,
@@ -401,14 +405,7 @@ class Auth:
 
     def role_of(self, actor: str) -> str | None:
         """``system`` for a service actor, the role of a registered enabled user, else None."""
-        if actor in SERVICE_ACTORS:
-            return "system"
-        if not isinstance(actor, str):
-            return None
-        row = self._reader().execute("SELECT role, disabled FROM users WHERE name = ?", [actor]).fetchone()
-        if row is None or row[1]:
-            return None
-        return str(row[0])
+        return lookup_role(self._ws.ledger, actor)
 
     # -- logins --------------------------------------------------------------------------------------------
     def login(self, name: str, password: str, *, source: str = "local", ttl: float | None = None) -> Session:
@@ -736,14 +733,12 @@ class Auth:
         role = self.role_of(by)
         if role not in ("admin", "system"):
             raise PermissionDenied(f"{by!r} may not {what}: only an admin can")
-        decide = getattr(self._ws.governance, "decide", None)
-        if decide is not None:
-            decision = decide(by, action, resource=f"user:{name}")
-            refusal = _refusal(decision)
-            if refusal is not None:
-                raise PermissionDenied(
-                    f"governance refused {action} on user:{name} for {by}: {refusal}", decision=decision
-                )
+        decision = self._governance.decide(by, action, resource=f"user:{name}")
+        refusal = _refusal(decision)
+        if refusal is not None:
+            raise PermissionDenied(
+                f"governance refused {action} on user:{name} for {by}: {refusal}", decision=decision
+            )
 
     def _other_admins(self, name: str) -> int:
         return self._count(
@@ -763,6 +758,19 @@ class Auth:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+def lookup_role(ledger: Ledger, actor: str) -> str | None:
+    """``Auth.role_of`` straight from the ``users`` table: governance is given this, so it needs no Auth engine
+    (and Auth, whose user management governance decides, can be built after governance)."""
+    if actor in SERVICE_ACTORS:
+        return "system"
+    if not isinstance(actor, str):
+        return None
+    row = ledger.reader().execute("SELECT role, disabled FROM users WHERE name = ?", [actor]).fetchone()
+    if row is None or row[1]:
+        return None
+    return str(row[0])
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise AuthError(

@@ -24,6 +24,10 @@ from .hunter.scanner import redact
 from .responders import RETRIEVAL, Responder, Turn, responder_for
 
 if TYPE_CHECKING:
+    from .auth import Auth
+    from .governance import Governance
+    from .hunter import Hunter
+    from .modes import Modes
     from .workspace import Workspace
 
 __all__ = ["Chat", "Reply", "mask_secrets"]
@@ -58,8 +62,14 @@ def mask_secrets(text: str, findings: list[Finding]) -> str:
 class Chat:
     """Conversations of the workspace's users (``ws.chat``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(
+        self, ws: Workspace, *, auth: Auth, governance: Governance, hunter: Hunter, modes: Modes
+    ) -> None:
         self._ws = ws
+        self._auth = auth
+        self._governance = governance
+        self._hunter = hunter
+        self._modes = modes
         ws.projections.register("chat", "chat.*", _apply, tables=["conversations", "chat_messages"])
 
     # -- writing -----------------------------------------------------------------------------------------------
@@ -67,7 +77,7 @@ class Chat:
         """Open a new conversation for ``user``; returns its id."""
         _check_user(user)
         title = (title or "New conversation").strip()[:200] or "New conversation"
-        return self._open(user, mask_secrets(title, self._ws.hunter.scan(title, target="chat")))
+        return self._open(user, mask_secrets(title, self._hunter.scan(title, target="chat")))
 
     def _open(self, user: str, masked_title: str) -> str:
         event = self._ws.publish(
@@ -87,9 +97,7 @@ class Chat:
 
         Refused outright (nothing recorded) while the workspace is in the ``chat_paused`` degraded mode.
         """
-        modes = getattr(self._ws, "modes", None)
-        if modes is not None:
-            modes.guard("chat_paused")
+        self._modes.guard("chat_paused")
         _check_user(user)
         if not isinstance(text, str) or not text.strip():
             raise ChatError("a chat message is non-empty text")
@@ -100,7 +108,7 @@ class Chat:
             self._owned(conversation, user)
         ws = self._ws
         # One scan: it masks the question (and the title of a new conversation) and raises the alerts.
-        findings = ws.hunter.scan(text, target="chat")
+        findings = self._hunter.scan(text, target="chat")
         if conversation is None:
             conversation = self._open(user, _title(text, findings))
         resource = f"conversation:{conversation}"
@@ -113,9 +121,9 @@ class Chat:
         )
         # Alerts, the decision and the answer are all caused by the question.
         with handling(question):
-            ws.hunter.screen(text, target="chat", actor=user, resource=resource, findings=findings)
-            decision = ws.governance.decide(
-                user, "chat.send", resource=resource, context=_context(ws, user, findings)
+            self._hunter.screen(text, target="chat", actor=user, resource=resource, findings=findings)
+            decision = self._governance.decide(
+                user, "chat.send", resource=resource, context=_context(self._auth.role_of(user), findings)
             )
             if not decision.allowed:
                 reason = decision.explanation or "governance did not allow this message"
@@ -234,7 +242,7 @@ class Chat:
         """
         if actor is None:
             return
-        governance = self._ws.governance
+        governance = self._governance
         context = {"own": own}
         if governance.evaluate(actor, "chat.read", resource, context).allowed:
             return
@@ -286,11 +294,11 @@ def _check_user(user: str) -> None:
         raise ChatError("a chat message needs the user who sends it")
 
 
-def _context(ws: Workspace, user: str, findings: list[Finding]) -> dict[str, Any]:
+def _context(role: str | None, findings: list[Finding]) -> dict[str, Any]:
     worst = max((f.severity for f in findings), key=severity_rank, default="none")
     threats = [f.severity for f in findings if f.category in _THREATS]
     return {
-        "role": ws.auth.role_of(user),
+        "role": role,
         "findings": len(findings),
         "max_severity": worst,
         # The worst injection or secret: the default pack refuses a message whose threat is high or critical.

@@ -44,6 +44,9 @@ from .loops import Loop, Scheduler
 from .tasks import COLUMNS, Task, _task
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .modes import Modes
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["ACTOR", "Executor", "ExecutorLoop", "HandlerSpec", "TaskHandler"]
@@ -106,15 +109,20 @@ class ExecutorLoop(Loop):
 class Executor:
     """``ws.executor``: handlers per task kind, and the loop that runs the tasks."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(
+        self, ws: Workspace, *, loops: Scheduler, governance: Governance, modes: Modes, tasks: Tasks
+    ) -> None:
         self.ws = ws
+        self._governance = governance
+        self._modes = modes
+        self._tasks = tasks
         self._handlers: dict[str, HandlerSpec] = {}
         self._lock = threading.RLock()  # one run at a time per workspace (the loop thread, the CLI, a test)
         self._running: set[str] = set()
         ws.projections.register(
             "executor_kinds", "executor.kind_adjusted", _apply_kinds, tables=["executor_kinds"]
         )
-        self.loop = ws.loops.add(ExecutorLoop(self))
+        self.loop = loops.add(ExecutorLoop(self))
         self.register("security_alert", handle_security_alert, max_attempts=3, backoff=30.0)
         self.register("learned", handle_learned, max_attempts=3, backoff=60.0)
 
@@ -248,7 +256,7 @@ class Executor:
         failed, waiting) for the loop's tick event: empty when there was nothing to do, so an idle tick records
         nothing."""
         counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0}
-        if self.ws.modes.is_active("read_only"):
+        if self._modes.is_active("read_only"):
             return {}  # nothing may change; healing lifts the mode
         with self._lock:
             self._recover()
@@ -269,13 +277,13 @@ class Executor:
 
     def run(self, task_id: str) -> Task:
         """Run one pending task now, whatever its retry time (``grace tasks run``); returns it afterwards."""
-        self.ws.modes.guard("read_only")
+        self._modes.guard("read_only")
         with self._lock:
-            task = self.ws.tasks.get(task_id)
+            task = self._tasks.get(task_id)
             if task.state != "pending":
                 raise TaskError(f"task {task_id} is {task.state}; only a pending task can run")
             outcome = self._run(task)
-            task = self.ws.tasks.get(task_id)
+            task = self._tasks.get(task_id)
             if outcome == "waiting":
                 raise TaskError(f"task {task_id} cannot run: {task.note}")
             return task
@@ -295,9 +303,9 @@ class Executor:
             error = "interrupted: the process stopped while the task ran"
             with handling(self.ws.ledger.get(task.id)):
                 if spec is not None and task.attempts >= spec.max_attempts:
-                    self.ws.tasks.transition(task.id, "failed", actor=ACTOR, error=error, reason=error)
+                    self._tasks.transition(task.id, "failed", actor=ACTOR, error=error, reason=error)
                 else:
-                    self.ws.tasks.transition(
+                    self._tasks.transition(
                         task.id, "pending", actor=ACTOR, error=error, reason="retry after an interruption"
                     )
 
@@ -310,7 +318,7 @@ class Executor:
                 "ws.executor.register"
             )
             if task.note != note:
-                ws.tasks.note(task.id, note, actor=ACTOR)
+                self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         factor, paused_until = self.settings(task.kind)
         now = ws.clock.time()
@@ -324,21 +332,21 @@ class Executor:
             until = pd.Timestamp(paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
             note = f"kind {task.kind!r} paused by {by} until {until} UTC: {reason}"
             if task.note != note:
-                ws.tasks.note(task.id, note, actor=ACTOR)
+                self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         created = ws.ledger.get(task.id)
         attempt = task.attempts + 1
         with handling(created):
             try:
-                ws.governance.require(
+                self._governance.require(
                     ACTOR, "task.run", resource=f"task:{task.id}", context={"kind": task.kind}
                 )
             except PermissionDenied as exc:
-                ws.tasks.transition(
+                self._tasks.transition(
                     task.id, "failed", actor=ACTOR, error=str(exc), reason="governance denied"
                 )
                 return "failed"
-            running = ws.tasks.transition(task.id, "running", actor=ACTOR, attempt=attempt)
+            running = self._tasks.transition(task.id, "running", actor=ACTOR, attempt=attempt)
             self._running.add(task.id)
             try:
                 try:
@@ -349,10 +357,10 @@ class Executor:
                 except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
                     error = f"{type(exc).__name__}: {exc}"
                 else:
-                    ws.tasks.transition(task.id, "done", actor=ACTOR, result=result, attempt=attempt)
+                    self._tasks.transition(task.id, "done", actor=ACTOR, result=result, attempt=attempt)
                     return "done"
                 if attempt >= spec.max_attempts:
-                    ws.tasks.transition(
+                    self._tasks.transition(
                         task.id,
                         "failed",
                         actor=ACTOR,
@@ -362,7 +370,7 @@ class Executor:
                     )
                     return "failed"
                 delay = spec.delay(attempt, factor)
-                ws.tasks.transition(
+                self._tasks.transition(
                     task.id,
                     "pending",
                     actor=ACTOR,

@@ -905,8 +905,9 @@ def _approval(row: Sequence[Any]) -> Approval:
 class Governance:
     """Policies, decisions and approvals of one workspace (``ws.governance``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, role_of: Callable[[str], str | None]) -> None:
         self._ws = ws
+        self._lookup_role = role_of  # the users' roles (auth's projection), read without the Auth engine
         self._lock = threading.RLock()
         self._generation = 1  # bumped whenever a policy event is applied or committed
         self._index = PolicyIndex((), generation=0)
@@ -994,15 +995,14 @@ class Governance:
 
     # -- roles -----------------------------------------------------------------------------------------------
     def role_of(self, actor: str) -> str | None:
-        """The actor's role, from ``ws.auth`` (remembered until the next auth event commits)."""
+        """The actor's role, as ``ws.auth`` has it (remembered until the next auth event commits)."""
         roles = self._roles
         try:
             return roles[actor]
         except (KeyError, TypeError):
             pass
         generation = self._roles_generation
-        lookup = getattr(self._ws.auth, "role_of", None)
-        role = lookup(actor) if lookup is not None else None
+        role = self._lookup_role(actor)
         with self._lock:
             # An auth event that committed during the lookup may have changed the answer: do not keep it.
             if generation == self._roles_generation and len(self._roles) < 10_000 and isinstance(actor, str):

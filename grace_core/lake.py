@@ -182,8 +182,9 @@ class SyncReport:
 class Lake:
     """``ws.lake``: the workspace's DuckLake, if one is attached (``attached``), and the verbs of its owner."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler) -> None:
         self.ws = ws
+        self._loops = loops
         self._lock = threading.Lock()  # one sync (or maintenance) at a time in this process
         self._attached_as: str | None = None  # the catalog the owner's DuckDB instance has attached now
         if not ws.read_only and self.attached:
@@ -278,8 +279,8 @@ class Lake:
         return self.config
 
     def _add_loop(self) -> None:
-        if "lake" not in self.ws.loops.names:
-            self.ws.loops.add(LakeLoop(self))
+        if "lake" not in self._loops.names:
+            self._loops.add(LakeLoop(self))
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the workspace's DuckDB instance with the lake attached (attached once, kept)."""
@@ -392,13 +393,10 @@ class Lake:
     def _touched(self, topics: Sequence[str], existing: Iterable[str]) -> list[str]:
         """Projection tables whose topics occur among ``topics``, plus any not in the lake yet."""
         present = set(existing)
-        items = getattr(self.ws.projections, "_items", None)
         tables: list[str] = []
-        for projection in items or []:
+        for projection in self.ws.projections:
             if any(projection.matches(t) for t in topics) or not set(projection.tables) <= present:
                 tables.extend(projection.tables)
-        if items is None:  # no registry detail to go by: replace them all
-            tables = list(self.ws.projections.tables)
         return [t for t in dict.fromkeys(tables) if t not in _SECRET_TABLES]  # in order, once each
 
     # -- maintenance -------------------------------------------------------------------------------------------

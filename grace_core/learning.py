@@ -33,6 +33,7 @@ from .loops import Loop, Scheduler
 from .mesh import Message
 
 if TYPE_CHECKING:
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["INITIAL_VOTES", "Learning", "LearningLoop", "lesson_text", "rule_votes"]
@@ -93,8 +94,10 @@ class LearningLoop(Loop):
         "decay_after": (1.0, 50.0),
     }
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
+        self._loops = loops
+        self._tasks = tasks
 
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Share of the lessons' votes in [since, until) that held up: agreements and edits / all votes cast.
@@ -116,7 +119,7 @@ class LearningLoop(Loop):
         return good / total if total >= 3 else None
 
     def _param(self, key: str) -> float:
-        return float(self._ws.loops.param(self.name, key))
+        return float(self._loops.param(self.name, key))
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         tasks = rules = 0
@@ -211,7 +214,7 @@ class LearningLoop(Loop):
         window = max(1, math.floor(self._param("task_window")))
         task_key = f"learned:{key}"
         reader = self._ws.ledger.reader()
-        if self._ws.tasks._open_with_key(task_key) is not None:
+        if self._tasks._open_with_key(task_key) is not None:
             return False
         # Only insights after the pattern's last task count: a task that was done is not reopened by the
         # very insights that made it, only by the pattern recurring again.
@@ -226,7 +229,7 @@ class LearningLoop(Loop):
         p = latest.payload
         with handling(latest):
             try:
-                self._ws.tasks.create(
+                self._tasks.create(
                     _task_title(p["kind"], key, p.get("data", {})),
                     kind="learned",
                     actor=ACTOR,
@@ -271,13 +274,14 @@ class LearningLoop(Loop):
 class Learning:
     """``ws.learning``: the loop, the lessons it keeps and their history."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
+        self._tasks = tasks
         ws.projections.register(
             "learned_rules", "learning.*", _apply, tables=["learned_rules", "learned_rule_history"]
         )
-        self.loop = LearningLoop(ws)
-        ws.loops.add(self.loop)
+        self.loop = LearningLoop(ws, loops, tasks)
+        loops.add(self.loop)
 
     def rules(self, *, include_dropped: bool = False) -> pd.DataFrame:
         """Lessons, strongest first."""
@@ -292,7 +296,7 @@ class Learning:
 
     def tasks(self) -> pd.DataFrame:
         """The tasks learning created."""
-        return self._ws.tasks.list(kind="learned")
+        return self._tasks.list(kind="learned")
 
 
 _OPS = {

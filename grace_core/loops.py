@@ -69,13 +69,13 @@ class LoopStatus:
 class Scheduler:
     """Owns the loops of a workspace: start, stop, pause, step, and simulated time.
 
-    With ``governance`` attached (a workspace attaches its own), parameter changes always pass
+    With ``governance`` (a workspace gives its own), parameter changes always pass
     ``governance.require(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
     ``loop.start``/``loop.stop``/``loop.step`` when an actor is named (the scheduler's own ticks are not
     governed: they are the schedule the governed start asked for).
     """
 
-    def __init__(self, mesh: Mesh, *, actor: str = "scheduler") -> None:
+    def __init__(self, mesh: Mesh, *, governance: Governance | None = None, actor: str = "scheduler") -> None:
         self.mesh = mesh
         self.ledger = mesh.ledger
         self.clock = mesh.clock
@@ -85,7 +85,7 @@ class Scheduler:
         self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._tick_locks: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
-        self.governance: Governance | None = None
+        self.governance = governance
         # Parameter values read from loop_params; set_param keeps it current (a tick reads several each time).
         self._param_cache: dict[tuple[str, str], Any] = {}
         self._cursors: dict[str, int] = {}  # loop -> its cursor (see cursor())

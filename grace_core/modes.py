@@ -21,6 +21,7 @@ from .errors import DegradedModeError, PermissionDenied, ReadOnlyError
 from .events import Event
 
 if TYPE_CHECKING:
+    from .auth import Auth
     from .workspace import Workspace
 
 __all__ = ["MODES", "ActiveMode", "Modes"]
@@ -48,8 +49,9 @@ class ActiveMode:
 class Modes:
     """``ws.modes``: enter, leave and guard the degraded modes."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, auth: Auth) -> None:
         self.ws = ws
+        self._auth = auth
         self._lock = threading.Lock()
         self._active: dict[str, ActiveMode] = {}
         self._seen = 0  # the ledger head the in-memory view reflects
@@ -166,7 +168,7 @@ class Modes:
 
     def _may_switch(self, actor: str, mode: str) -> None:
         _check(mode)
-        role = self.ws.auth.role_of(actor)
+        role = self._auth.role_of(actor)
         if role not in _ROLES:
             raise PermissionDenied(
                 f"{actor} ({role or 'unknown'}) may not switch degraded modes: only admins and the healing engine"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
@@ -57,6 +57,10 @@ class Projections:
     @property
     def tables(self) -> list[str]:
         return [t for p in self._items for t in p.tables]
+
+    def __iter__(self) -> Iterator[_Projection]:
+        """The registered projections (name, pattern, tables, matches), in the order they are applied."""
+        return iter(list(self._items))
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
         """Hand each applier its events, in ledger order. Runs inside the ledger's write transaction."""

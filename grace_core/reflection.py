@@ -178,8 +178,9 @@ class ReflectionLoop(Loop):
         "anomaly_ratio": (1.5, 20.0),
     }
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, loops: Scheduler) -> None:
         self._ws = ws
+        self._loops = loops
         self.responder: Responder | None = None
         # The pending window kept in memory between ticks: the relevant events in (_from, _upto].
         self._pending: list[Event] = []
@@ -223,7 +224,7 @@ class ReflectionLoop(Loop):
         return insight_usefulness(ws, since, until)
 
     def _param(self, key: str) -> Any:
-        return self._ws.loops.param(self.name, key)
+        return self._loops.param(self.name, key)
 
     def last(self) -> _Last:
         row = (
@@ -604,11 +605,11 @@ def _strip_redactions(text: str) -> str:
 class Reflection:
     """``ws.reflection``: the loop, its insights and reflections as DataFrames."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler) -> None:
         self._ws = ws
         ws.projections.register("insights", "reflection.*", _apply, tables=["insights", "reflections"])
-        self.loop = ReflectionLoop(ws)
-        ws.loops.add(self.loop)
+        self.loop = ReflectionLoop(ws, loops)
+        loops.add(self.loop)
 
     def insights(self, *, kind: str | None = None, since: float | None = None) -> pd.DataFrame:
         """Insights, oldest first (``since``: workspace-clock epoch seconds)."""

@@ -49,7 +49,7 @@ from .mesh import Message
 from .metrics import DerivedMetric
 
 if TYPE_CHECKING:
-    from .sandbox import Execution
+    from .sandbox import Execution, Sandbox
     from .workspace import Workspace
 
 __all__ = ["Application", "Proposal", "Remedy", "diagnose", "ruff_fix"]
@@ -398,8 +398,9 @@ def diagnose(
 class Remedy:
     """Diagnoses failed sandbox runs and proposes, stores and applies fixes (``ws.remedy``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, sandbox: Sandbox) -> None:
         self._ws = ws
+        self._sandbox = sandbox
         ws.projections.register("remedy", "remedy.*", _apply, tables=["remedy_proposals"])
         ws.metrics.define(
             DerivedMetric(
@@ -502,7 +503,7 @@ class Remedy:
         payload = event.payload if event is not None else {}
         limits = Limits(**payload["limits"]) if payload.get("limits") else None
         with handling(event) if event is not None else contextlib.nullcontext():
-            execution = self._ws.sandbox.run(
+            execution = self._sandbox.run(
                 prop["patched_code"],
                 actor=actor,
                 language=payload.get("language", "python"),

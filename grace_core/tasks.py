@@ -20,6 +20,8 @@ from .errors import TaskError
 from .events import Event, canonical_json
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .hunter import Hunter
     from .workspace import Workspace
 
 __all__ = ["STATES", "Task", "Tasks"]
@@ -62,8 +64,10 @@ class Task:
 class Tasks:
     """Create, look up and move tasks. A task's id is the id of its ``task.created`` event."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance, hunter: Hunter) -> None:
         self._ws = ws
+        self._governance = governance
+        self._hunter = hunter
         ws.projections.register("tasks", "task.*", _apply, tables=["tasks"])
 
     def create(
@@ -90,9 +94,7 @@ class Tasks:
                 return existing
         details = dict(details or {})
         canonical_json(details)  # fail before anything is written
-        self._ws.hunter.screen(
-            f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor
-        )
+        self._hunter.screen(f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor)
         event = self._ws.publish(
             "task.created",
             {"kind": kind, "title": title, "priority": priority, "details": details, "key": key},
@@ -141,7 +143,7 @@ class Tasks:
 
     def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
         """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
-        self._ws.governance.require(actor, "task.cancel", resource=f"task:{task_id}")
+        self._governance.require(actor, "task.cancel", resource=f"task:{task_id}")
         return self.transition(task_id, "cancelled", actor=actor, reason=reason or "cancelled")
 
     def note(self, task_id: str, note: str, *, actor: str) -> Task:

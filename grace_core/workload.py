@@ -3,7 +3,7 @@
 ``simulate(ws, hours=24, seed=7)`` drives a workspace opened with a ``ManualClock`` through simulated time: a few
 registered users (researchers and viewers, each with favourite topics) ask questions through ``ws.chat``, write
 memory notes, now and then paste a secret or try a prompt injection (Hunter must catch those), and create tasks of
-a deliberately flaky kind (when the workspace has an executor). Between actions the clock moves and every started
+a deliberately flaky kind. Between actions the clock moves and every started
 loop ticks when it is due (``ws.loops.run_for``), so reflection, learning, the executor, healing and the meta-loop
 all see a realistic stream of events.
 
@@ -172,9 +172,8 @@ class Workload:
         self.rates = {"chat": chat_rate, "note": note_rate, "task": task_rate}
         self.users = self._register(users)
         self._attempts: dict[str, int] = {}  # task id -> handler calls, for the fail-once tasks
-        self.executor = getattr(ws, "executor", None)
-        if self.executor is not None:  # registering again replaces the handler: this workload's counts win
-            self.executor.register(FLAKY_KIND, self._flaky, max_attempts=3, backoff=30.0)
+        # Registering again replaces the handler: this workload's counts win.
+        ws.executor.register(FLAKY_KIND, self._flaky, max_attempts=3, backoff=30.0)
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _register(self, n: int) -> list[_User]:
@@ -214,7 +213,7 @@ class Workload:
                 self.chat(user)
             elif kind == "note":
                 self.note(user)
-            elif kind == "task" and self.executor is not None:
+            elif kind == "task":
                 self.task(user)
         except GraceError:
             # A refusal by governance or Hunter is part of the workload (it is on the ledger); go on.

@@ -1,9 +1,14 @@
-"""A workspace: one DuckDB file (or ``:memory:``) with the ledger and every engine wired over it."""
+"""A workspace: one DuckDB file (or ``:memory:``) with the ledger and every engine wired over it.
+
+The spine (projections, ledger, mesh, causal, metrics, the clock) comes first; then the engines of ``ENGINES``,
+in its order, each given the engines it declares it needs. The order and the needs are checked at open.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -12,7 +17,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, merkle
-from .auth import Auth
+from .auth import Auth, lookup_role
 from .causal import Causal
 from .chat import Chat
 from .clock import Clock, ManualClock, SystemClock
@@ -31,6 +37,7 @@ from .executor import Executor
 from .governance import Governance
 from .healing import Healing
 from .hunter import Hunter
+from .hunter.fanout import AlertFanOut
 from .lake import Lake
 from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
@@ -47,7 +54,15 @@ from .remedy import Remedy
 from .sandbox import Sandbox
 from .tasks import Tasks
 
-__all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "ENGINES",
+    "EngineSpec",
+    "Workspace",
+    "check_engines",
+    "open_workspace",
+    "replay",
+]
 
 DEFAULT_WORKSPACE = "grace.duckdb"
 MEMORY = ":memory:"
@@ -66,6 +81,132 @@ def _close_open_workspaces() -> None:
     for ws in list(_OPEN):
         with contextlib.suppress(Exception):
             ws.close()
+
+
+# -- the engines -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine: ``make(ws, **needs)`` builds it, given each engine it ``needs`` as a keyword argument.
+
+    ``start``: its ``start()`` runs once every engine is built (and a new workspace has its genesis events), for
+    subscribers that must not run before then. ``close``: its ``close()`` runs when the workspace closes, after
+    the loops have stopped and the mesh has delivered what was due.
+    """
+
+    name: str
+    make: Callable[..., Any]
+    needs: tuple[str, ...] = ()
+    start: bool = False
+    close: bool = False
+
+
+def _governance(ws: Workspace) -> Governance:
+    # Roles are read straight from auth's projection (users): governance needs no Auth engine, so Auth, whose
+    # user management governance decides, is built after it and the two form no cycle.
+    return Governance(ws, role_of=functools.partial(lookup_role, ws.ledger))
+
+
+def _scheduler(ws: Workspace, *, governance: Governance) -> Scheduler:
+    return Scheduler(ws.mesh, governance=governance)  # parameter changes and named control are governed
+
+
+# Every engine over the spine, in the order they are built; each needs only engines above it. The alert fan-out
+# is apart from Hunter because tasks and memory screen their texts with Hunter and the fan-out writes to both.
+ENGINES: tuple[EngineSpec, ...] = (
+    EngineSpec("governance", _governance),
+    EngineSpec("loops", _scheduler, needs=("governance",)),
+    EngineSpec("auth", Auth, needs=("governance",)),
+    EngineSpec("modes", Modes, needs=("auth",)),
+    EngineSpec("hunter", Hunter, needs=("governance",), start=True),
+    EngineSpec("tasks", Tasks, needs=("governance", "hunter")),
+    EngineSpec("memory", Memory, needs=("governance", "hunter"), close=True),
+    EngineSpec("alert_fanout", AlertFanOut, needs=("tasks", "memory"), start=True),
+    EngineSpec("chat", Chat, needs=("auth", "governance", "hunter", "modes")),
+    EngineSpec("mldl", MLDL, needs=("governance",), close=True),
+    EngineSpec("sandbox", Sandbox, needs=("governance", "hunter", "modes")),
+    EngineSpec("remedy", Remedy, needs=("sandbox",)),
+    EngineSpec("reflection", Reflection, needs=("loops",)),
+    EngineSpec("learning", Learning, needs=("loops", "tasks")),
+    EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks")),
+    EngineSpec("healing", Healing, needs=("loops", "governance", "modes", "tasks", "executor")),
+    EngineSpec("meta", Meta, needs=("loops",)),
+    EngineSpec("lake", Lake, needs=("loops",), close=True),
+)
+# What the workspace itself holds before any engine: no engine may take these names.
+_SPINE = frozenset(
+    [
+        "path",
+        "clock",
+        "seed",
+        "read_only",
+        "live",
+        "con",
+        "snapshot_of",
+        "projections",
+        "ledger",
+        "mesh",
+        "causal",
+        "metrics",
+        "publish",
+        "publish_many",
+        "subscribe",
+    ]
+)
+
+
+def check_engines(engines: Sequence[EngineSpec]) -> None:
+    """Raise ``WorkspaceError`` unless every engine has its own name, needs only engines that exist, and comes
+    after every engine it needs (a cycle is reported as one)."""
+    position: dict[str, int] = {}
+    for i, spec in enumerate(engines):
+        if spec.name in position:
+            raise WorkspaceError(f"engine {spec.name!r} is registered twice")
+        if spec.name in _SPINE or hasattr(Workspace, spec.name):
+            raise WorkspaceError(f"engine name {spec.name!r} is taken by the workspace itself")
+        position[spec.name] = i
+    for spec in engines:
+        for need in spec.needs:
+            if need not in position:
+                raise WorkspaceError(f"engine {spec.name!r} needs {need!r}, which no engine provides")
+    cycle = _cycle(engines)
+    if cycle:
+        raise WorkspaceError(
+            f"engines need each other in a cycle: {' -> '.join(cycle)}; break it (hand one of them a function, "
+            "or move the part that needs the other into an engine of its own)"
+        )
+    for spec in engines:
+        for need in spec.needs:
+            if position[need] > position[spec.name]:
+                raise WorkspaceError(
+                    f"engine {spec.name!r} needs {need!r}, which is built after it; move {need!r} above it"
+                )
+
+
+def _cycle(engines: Sequence[EngineSpec]) -> list[str] | None:
+    """A cycle of needs as a path that returns to its start (``a -> b -> a``), or None."""
+    needs = {spec.name: spec.needs for spec in engines}
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        path.append(name)
+        for need in needs[name]:
+            if need in path:
+                return [*path[path.index(need) :], need]
+            if need not in done:
+                found = visit(need)
+                if found:
+                    return found
+        path.pop()
+        done.add(name)
+        return None
+
+    for spec in engines:
+        if spec.name not in done:
+            found = visit(spec.name)
+            if found:
+                return found
+    return None
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
@@ -97,6 +238,26 @@ def open_workspace(
 class Workspace:
     """The engines of one workspace. Use as a context manager, or call ``close()``."""
 
+    # The engines, built from ENGINES (in its order).
+    governance: Governance
+    loops: Scheduler
+    auth: Auth
+    modes: Modes
+    hunter: Hunter
+    tasks: Tasks
+    memory: Memory
+    alert_fanout: AlertFanOut
+    chat: Chat
+    mldl: MLDL
+    sandbox: Sandbox
+    remedy: Remedy
+    reflection: Reflection
+    learning: Learning
+    executor: Executor
+    healing: Healing
+    meta: Meta
+    lake: Lake
+
     def __init__(
         self,
         path: str,
@@ -107,6 +268,7 @@ class Workspace:
         live: bool | None = None,
         genesis: bool = True,
     ) -> None:
+        check_engines(ENGINES)
         self.path = path
         self.clock = clock
         self.seed = seed
@@ -140,34 +302,22 @@ class Workspace:
             self.mesh = Mesh(self.ledger, clock, threaded=self.live and not snapshot, seed=seed)
             self.causal = Causal(self.ledger)
             self.metrics = Metrics(self.ledger, self.mesh, clock)
-            self.loops = Scheduler(self.mesh)
             # The public verbs of the mesh, on the workspace itself (the same functions, not copies).
             self.publish = self.mesh.publish
             self.publish_many = self.mesh.publish_many
             self.subscribe = self.mesh.subscribe
             # Engines: each registers its projections and, in a writable workspace, its subscribers.
-            self.auth = Auth(self)
-            self.modes = Modes(self)
-            self.governance = Governance(self)
-            self.loops.governance = self.governance  # parameter changes and named control are governed
-            self.hunter = Hunter(self)
-            self.tasks = Tasks(self)
-            self.memory = Memory(self)
-            self.chat = Chat(self)
-            self.mldl = MLDL(self)
-            self.sandbox = Sandbox(self)
-            self.remedy = Remedy(self)
-            self.reflection = Reflection(self)
-            self.learning = Learning(self)
-            self.executor = Executor(self)
-            self.healing = Healing(self)
-            self.meta = Meta(self)
-            self.lake = Lake(self)
+            self._engines: dict[str, Any] = {}
+            for spec in ENGINES:
+                engine = spec.make(self, **{need: self._engines[need] for need in spec.needs})
+                self._engines[spec.name] = engine
+                setattr(self, spec.name, engine)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
-                # Subscribers whose handlers use other engines start once every engine is wired.
-                self.hunter.start()
+                for spec in ENGINES:
+                    if spec.start:
+                        self._engines[spec.name].start()
                 self._claim()
         except BaseException:
             self._abort()
@@ -360,11 +510,11 @@ class Workspace:
         self._closed = True
         self._stop.set()
         try:
-            self.loops.close()
-            self.mesh.close()
-            self.memory.close()
-            self.mldl.close()
-            self.lake.close()
+            self.loops.close()  # loop threads publish: stop them first
+            self.mesh.close()  # deliveries due now may still use the engines
+            for spec in reversed(ENGINES):
+                if spec.close:
+                    self._engines[spec.name].close()
             if not self.read_only and self.path != MEMORY and Path(self.path + ".snapshot").exists():
                 with contextlib.suppress(Exception):
                     self.export_snapshot()

@@ -110,25 +110,24 @@ def test_only_admins_create_users_and_change_roles(alice: Workspace) -> None:
         ws.auth.register("hunter", BOB_PW, role="viewer", by="alice")
 
 
-def test_governance_is_consulted_and_can_refuse(alice: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
-    asked: list[tuple[str, str, str | None]] = []
-
-    class Decision:
-        def __init__(self, effect: str) -> None:
-            self.effect = effect
-            self.reason = "user creation is frozen"
-
-    class Refusing:
-        def decide(
-            self, actor: str, action: str, resource: str | None = None, context: Any = None
-        ) -> Decision:
-            asked.append((actor, action, resource))
-            return Decision("deny")
-
-    monkeypatch.setattr(alice, "governance", Refusing())
-    with pytest.raises(PermissionDenied, match="frozen"):
+def test_governance_is_consulted_and_can_refuse(alice: Workspace) -> None:
+    alice.governance.add_policy(
+        {
+            "id": "freeze-users",
+            "actors": ["*"],
+            "effect": "deny",
+            "actions": ["auth.user.create"],
+            "resources": ["user:*"],
+            "description": "user creation is frozen",
+        },
+        actor="alice",
+    )
+    with pytest.raises(PermissionDenied, match=r"governance refused .*'freeze-users' forbids"):
         alice.auth.register("bob", BOB_PW, role="viewer", by="alice")
-    assert asked == [("alice", "auth.user.create", "user:bob")]
+    decision = alice.events(topic="governance.decision").iloc[-1]
+    assert (decision["actor"], decision["resource"]) == ("alice", "user:bob")
+    assert decision["payload"]["action"] == "auth.user.create"
+    assert decision["payload"]["effect"] == "deny"
     assert list(alice.auth.users()["name"]) == ["alice"]
 
 

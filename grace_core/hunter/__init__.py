@@ -13,21 +13,8 @@ viewers), so a rule change is logged as a decision first and a refused one publi
 ``findings=`` (what ``scan`` returned for that text), it publishes them without scanning again. Texts entering the
 workspace are screened where they enter (``tasks.create``, ``memory.write``, ``chat.send``, ``sandbox.run``).
 
-An alert fans out in a durable mesh subscriber (``hunter.fanout``), never in the scanner, and everything it
-publishes is caused by the alert:
-
-* a task "Security alert: <rule>" (kind ``security_alert``, key ``hunter:<rule>:<resource or target>``, so a
-  repeat while the task is open does not add another),
-* a memory entry ``/security/alerts/<alert id>.md`` with the details (excerpts are masked, and masked text
-  fires no rule),
-* a ``hunter.notification`` event: the live notification. Views subscribe to it
-  (``ws.subscribe("hunter.notification", callback)``); it names the task and the memory entry, and it marks the
-  alert's fan-out as done (``hunter_alerts.notified_at``).
-
-The subscriber keeps a cursor in the workspace, so a crash between an alert and its fan-out is resumed on the
-next open; each step is idempotent (the task dedupes by key, the memory entry is written once, a notified
-alert is skipped). Alerts raised while screening Hunter's own reports (actor ``hunter``) are recorded but not
-fanned out, so no report can start a loop.
+An alert fans out in a durable mesh subscriber (``hunter.fanout``, :mod:`grace_core.hunter.fanout`), never in
+the scanner: a task, a memory entry and a live notification, each caused by the alert.
 """
 
 from __future__ import annotations
@@ -40,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from grace_core.errors import ArtifactError, RuleError
+from grace_core.errors import RuleError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
 
@@ -59,6 +46,7 @@ from .rules import (
 from .scanner import Finding, Scanner, check_examples, scanner_for, shannon_entropy
 
 if TYPE_CHECKING:
+    from grace_core.governance import Governance
     from grace_core.workspace import Workspace
 
 __all__ = [
@@ -79,9 +67,6 @@ __all__ = [
 ]
 
 HUNTER = "hunter"  # the actor of everything Hunter publishes
-FANOUT = "hunter.fanout"  # the durable subscriber's name (its cursor is mesh:hunter.fanout)
-ALERT_FOLDER = "/security/alerts"
-PRIORITY = {"info": 10, "low": 30, "medium": 50, "high": 75, "critical": 90}
 MAX_SPANS = 1000  # per alert; the count is always exact
 MAX_EXCERPTS = 20
 _RULE_TOPICS = (
@@ -153,8 +138,9 @@ def _evaluate(
 class Hunter:
     """The Hunter engine of one workspace (``ws.hunter``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance) -> None:
         self._ws = ws
+        self._governance = governance
         self._lock = threading.Lock()
         self._generation = 0  # bumped whenever the rule table changes; the scanner is rebuilt lazily
         self._built: tuple[int, tuple[Rule, ...], Scanner] | None = None
@@ -168,13 +154,12 @@ class Hunter:
         self._publish_pack(default_pack(), actor=HUNTER)
 
     def start(self) -> None:
-        """Subscribe the alert fan-out (called once every engine of the workspace is wired)."""
+        """Give a workspace made before Hunter had rules the default pack (called once the workspace is wired)."""
         if self._started or self._ws.read_only:
             return
         self._started = True
         if self._ws.ledger.head[0] > 0 and not self._rows():
-            self.seed_defaults()  # a workspace made before Hunter had rules: give it the default pack now
-        self._ws.subscribe("hunter.alert", self._fan_out, name=FANOUT, durable=True)
+            self.seed_defaults()
 
     # -- scanning ----------------------------------------------------------------------------------------------
     @property
@@ -338,7 +323,7 @@ class Hunter:
         Checked after the rule itself, so a bad rule is refused without logging anything; a refusal raises
         PermissionDenied and leaves only its decision on the ledger. The genesis pack skips this (one event).
         """
-        self._ws.governance.require(actor, action, resource=resource, context=context)
+        self._governance.require(actor, action, resource=resource, context=context)
 
     def _publish_pack(self, pack: Pack, *, actor: str) -> None:
         self._ws.publish(
@@ -398,64 +383,6 @@ class Hunter:
         if _apply_rules(con, events):
             self._generation += 1
 
-    def _fan_out(self, alert: Event) -> None:
-        p = alert.payload
-        if p.get("actor") == HUNTER:
-            return  # raised while screening one of Hunter's own reports: on the ledger, never fanned out
-        row = (
-            self._ws.ledger.reader()
-            .execute("SELECT notified_at FROM hunter_alerts WHERE id = ?", [alert.id])
-            .fetchone()
-        )
-        if row is not None and row[0] is not None:
-            return  # fanned out before (a redelivery after a crash, or a replayed ledger)
-        rule, severity, target = p["rule"], p["severity"], p["target"]
-        resource = p.get("resource")
-        path = f"{ALERT_FOLDER}/{alert.id}.md"
-        task = self._ws.tasks.create(
-            f"Security alert: {rule}",
-            kind="security_alert",
-            actor=HUNTER,
-            priority=PRIORITY.get(severity, 50),
-            details={
-                "alert": alert.id,
-                "rule": rule,
-                "severity": severity,
-                "target": target,
-                "resource": resource,
-                "count": p["count"],
-                "memory_path": path,
-            },
-            key=f"hunter:{rule}:{resource or target}",
-        )
-        try:
-            self._ws.memory.read(path)
-        except ArtifactError:
-            self._ws.memory.write(
-                path,
-                _report(alert),
-                actor=HUNTER,
-                tags=("security", "alert", severity, rule),
-                reason=f"details of Hunter alert {alert.id}",
-            )
-        self._ws.publish(
-            "hunter.notification",
-            {
-                "alert": alert.id,
-                "rule": rule,
-                "severity": severity,
-                "target": target,
-                "resource": resource,
-                "count": p["count"],
-                "title": f"Security alert: {rule}",
-                "message": f"{p.get('description', rule)}: {p['count']} occurrence(s) in {resource or target}",
-                "task": task.id,
-                "memory_path": path,
-            },
-            actor=HUNTER,
-            resource=alert.resource,
-        )
-
 
 def _changed_fields(old: Rule, new: Rule) -> list[str]:
     """Fields whose data form differs, including fields back at their default (which as_dict leaves out)."""
@@ -509,46 +436,6 @@ def _alert_payload(
     if len(findings) > MAX_SPANS:
         payload["spans_truncated"] = len(findings) - MAX_SPANS
     return payload
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
-
-
-def _report(alert: Event) -> str:
-    """The markdown of an alert's memory entry: only fields of the alert, whose excerpts are masked."""
-    p = alert.payload
-    lines = [
-        f"# Security alert: {p['rule']}",
-        "",
-        "| field | value |",
-        "|---|---|",
-        f"| rule | `{_cell(p['rule'])}` |",
-        f"| description | {_cell(p.get('description', ''))} |",
-        f"| severity | {_cell(p['severity'])} |",
-        f"| target | {_cell(p['target'])} |",
-        f"| resource | {_cell(p.get('resource') or '-')} |",
-        f"| text from | {_cell(p.get('actor', '-'))} |",
-        f"| occurrences | {p['count']} |",
-        f"| alert | {alert.id} (ledger seq {alert.seq}) |",
-        f"| time | {alert.ts.isoformat()} |",
-        "",
-        "## Occurrences",
-        "",
-        "| # | line | column | start | end |",
-        "|---|---|---|---|---|",
-    ]
-    spans = p.get("spans", [])
-    lines += [
-        f"| {i} | {s['line']} | {s['column']} | {s['start']} | {s['end']} |" for i, s in enumerate(spans, 1)
-    ]
-    if p.get("spans_truncated"):
-        lines.append(f"| ... | {p['spans_truncated']} more | | | |")
-    lines += ["", "## Masked excerpts", ""]
-    lines += [f"- `{_cell(e)}`" for e in p.get("excerpts", [])]
-    for d in p.get("details", []):
-        lines.append(f"- {_cell(d)}")
-    return "\n".join(lines) + "\n"
 
 
 # -- projections -----------------------------------------------------------------------------------------------

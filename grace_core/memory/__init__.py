@@ -38,6 +38,8 @@ from .artifact import Artifact
 from .index import SearchIndex
 
 if TYPE_CHECKING:
+    from grace_core.governance import Governance
+    from grace_core.hunter import Hunter
     from grace_core.workspace import Workspace
 
 __all__ = ["Artifact", "Memory", "normalise_path"]
@@ -72,8 +74,10 @@ def _folder(prefix: str | None) -> str:
 class Memory:
     """Artifacts at paths (``ws.memory``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance, hunter: Hunter) -> None:
         self._ws = ws
+        self._governance = governance
+        self._hunter = hunter
         self._search = SearchIndex(ws.ledger)
         ws.projections.register(
             "memory", "memory.item.*", self._apply, tables=["memory_items", "memory_versions"]
@@ -107,7 +111,7 @@ class Memory:
         if tags is None:
             tags = current["tags"] if current is not None else ()
         tag_list = sorted({str(t) for t in tags})
-        self._ws.governance.require(actor, f"memory.write:{path}")
+        self._governance.require(actor, f"memory.write:{path}")
         stored, masked = self._screen(content, path=path, actor=actor)
         version = 1 if current is None else int(current["version"]) + 1
         payload: dict[str, Any] = {
@@ -127,10 +131,10 @@ class Memory:
         return self.read(path)
 
     def _screen(self, content: str, *, path: str, actor: str) -> tuple[str, list[str]]:
-        findings = self._ws.hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
+        findings = self._hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
         if not findings:
             return content, []
-        allowed = self._ws.governance.decide(actor, f"memory.write_unmasked:{path}")
+        allowed = self._governance.decide(actor, f"memory.write_unmasked:{path}")
         if allowed.effect == "allow":
             return content, []
         return redact(content, findings), sorted({f.rule for f in findings})
@@ -164,8 +168,8 @@ class Memory:
         ).fetchall()
         if taken:
             raise ArtifactError(f"cannot move to {taken[0][0]}: an artifact (maybe deleted) is there")
-        self._ws.governance.require(actor, f"memory.write:{path}")
-        self._ws.governance.require(actor, f"memory.write:{new_path}")
+        self._governance.require(actor, f"memory.write:{path}")
+        self._governance.require(actor, f"memory.write:{new_path}")
         self._ws.publish_many(
             [
                 Message(
@@ -193,7 +197,7 @@ class Memory:
         row = self._row(path)
         if row is None or row["deleted"]:
             raise ArtifactError(f"no memory artifact at {path}")
-        self._ws.governance.require(actor, f"memory.delete:{path}")
+        self._governance.require(actor, f"memory.delete:{path}")
         self._ws.publish(
             "memory.item.deleted",
             {"path": path, "id": row["id"], "reason": reason},
@@ -207,7 +211,7 @@ class Memory:
         row = self._row(path)
         if row is None or not row["deleted"]:
             raise ArtifactError(f"nothing deleted at {path}")
-        self._ws.governance.require(actor, f"memory.write:{path}")
+        self._governance.require(actor, f"memory.write:{path}")
         self._ws.publish(
             "memory.item.restored",
             {"path": path, "id": row["id"], "reason": reason},
@@ -473,7 +477,7 @@ class Memory:
         """
         if actor is None:
             return
-        governance = self._ws.governance
+        governance = self._governance
         if governance.evaluate(actor, action, resource).allowed:
             return
         governance.require(actor, action, resource)

@@ -38,6 +38,9 @@ from grace_core.metrics import DerivedMetric
 from .isolation import Host, Limits, RawResult, detect, run_isolated
 
 if TYPE_CHECKING:
+    from grace_core.governance import Governance
+    from grace_core.hunter import Hunter
+    from grace_core.modes import Modes
     from grace_core.workspace import Workspace
 
 __all__ = ["LANGUAGES", "Execution", "Host", "Limits", "Sandbox", "SandboxError"]
@@ -88,8 +91,20 @@ class Execution:
 class Sandbox:
     """Governed, isolated code execution (``ws.sandbox``)."""
 
-    def __init__(self, ws: Workspace, *, use_bwrap: bool = True, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        governance: Governance,
+        hunter: Hunter,
+        modes: Modes,
+        use_bwrap: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
         self._ws = ws
+        self._governance = governance
+        self._hunter = hunter
+        self._modes = modes
         self.use_bwrap = use_bwrap  # False forces the fallback layers (tests and machines without userns)
         self.default_limits = limits or Limits()
         ws.projections.register("sandbox", "sandbox.*", _apply, tables=["sandbox_executions"])
@@ -129,9 +144,7 @@ class Sandbox:
     ) -> Execution:
         """Screen, govern and run ``code`` in isolation; see the module docstring for the steps."""
         ws = self._ws
-        modes = getattr(ws, "modes", None)
-        if modes is not None:
-            modes.guard("sandbox_disabled")
+        self._modes.guard("sandbox_disabled")
         if not isinstance(actor, str) or not actor:
             raise SandboxError("a sandbox run needs the actor who asks for it")
         if language not in LANGUAGES:
@@ -146,7 +159,7 @@ class Sandbox:
         data = stdin.encode() if isinstance(stdin, str) else stdin
         digest = hashlib.sha256(code.encode()).hexdigest()
         resource = f"sandbox:{digest[:16]}"
-        findings = ws.hunter.scan(code, target="code")
+        findings = self._hunter.scan(code, target="code")
         stored = _mask(code, findings)
         request = ws.publish(
             "sandbox.execution_requested",
@@ -163,7 +176,7 @@ class Sandbox:
             resource=resource,
         )
         with handling(request):
-            ws.hunter.screen(code, target="code", actor=actor, resource=resource, findings=findings)
+            self._hunter.screen(code, target="code", actor=actor, resource=resource, findings=findings)
             worst = max((f.severity for f in findings), key=severity_rank, default="none")
             context = {
                 "network": False,
@@ -173,7 +186,7 @@ class Sandbox:
                 "max_severity": worst,
             }
             try:
-                ws.governance.require(
+                self._governance.require(
                     actor,
                     "sandbox.execute",
                     resource=resource,
@@ -225,8 +238,8 @@ class Sandbox:
             "exit_code": raw.exit_code,
             "signal": raw.signal,
             "limit_hit": raw.limit_hit,
-            "stdout": _mask(out_excerpt, ws.hunter.scan(out_excerpt, target="file")),
-            "stderr": _mask(err_excerpt, ws.hunter.scan(err_excerpt, target="file")),
+            "stdout": _mask(out_excerpt, self._hunter.scan(out_excerpt, target="file")),
+            "stderr": _mask(err_excerpt, self._hunter.scan(err_excerpt, target="file")),
             "stdout_truncated": raw.stdout_truncated or len(stdout) > EXCERPT,
             "stderr_truncated": raw.stderr_truncated or len(stderr) > EXCERPT,
             "duration_s": round(raw.duration_s, 6),  # a measurement (perf_counter), not a workspace time

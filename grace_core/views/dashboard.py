@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import panel as pn
@@ -16,6 +16,9 @@ from bokeh.plotting import figure
 from grace_core.events import Event
 
 from .base import GraceView, frame_for_table, short
+
+if TYPE_CHECKING:
+    from grace_core.workspace import Workspace
 
 __all__ = ["SERIES", "DashboardView", "activity_frame", "health_frame", "mttr_frame"]
 
@@ -44,12 +47,9 @@ def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFr
     return frame
 
 
-def health_frame(ws: Any) -> pd.DataFrame | None:
-    """Each component's status from self-healing, or None when self-healing is not part of this workspace."""
-    healing = getattr(ws, "healing", None)
-    if healing is None or not hasattr(healing, "status"):
-        return None
-    status = healing.status()
+def health_frame(ws: Workspace) -> pd.DataFrame:
+    """Each component's status from self-healing."""
+    status = ws.healing.status()
     rows = [
         {"component": name, "status": s.get("status"), "detail": short(s.get("detail"), 100),
          "checked_at": s.get("checked_at")}
@@ -59,13 +59,9 @@ def health_frame(ws: Any) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["component", "status", "detail", "checked_at"])
 
 
-def mttr_frame(ws: Any) -> pd.DataFrame | None:
-    """Resolved incidents from self-healing (resolved_at, component, mttr_s, running mean), oldest first; None
-    when self-healing is not part of this workspace."""
-    healing = getattr(ws, "healing", None)
-    if healing is None or not hasattr(healing, "incidents"):
-        return None
-    frame = healing.incidents()
+def mttr_frame(ws: Workspace) -> pd.DataFrame:
+    """Resolved incidents from self-healing (resolved_at, component, mttr_s, running mean), oldest first."""
+    frame = ws.healing.incidents()
     columns = ["resolved_at", "component", "reason", "mttr_s"]
     if frame.empty or "resolved_at" not in frame.columns:
         return pd.DataFrame(columns=[*columns, "mean_s"])
@@ -74,9 +70,7 @@ def mttr_frame(ws: Any) -> pd.DataFrame | None:
     return done.reset_index(drop=True)
 
 
-def insights_frame(ws: Any, limit: int = 8) -> pd.DataFrame | None:
-    if getattr(ws, "reflection", None) is None:
-        return None
+def insights_frame(ws: Workspace, limit: int = 8) -> pd.DataFrame:
     return ws.sql(
         "SELECT created_at, kind, text, score, evidence_count FROM insights ORDER BY created_at DESC LIMIT ?",
         [limit],
@@ -140,22 +134,14 @@ class DashboardView(GraceView):
         status = status.reindex(columns=[c for c in _LOOP_COLUMNS if c in status.columns])
         self.loops.value = frame_for_table(status) if len(status) else pd.DataFrame({"loop": []})
         health = health_frame(ws)
-        if health is None:
-            self.health.object = "Self-healing: *not available in this workspace*."
-            self.health_table.visible = False
-        else:
-            bad = health[health["status"] != "ok"]
-            self.health.object = f"**{len(health) - len(bad)} of {len(health)} components ok**"
-            self.health_table.value = frame_for_table(health)
-            self.health_table.visible = True
+        bad = health[health["status"] != "ok"]
+        self.health.object = f"**{len(health) - len(bad)} of {len(health)} components ok**"
+        self.health_table.value = frame_for_table(health)
+        self.health_table.visible = True
         insights = insights_frame(ws)
-        if insights is None:
-            self.insights_note.object = "Insights: *not available in this workspace*."
-            self.insights.visible = False
-        else:
-            self.insights_note.object = f"{len(insights)} latest insight(s)"
-            self.insights.value = frame_for_table(insights)
-            self.insights.visible = True
+        self.insights_note.object = f"{len(insights)} latest insight(s)"
+        self.insights.value = frame_for_table(insights)
+        self.insights.visible = True
         recent = ws.ledger.events(since=max(0, self.head - 30))[::-1]
         self.recent.value = frame_for_table(
             pd.DataFrame(
@@ -209,10 +195,6 @@ class DashboardView(GraceView):
     def redraw_mttr(self) -> None:
         """MTTR per resolved incident over time, with its running mean (self-healing's incidents)."""
         frame = mttr_frame(self.ws)
-        if frame is None:
-            self.mttr_note.object = "MTTR: *self-healing is not available in this workspace*."
-            self.mttr_plot.visible = False
-            return
         open_now = len(self.ws.healing.incidents(open_only=True))
         if frame.empty:
             self.mttr_note.object = f"MTTR: *no incident resolved yet* ({open_now} open)."
