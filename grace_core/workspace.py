@@ -34,6 +34,7 @@ from .hunter import Hunter
 from .lake import Lake
 from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
+from .llm import LanguageModels
 from .loops import Scheduler, apply_loop_params
 from .memory import Memory
 from .mesh import Mesh, apply_dead_letters
@@ -162,6 +163,7 @@ class Workspace:
             self.executor = Executor(self)
             self.healing = Healing(self)
             self.meta = Meta(self)
+            self.llm = LanguageModels(self)
             self.lake = Lake(self)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
