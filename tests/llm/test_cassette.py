@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import ModelServer
+from model_server import ModelServer
 from support import free_port
 
 from grace_core import ManualClock, Workspace, open_workspace

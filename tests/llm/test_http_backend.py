@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import ModelServer
+from model_server import ModelServer
 from support import free_port
 
 from grace_core import Workspace

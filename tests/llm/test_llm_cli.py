@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import ModelServer
+from model_server import ModelServer
 from support import clean_env, free_port, grace
 
 PASSAGES = '[{"id": "memory:/a.md", "text": "The alpha deadline is Friday."}]'
