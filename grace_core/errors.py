@@ -137,3 +137,33 @@ class LakeError(GraceError):
 
 class SweepError(GraceError):
     """A sweep configuration is not acceptable, or one of its runs failed."""
+
+
+class LanguageModelError(GraceError):
+    """A language model is not configured as asked (backend, server URL, model file)."""
+
+
+class PromptError(LanguageModelError):
+    """A prompt is unknown, its file is malformed, or the inputs or parameters do not fit it. Nothing was called."""
+
+
+class ModelCallError(LanguageModelError):
+    """A model call failed (unreachable server, timeout, HTTP error, missing backend); recorded as ``llm.failed``."""
+
+    def __init__(self, message: str, *, kind: str, attempts: int = 1, waited_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = attempts
+        self.waited_s = waited_s
+
+
+class ModelOutputError(LanguageModelError):
+    """A model answered, but not in the form its prompt asks for; recorded as ``llm.output_rejected``."""
+
+    def __init__(self, message: str, *, completion: object = None) -> None:
+        super().__init__(message)
+        self.completion = completion
+
+
+class CassetteError(LanguageModelError):
+    """A cassette file is malformed, or a replay asked for a completion the cassette does not hold."""

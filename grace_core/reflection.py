@@ -60,7 +60,7 @@ ACTOR = "reflection"
 # Events by these actors are the loops' own output: reflecting on them would feed the loop its own echo.
 _SELF_ACTORS = frozenset({"reflection", "learning"})
 # Bookkeeping that says nothing about the workspace's users or engines.
-_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.")
+_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "llm.")
 _TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]{2,}\b"  # noqa: S105 - a regex: words of 3+ characters
 MAX_EVIDENCE = 20_000  # ids per insight; far above any window the defaults produce (keeps payloads < 1 MB)
 

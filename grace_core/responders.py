@@ -16,18 +16,14 @@ Every answer carries the responder's name, model and settings, which the chat re
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
-import urllib.error
-import urllib.request
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .bm25 import BM25, Params, tokenize
-from .errors import ArtifactError, ResponderError
+from .errors import ArtifactError, LanguageModelError, ResponderError
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -218,26 +214,6 @@ CONTEXT_PROMPT = (
 )
 
 
-def _workspace_setting(ws: Workspace | None, key: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = ?", [key]).fetchone()
-    except Exception:  # noqa: BLE001 - no such table in an odd workspace: no setting
-        return None
-    return None if row is None else str(row[0])
-
-
-def _workspace_secret(ws: Workspace | None, name: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [name]).fetchone()
-    except Exception:  # noqa: BLE001 - a snapshot has no secrets
-        return None
-    return None if row is None else bytes(row[0]).decode()
-
-
 class HttpResponder:
     """An OpenAI-compatible ``/v1/chat/completions`` backend, with timeouts and retries."""
 
@@ -258,21 +234,31 @@ class HttpResponder:
         context_k: int = 3,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or _workspace_setting(ws, "llm.base_url")
-        if not base:
+        # Imported here: the llm package's offline policy uses this module's tokenizer.
+        from .llm.http import HttpBackend
+
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ValueError("timeout must be positive; retries and backoff not negative")
+        try:
+            # One HTTP client and one place that reads the model settings (env, then workspace): ws.llm's.
+            self._http = HttpBackend(
+                base_url=base_url,
+                model=model,
+                api_key=api_key,
+                ws=ws,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+            )
+        except LanguageModelError as exc:
+            raise ResponderError(str(exc)) from exc
+        if not self._http.base_url:
             raise ResponderError(
                 "the http responder needs a server: set GRACE_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1) "
                 "or the workspace setting llm.base_url"
             )
-        if not base.startswith(("http://", "https://")):
-            raise ResponderError(f"the model server URL must start with http:// or https://, not {base!r}")
-        self.base_url = base.rstrip("/")
-        self.model = (
-            model or os.environ.get("GRACE_LLM_MODEL") or _workspace_setting(ws, "llm.model") or "default"
-        )
-        self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or _workspace_secret(ws, "llm_api_key")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be positive; retries and backoff not negative")
+        self.base_url = self._http.base_url
+        self.model = self._http.model
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.temperature, self.max_tokens = temperature, max_tokens
         self.context_k = context_k
@@ -281,10 +267,7 @@ class HttpResponder:
 
     @property
     def url(self) -> str:
-        # OpenAI clients take a base URL that already ends in /v1; accept a bare server address too.
-        return self.base_url + (
-            "/chat/completions" if self.base_url.endswith("/v1") else "/v1/chat/completions"
-        )
+        return self._http.url
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -315,7 +298,10 @@ class HttpResponder:
             "max_tokens": self.max_tokens,
             "user": user,
         }
-        data = self._post(body, self._sleep or ws.clock.sleep)
+        try:
+            data = self._http.post(body, sleep=self._sleep or ws.clock.sleep).data
+        except LanguageModelError as exc:
+            raise ResponderError(f"{exc}; check GRACE_LLM_BASE_URL, or use the offline responder") from exc
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -326,53 +312,6 @@ class HttpResponder:
             raise ResponderError(f"{self.url} answered a non-text message content: {content!r:.200}")
         model = data.get("model") if isinstance(data.get("model"), str) else self.model
         return Answer(content, _cited(context), model or self.model, self.settings)
-
-    def _post(self, body: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
-        payload = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        last = ""
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")  # noqa: S310
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - checked http(s)
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode(errors="replace")
-                if exc.code >= 500 or exc.code == 429:
-                    last = f"HTTP {exc.code}: {detail}"
-                    continue
-                raise ResponderError(f"{self.url} refused the request: HTTP {exc.code}: {detail}") from exc
-            except TimeoutError as exc:
-                last = f"no answer within {self.timeout:g} s ({exc})"
-                continue
-            except urllib.error.URLError as exc:
-                reason = exc.reason
-                if isinstance(reason, TimeoutError):
-                    last = f"no answer within {self.timeout:g} s"
-                else:
-                    last = f"cannot connect: {reason}"
-                continue
-            except (ConnectionError, OSError) as exc:
-                last = f"connection failed: {exc}"
-                continue
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise ResponderError(
-                    f"{self.url} answered something that is not JSON: {raw[:200]!r}"
-                ) from exc
-            if not isinstance(data, dict):
-                raise ResponderError(f"{self.url} answered JSON that is not an object: {raw[:200]!r}")
-            return data
-        raise ResponderError(
-            f"the language model server at {self.url} is unreachable or failing after {attempts} attempt(s): "
-            f"{last}. Check GRACE_LLM_BASE_URL, or use the offline responder"
-        )
 
 
 def responder_for(name: str | Responder | None, ws: Workspace | None = None) -> Responder:

@@ -41,6 +41,7 @@ from .hunter.fanout import AlertFanOut
 from .lake import Lake
 from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
+from .llm import LanguageModels
 from .loops import Scheduler, apply_loop_params
 from .memory import Memory
 from .mesh import Mesh, apply_dead_letters
@@ -130,6 +131,7 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks")),
     EngineSpec("healing", Healing, needs=("loops", "governance", "modes", "tasks", "executor")),
     EngineSpec("meta", Meta, needs=("loops",)),
+    EngineSpec("llm", LanguageModels),
     EngineSpec("lake", Lake, needs=("loops",), close=True),
 )
 # What the workspace itself holds before any engine: no engine may take these names.
@@ -256,6 +258,7 @@ class Workspace:
     executor: Executor
     healing: Healing
     meta: Meta
+    llm: LanguageModels
     lake: Lake
 
     def __init__(
