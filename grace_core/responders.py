@@ -6,8 +6,8 @@
   The same workspace and question always give the same answer.
 * ``HttpResponder`` talks to any OpenAI-compatible server (``POST <base>/chat/completions``). Its base URL,
   model and key come from ``GRACE_LLM_BASE_URL``, ``GRACE_LLM_MODEL``, ``GRACE_LLM_API_KEY``, else from the
-  workspace (``workspace_meta`` keys ``llm.base_url`` and ``llm.model``; the key from ``workspace_secrets``
-  ``llm_api_key``, never from the ledger). It retries connection errors, timeouts and 5xx answers with
+  workspace (settings ``llm.base_url``, ``llm.model`` and the secret ``llm_api_key``, never from the ledger;
+  see ``grace_core.settings``). It retries connection errors, timeouts and 5xx answers with
   exponential backoff, and raises ``ResponderError`` naming the server when it cannot get an answer.
 
 Every answer carries the responder's name, model and settings, which the chat records with the reply.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import re
 import urllib.error
 import urllib.request
@@ -28,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from . import settings
 from .errors import ArtifactError, ResponderError
 
 if TYPE_CHECKING:
@@ -264,26 +264,6 @@ CONTEXT_PROMPT = (
 )
 
 
-def _workspace_setting(ws: Workspace | None, key: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = ?", [key]).fetchone()
-    except Exception:  # noqa: BLE001 - no such table in an odd workspace: no setting
-        return None
-    return None if row is None else str(row[0])
-
-
-def _workspace_secret(ws: Workspace | None, name: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [name]).fetchone()
-    except Exception:  # noqa: BLE001 - a snapshot has no secrets
-        return None
-    return None if row is None else bytes(row[0]).decode()
-
-
 class HttpResponder:
     """An OpenAI-compatible ``/v1/chat/completions`` backend, with timeouts and retries."""
 
@@ -304,7 +284,7 @@ class HttpResponder:
         context_k: int = 3,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or _workspace_setting(ws, "llm.base_url")
+        base = settings.resolve(settings.LLM_BASE_URL, given=base_url, ws=ws)
         if not base:
             raise ResponderError(
                 "the http responder needs a server: set GRACE_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1) "
@@ -313,10 +293,8 @@ class HttpResponder:
         if not base.startswith(("http://", "https://")):
             raise ResponderError(f"the model server URL must start with http:// or https://, not {base!r}")
         self.base_url = base.rstrip("/")
-        self.model = (
-            model or os.environ.get("GRACE_LLM_MODEL") or _workspace_setting(ws, "llm.model") or "default"
-        )
-        self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or _workspace_secret(ws, "llm_api_key")
+        self.model = settings.resolve(settings.LLM_MODEL, given=model, ws=ws) or "default"
+        self._api_key = settings.resolve(settings.LLM_API_KEY, given=api_key, ws=ws)
         if timeout <= 0 or retries < 0 or backoff < 0:
             raise ValueError("timeout must be positive; retries and backoff not negative")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
