@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
 from grace_core.sandbox import LANGUAGES, limits_from
 
 OPERATOR = "system"
@@ -132,12 +132,10 @@ def remedies(
     """Remedy proposals for failed runs (diagnoses, fixes as diffs, advice)."""
     with _workspace(ctx) as ws:
         rows = _records(ws.remedy.proposals(execution=execution, state=state))
+    fields = ["id", "execution", "kind", "summary", "line", "state", "diff"]
+    _show(rows, ["id", "execution", "kind", "state", "summary"], as_json, json_fields=fields)
     if as_json:
-        for r in rows:
-            _echo_json({k: r.get(k) for k in ("id", "execution", "kind", "summary", "line", "state", "diff")})
         return
-    for line in _table(rows, ["id", "execution", "kind", "state", "summary"]):
-        click.echo(line)
     if show_diff:
         for r in rows:
             if r.get("diff"):
