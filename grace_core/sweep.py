@@ -24,7 +24,6 @@ interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -190,15 +189,14 @@ def plan(config: SweepConfig) -> list[Run]:
 def run_one(run: Run) -> dict[str, Any]:
     """Run one experiment in its own new workspace file and return its result row (runs in a worker)."""
     from .clock import ManualClock
+    from .files import remove_workspace_files
     from .workload import simulate
     from .workspace import open_workspace
 
     workdir = Path(run.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{run.id}.duckdb"
-    for leftover in (path, Path(f"{path}.wal")):  # a run cut short starts again from nothing
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+    remove_workspace_files(path)  # a run cut short starts again from nothing
     kwargs: dict[str, Any] = dict(run.simulate)
     loop_params = {}
     for key, value in run.params:
