@@ -119,7 +119,7 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
     file = Path(path)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SweepError(f"cannot read the sweep config {file}: {exc}") from exc
     if not isinstance(raw, Mapping):
         raise SweepError(f"{file} does not hold a mapping")

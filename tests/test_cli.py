@@ -313,6 +313,40 @@ def test_events_tail_follow_beside_the_owning_process(
         owner.close()
 
 
+def test_a_snapshot_of_a_workspace_whose_path_has_a_quote(tmp_path: Path) -> None:
+    folder = tmp_path / "it's here"
+    folder.mkdir()
+    path = folder / "w.duckdb"
+    owner = open_workspace(path)  # another process owns it: the snapshot is a copy the owner writes
+    try:
+        owner.publish("demo.quote", {"n": 1}, actor="tester")
+        result = grace("-w", path, "--snapshot", "events", "tail", "-n", "1", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["topic"] == "demo.quote"
+    finally:
+        owner.close()
+
+
+def test_sandbox_run_prints_the_programs_control_characters_escaped(ws_file: Path, tmp_path: Path) -> None:
+    program = tmp_path / "colours.py"
+    program.write_text(
+        "import sys\n"
+        "print('\\x1b[2J\\x1b[31mred\\rover')\n"
+        "print('\\x1b]0;a new title\\x07done', file=sys.stderr)\n"
+    )
+    shown, as_json = grace_all(
+        ("-w", ws_file, "sandbox", "run", program),
+        ("-w", copies(ws_file, 1)[0], "sandbox", "run", program, "--json"),
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        shown.stdout == "\\x1b[2J\\x1b[31mred\\rover\n"
+    )  # the terminal is not cleared, coloured or rewritten
+    assert "\x1b" not in shown.stderr
+    assert shown.stderr.startswith("\\x1b]0;a new title\\x07done\n")
+    assert json.loads(as_json.stdout)["stdout"] == "\x1b[2J\x1b[31mred\rover\n"  # JSON keeps the exact output
+
+
 # -- replay, metrics, loops, bench ---------------------------------------------------------------------------
 def test_replay_into_a_new_file(ws_file: Path, tmp_path: Path) -> None:
     target = tmp_path / "replayed.duckdb"

@@ -13,13 +13,14 @@ import dataclasses
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 import duckdb
@@ -177,6 +178,16 @@ def _show(
         rows = copies
     for line in _table(rows, columns):
         click.echo(line)
+
+
+# Control characters a terminal acts on (escape sequences, carriage returns, bidirectional overrides), except
+# newline and tab: printed as visible escapes, so a program's output cannot restyle or rewrite the terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` with its terminal control characters shown as ``\\x1b``-style escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -508,15 +519,31 @@ _load_command_modules()
 
 
 # -- entry point ---------------------------------------------------------------------------------------------
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo("grace: error: " + " ".join(message.split()), err=True)
     sys.exit(2)
+
+
+def _shown(text: str) -> str:
+    """An argument as the user typed it, bytes that are not UTF-8 as ``\\xff``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{_shown(str(exc.filename))}: {what}" if exc.filename is not None else what
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line; errors become one ``grace: error:`` line and exit status 2."""
     try:
-        args = list(argv) if argv is not None else None
+        args = list(argv) if argv is not None else sys.argv[1:]
+        for n, arg in enumerate(args, 1):
+            if not arg.isascii():
+                try:
+                    arg.encode("utf-8")
+                except UnicodeEncodeError:
+                    _fail(f"argument {n} is not UTF-8 text: {_shown(arg)}")
         code = cli.main(args=args, prog_name="grace", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("grace: interrupted", err=True)
@@ -532,4 +559,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except OSError as exc:  # a file named on the command line that cannot be read or written as asked
+        _fail(_os_error(exc))
+    except UnicodeError as exc:  # input (standard input, a file, the environment) that is not UTF-8 text
+        _fail(f"the input is not UTF-8 text ({getattr(exc, 'reason', exc)})")
     sys.exit(code if isinstance(code, int) else 0)

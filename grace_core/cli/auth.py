@@ -24,7 +24,12 @@ def _stdin_lines(n: int) -> list[str]:
         line = sys.stdin.readline()
         if not line:
             raise click.UsageError(f"--password-stdin expects {n} line(s) on standard input")
-        lines.append(line.rstrip("\r\n"))
+        line = line.rstrip("\r\n")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.UsageError("--password-stdin: the password is not UTF-8 text") from None
+        lines.append(line)
     return lines
 
 

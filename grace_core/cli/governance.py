@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.errors import PolicyError
 from grace_core.governance import ROLES, Decision, load_policies
 
 OPERATOR = "system"
@@ -95,7 +96,12 @@ def policy_show(ctx: click.Context, policy_id: str, as_json: bool) -> None:
 @click.pass_context
 def policy_add(ctx: click.Context, file: Path, replace: bool, by: str, reason: str) -> None:
     """Add the policies in FILE (YAML: one policy, a list, or a mapping with a 'policies' list), all or none."""
-    policies = load_policies(file)
+    try:
+        policies = load_policies(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.start})") from exc
+    except PolicyError as exc:
+        raise PolicyError(f"{file}: {exc}") from exc
     with _workspace(ctx, writes=True) as ws:
         existing = {p.id for p in ws.governance.index.policies}
         ws.governance.add_policies(policies, actor=by, reason=reason, replace=replace)
