@@ -70,7 +70,7 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
-def _check_export(targets: dict[str, Path], out: Path) -> None:
+def _check_export(targets: dict[str, Path]) -> None:
     """Refuse an export that cannot be written whole: a file that is also a folder, here or on disk."""
     folders = {parent: path for path, target in targets.items() for parent in target.parents}
     for path, target in targets.items():
@@ -81,10 +81,10 @@ def _check_export(targets: dict[str, Path], out: Path) -> None:
             )
         if target.is_dir():
             raise ArtifactError(f"cannot export {path}: {target} is a directory already")
-        for parent in target.parents:
-            if parent == out.parent:
+        for parent in target.parents:  # up to the nearest folder that exists
+            if parent.is_dir():
                 break
-            if parent.exists() and not parent.is_dir():
+            if parent.exists():
                 raise ArtifactError(f"cannot export {path}: {parent} is a file, not a folder")
 
 
@@ -330,7 +330,7 @@ class Memory:
         for path in paths:
             rel = path.rsplit("/", 1)[1] if single is not None else path[len(folder) :]
             targets[path] = out.joinpath(*rel.split("/"))
-        _check_export(targets, out)
+        _check_export(targets)
         files = []
         for path, target in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
