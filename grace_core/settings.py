@@ -19,6 +19,7 @@ llm.api_key        ``GRACE_LLM_API_KEY``   secret ``llm_api_key``           none
 demo_password      ``GRACE_DEMO_PASSWORD`` secret ``demo_password.<user>``  generated per demo user
 no_loops           ``GRACE_NO_LOOPS``      --                               off; ``panel serve apps/*.py`` runs loops
 user               ``GRACE_USER``          --                               none; who a notebook/Voila view acts as
+ray_address        ``RAY_ADDRESS``         --                               none: a local Ray (Ray's own variable)
 =================  ======================  ===============================  ==========================================
 
 Workspace settings are operational configuration, not events: set them with ``ws.settings.set(name, value)``
@@ -44,6 +45,7 @@ __all__ = [
     "LLM_BASE_URL",
     "LLM_MODEL",
     "NO_LOOPS",
+    "RAY_ADDRESS",
     "SETTINGS",
     "USER",
     "WORKSPACE",
@@ -99,9 +101,20 @@ NO_LOOPS = Setting(
     name="no_loops", env="GRACE_NO_LOOPS", help="`panel serve apps/*.py` leaves the loops stopped when set"
 )
 USER = Setting(name="user", env="GRACE_USER", help="the user a notebook or Voila view acts as")
+RAY_ADDRESS = Setting(name="ray_address", env="RAY_ADDRESS", help="the Ray cluster `grace sweep` runs on")
 SETTINGS = {
     s.name: s
-    for s in (WORKSPACE, JWT_SECRET, LLM_BASE_URL, LLM_MODEL, LLM_API_KEY, DEMO_PASSWORD, NO_LOOPS, USER)
+    for s in (
+        WORKSPACE,
+        JWT_SECRET,
+        LLM_BASE_URL,
+        LLM_MODEL,
+        LLM_API_KEY,
+        DEMO_PASSWORD,
+        NO_LOOPS,
+        USER,
+        RAY_ADDRESS,
+    )
 }
 
 

@@ -42,6 +42,7 @@ import duckdb
 import pandas as pd
 import yaml
 
+from . import settings
 from .errors import SweepError
 from .lake import _attach_sql, _extensions, _normalise_data, _retrying, normalise_catalog, open_lake
 
@@ -257,7 +258,7 @@ def _ray(runs: Iterable[Run], workers: int) -> Iterator[dict[str, Any]]:
 
     started_here = not ray.is_initialized()
     if started_here:
-        address = os.environ.get("RAY_ADDRESS")
+        address = settings.from_env(settings.RAY_ADDRESS)
         # Local Ray: only as many CPUs as asked for, no dashboard (2-core machines).
         options: dict[str, Any] = {} if address else {"num_cpus": workers, "include_dashboard": False}
         ray.init(address=address, log_to_driver=False, **options)
