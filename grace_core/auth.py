@@ -49,14 +49,14 @@ Tokens
     another audience or issuer, of another type, expired, issued in the future, logged out (``auth.logout``
     events, projection ``revoked_tokens``), or when its user is gone, disabled, has another role now or has
     changed the password since. The secret is ``$GRACE_JWT_SECRET`` (at least 32 bytes) or else 64 random
-    bytes kept in ``workspace_secrets`` (generated when a writable workspace is opened, so ``grace init``
-    makes one). Secrets are not copied into snapshots or replays: tokens verify only where they were issued.
+    bytes kept among the workspace's secrets (``ws.secrets``, the ``.keys`` file; generated when a writable
+    workspace is opened, so ``grace init`` makes one). Secrets are not copied into snapshots or replays:
+    tokens verify only where they were issued.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 import threading
@@ -72,7 +72,7 @@ import pandas as pd
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .clock import to_datetime
+from . import settings
 from .errors import (
     AuthError,
     PermissionDenied,
@@ -82,6 +82,7 @@ from .errors import (
     WeakPasswordError,
 )
 from .events import Event
+from .times import TS, from_us, to_datetime, to_us
 
 if TYPE_CHECKING:
     from .governance import Governance
@@ -125,8 +126,8 @@ TOKEN_TYPE = "access"  # noqa: S105 - the typ claim, not a secret
 DEFAULT_TTL = 3600.0
 MAX_TTL = 30 * 86400.0
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "typ", "iat", "exp", "jti", "pwv"]
-SECRET_ENV = "GRACE_JWT_SECRET"  # noqa: S105 - the variable's name
-SECRET_NAME = "jwt_secret"  # noqa: S105 - the row's name in workspace_secrets
+SECRET_ENV = str(settings.JWT_SECRET.env)
+SECRET_NAME = str(settings.JWT_SECRET.secret)
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 8192
 
@@ -201,11 +202,11 @@ class Claims:
 
     @property
     def issued_at(self) -> datetime:
-        return to_datetime(self.iat * 1_000_000)
+        return to_datetime(to_us(self.iat))
 
     @property
     def expires_at(self) -> datetime:
-        return to_datetime(self.exp * 1_000_000)
+        return to_datetime(to_us(self.exp))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -285,7 +286,7 @@ class Auth:
         self._manage = threading.RLock()
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
         ws.projections.register("auth", "auth.*", _apply, tables=["users", "revoked_tokens", "auth_logins"])
-        if not ws.read_only and SECRET_ENV not in os.environ:
+        if not ws.read_only and settings.from_env(settings.JWT_SECRET) is None:
             self._workspace_secret()
 
     def seed_defaults(self) -> None:
@@ -578,9 +579,9 @@ class Auth:
             self._reader()
             .execute(
                 "SELECT epoch_us(ts), name, source, outcome FROM auth_logins "
-                "WHERE ts > make_timestamptz(?::BIGINT) AND outcome IN ('failed', 'succeeded') "
+                f"WHERE ts > {TS} AND outcome IN ('failed', 'succeeded') "
                 "AND (name = ? OR source = ?) ORDER BY seq",
-                [round((now - horizon) * 1e6), name, source],
+                [to_us(now - horizon), name, source],
             )
             .fetchall()
         )
@@ -588,33 +589,33 @@ class Auth:
         # 1. the (account, source) pair: exponential backoff after PAIR_FREE_FAILURES recent failures
         pair: list[float] = []
         for ts_us, n, s, outcome in rows:
-            if n == name and s == source and ts_us / 1e6 > now - PAIR_WINDOW:
+            if n == name and s == source and from_us(ts_us) > now - PAIR_WINDOW:
                 if outcome == "succeeded":
                     pair.clear()
                 else:
-                    pair.append(ts_us / 1e6)
+                    pair.append(from_us(ts_us))
         if len(pair) >= PAIR_FREE_FAILURES:
             delay = min(PAIR_BASE_DELAY * 2 ** (len(pair) - PAIR_FREE_FAILURES), PAIR_MAX_DELAY)
             if pair[-1] + delay > now:
                 refusals.append(("account_source", pair[-1] + delay - now))
         trusted = self._count(
             "SELECT count(*) FROM auth_logins WHERE name = ? AND source = ? AND outcome = 'succeeded' "
-            "AND ts > make_timestamptz(?::BIGINT)",
-            [name, source, round((now - TRUSTED_FOR) * 1e6)],
+            f"AND ts > {TS}",
+            [name, source, to_us(now - TRUSTED_FOR)],
         )
         if not trusted:
             # 2. the source over all accounts, 3. the account over all sources: sliding hard caps
             by_source = sorted(
-                ts / 1e6
+                from_us(ts)
                 for ts, _, s, o in rows
-                if o == "failed" and s == source and ts / 1e6 > now - SOURCE_WINDOW
+                if o == "failed" and s == source and from_us(ts) > now - SOURCE_WINDOW
             )
             if len(by_source) >= SOURCE_LIMIT:
                 refusals.append(("source", by_source[len(by_source) - SOURCE_LIMIT] + SOURCE_WINDOW - now))
             by_account = sorted(
-                ts / 1e6
+                from_us(ts)
                 for ts, n, _, o in rows
-                if o == "failed" and n == name and ts / 1e6 > now - ACCOUNT_WINDOW
+                if o == "failed" and n == name and from_us(ts) > now - ACCOUNT_WINDOW
             )
             if len(by_account) >= ACCOUNT_LIMIT:
                 refusals.append(
@@ -636,9 +637,9 @@ class Auth:
 
     def _store_hash(self, name: str, hashed: str) -> None:
         self._ws.con.cursor().execute(
-            "INSERT INTO credentials VALUES (?, ?, make_timestamptz(?::BIGINT)) "
+            f"INSERT INTO credentials VALUES (?, ?, {TS}) "
             "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
-            [name, hashed, round(self._ws.clock.time() * 1e6)],
+            [name, hashed, to_us(self._ws.clock.time())],
         )
 
     def _delete_hash(self, name: str) -> None:
@@ -693,7 +694,7 @@ class Auth:
         return bool(self._count("SELECT count(*) FROM revoked_tokens WHERE jti = ?", [jti]))
 
     def _secret(self) -> bytes:
-        env = os.environ.get(SECRET_ENV)
+        env = settings.from_env(settings.JWT_SECRET)
         if env is not None:
             key = env.encode("utf-8")
             if len(key) < MIN_SECRET_BYTES:
@@ -706,23 +707,12 @@ class Auth:
 
     def _workspace_secret(self) -> bytes:
         if self._stored_secret is None:
-            cur = self._ws.con.cursor()
-            row = cur.execute("SELECT value FROM workspace_secrets WHERE name = ?", [SECRET_NAME]).fetchone()
-            if row is None:
-                if self._ws.read_only:
-                    raise TokenError(
-                        "this read-only snapshot holds no token secret (secrets are never copied); "
-                        f"verify tokens where they were issued, or set {SECRET_ENV}"
-                    )
-                cur.execute(
-                    "INSERT INTO workspace_secrets VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    [SECRET_NAME, secrets.token_bytes(64)],
+            if self._ws.read_only and SECRET_NAME not in self._ws.secrets:
+                raise TokenError(
+                    "this read-only snapshot holds no token secret (secrets are never copied); "
+                    f"verify tokens where they were issued, or set {SECRET_ENV}"
                 )
-                row = cur.execute(
-                    "SELECT value FROM workspace_secrets WHERE name = ?", [SECRET_NAME]
-                ).fetchone()
-                assert row is not None
-            key = bytes(row[0])
+            key = self._ws.secrets.generate(SECRET_NAME, nbytes=64)
             if len(key) < MIN_SECRET_BYTES:
                 raise AuthError(f"the workspace's token secret is shorter than {MIN_SECRET_BYTES} bytes")
             self._stored_secret = key
@@ -850,35 +840,32 @@ def _apply(con: Any, events: list[Event]) -> None:
         topic = e.topic
         if topic == "auth.user_registered":
             con.execute(
-                "INSERT INTO users VALUES (?, ?, false, 0, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
+                f"INSERT INTO users VALUES (?, ?, false, 0, ?, {TS}, {TS}, ?)",
                 [p["name"], p["role"], e.actor, e.ts_us, e.ts_us, e.id],
             )
         elif topic == "auth.role_changed":
             con.execute(
-                "UPDATE users SET role = ?, updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET role = ?, updated_at = {TS} WHERE name = ?",
                 [p["to"], e.ts_us, p["name"]],
             )
         elif topic in ("auth.user_disabled", "auth.user_enabled"):
             con.execute(
-                "UPDATE users SET disabled = ?, updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET disabled = ?, updated_at = {TS} WHERE name = ?",
                 [topic == "auth.user_disabled", e.ts_us, p["name"]],
             )
         elif topic == "auth.password_changed":
             con.execute(
-                "UPDATE users SET password_version = password_version + 1, "
-                "updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET password_version = password_version + 1, updated_at = {TS} WHERE name = ?",
                 [e.ts_us, p["name"]],
             )
         elif topic == "auth.logout":
             con.execute(
-                "INSERT INTO revoked_tokens VALUES (?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
-                [p["jti"], p["name"], int(p["exp"]) * 1_000_000, e.ts_us, e.id],
+                f"INSERT INTO revoked_tokens VALUES (?, ?, {TS}, {TS}, ?)",
+                [p["jti"], p["name"], to_us(int(p["exp"])), e.ts_us, e.id],
             )
         elif topic in _LOGIN_OUTCOMES:
             con.execute(
-                "INSERT INTO auth_logins VALUES (make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO auth_logins VALUES ({TS}, ?, ?, ?, ?, ?, ?)",
                 [
                     e.ts_us,
                     e.seq,

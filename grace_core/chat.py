@@ -22,6 +22,7 @@ from .events import Event
 from .hunter import Finding, severity_rank
 from .hunter.scanner import redact
 from .responders import RETRIEVAL, Responder, Turn, responder_for
+from .times import TS
 
 if TYPE_CHECKING:
     from .auth import Auth
@@ -315,8 +316,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             if not (isinstance(p.get("user"), str) and isinstance(p.get("title"), str)):
                 continue
             con.execute(
-                "INSERT INTO conversations VALUES (?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), 0)",
+                f"INSERT INTO conversations VALUES (?, ?, ?, {TS}, {TS}, 0)",
                 [e.id, p["user"], p["title"], e.ts_us, e.ts_us],
             )
             continue
@@ -333,7 +333,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         settings = json.dumps(p["settings"], sort_keys=True) if "settings" in p else None
         citations = json.dumps(p["citations"]) if "citations" in p else None
         con.execute(
-            "INSERT INTO chat_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+            f"INSERT INTO chat_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS})",
             [
                 e.id,
                 conv,
@@ -350,7 +350,6 @@ def _apply(con: Any, events: list[Event]) -> None:
             ],
         )
         con.execute(
-            "UPDATE conversations SET messages = messages + 1, updated_at = make_timestamptz(?::BIGINT) "
-            "WHERE id = ?",
+            f"UPDATE conversations SET messages = messages + 1, updated_at = {TS} WHERE id = ?",
             [e.ts_us, conv],
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -79,8 +79,3 @@ class ManualClock:
 
     def __repr__(self) -> str:
         return f"ManualClock({self.now().isoformat()})"
-
-
-def to_datetime(ts_us: int) -> datetime:
-    """Microseconds since the epoch (how the ledger stores time) to an aware datetime."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from .clock import to_datetime
 from .errors import EventError, PayloadError
+from .times import to_datetime
 
 __all__ = ["GENESIS_HASH", "MAX_PAYLOAD_BYTES", "Draft", "Event", "canonical_json", "record_bytes"]
 

@@ -47,6 +47,7 @@ from .events import Event
 from .loops import Loop, Scheduler
 from .mesh import Message
 from .modes import MODES
+from .times import TS, from_us, to_us
 
 if TYPE_CHECKING:
     from .executor import Executor
@@ -240,9 +241,8 @@ class HealingLoop(Loop):
         row = (
             ws.ledger.reader()
             .execute(
-                "SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= make_timestamptz(?::BIGINT) "
-                "AND resolved_at < make_timestamptz(?::BIGINT)",
-                [round(since * 1e6), round(until * 1e6)],
+                f"SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= {TS} AND resolved_at < {TS}",
+                [to_us(since), to_us(until)],
             )
             .fetchone()
         )
@@ -470,8 +470,8 @@ class Healing:
                 "SELECT payload->>'$.kind' AS kind, count(*) AS runs, "
                 "count(*) FILTER (WHERE (payload->>'$.to') <> 'done') AS failures, max(seq) AS last "
                 "FROM events WHERE topic = 'task.state_changed' AND (payload->>'$.from') = 'running' "
-                "AND ts >= make_timestamptz(?::BIGINT) GROUP BY 1 ORDER BY 1",
-                [round((now - window) * 1e6)],
+                f"AND ts >= {TS} GROUP BY 1 ORDER BY 1",
+                [to_us(now - window)],
             )
             .fetchall()
         )
@@ -546,8 +546,8 @@ class Healing:
                 "max(id) FILTER (WHERE topic = 'chat.message.failed' AND seq = (SELECT max(seq) FROM events "
                 "WHERE topic = 'chat.message.failed')) "
                 "FROM events WHERE topic IN ('chat.message.failed', 'chat.message.responded') "
-                "AND ts >= make_timestamptz(?::BIGINT)",
-                [round((now - window) * 1e6)],
+                f"AND ts >= {TS}",
+                [to_us(now - window)],
             )
             .fetchone()
         )
@@ -661,7 +661,7 @@ class Healing:
             event = ws.ledger.get(str(incident["id"]))
             actions = json.loads(incident["actions"])
             if c.status == "ok":
-                self._resolve(event, c, actions, now, float(incident["detected_us"]) / 1e6)
+                self._resolve(event, c, actions, now, from_us(float(incident["detected_us"])))
             elif RANK[c.status] > RANK[str(incident["status"])] or c.reason != incident["reason"]:
                 with handling(event):
                     ws.publish(
@@ -920,9 +920,7 @@ def _apply_health(con: Any, events: list[Event]) -> None:
         if not rows:
             continue
         # One statement per check (not one per component): this runs on every healing tick.
-        values = ", ".join(
-            ["(?, ?, ?, make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT))"] * len(rows)
-        )
+        values = ", ".join([f"(?, ?, ?, {TS}, {TS})"] * len(rows))
         params = [v for component, c in rows for v in (component, c["status"], c["detail"], e.ts_us, e.ts_us)]
         con.execute(
             f"INSERT INTO health_status VALUES {values} "
@@ -938,7 +936,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "healing.incident_opened":
             con.execute(
-                "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), '[]', false, NULL, NULL)",
+                f"INSERT INTO incidents VALUES (?, ?, ?, ?, ?, {TS}, '[]', false, NULL, NULL)",
                 [e.id, p["component"], p["status"], p["reason"], p["detail"], e.ts_us],
             )
         elif e.topic == "healing.incident_escalated":
@@ -954,7 +952,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                 "status": p["status"],
                 "ok": p["ok"],
                 "detail": p["detail"],
-                "at": e.ts_us / 1e6,
+                "at": from_us(e.ts_us),
                 "event": e.id,
                 "data": _action_data(p),
             }
@@ -974,7 +972,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                     "status": p["status"],
                     "ok": True,
                     "detail": p["why"],
-                    "at": e.ts_us / 1e6,
+                    "at": from_us(e.ts_us),
                     "event": e.id,
                     "data": {},
                 }
@@ -984,7 +982,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                 )
         elif e.topic == "healing.incident_resolved":
             con.execute(
-                "UPDATE incidents SET resolved_at = make_timestamptz(?::BIGINT), mttr_s = ? WHERE id = ?",
+                f"UPDATE incidents SET resolved_at = {TS}, mttr_s = ? WHERE id = ?",
                 [e.ts_us, p["mttr_s"], p["incident"]],
             )
 

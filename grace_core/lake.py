@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import duckdb
 import pandas as pd
 
-from .db import load_extension
+from .db import load_extension, sql_string
 from .errors import LakeError
 from .ledger import Ledger, VerifyReport
 from .loops import Loop
@@ -57,7 +57,7 @@ ALIAS = "grace_lake"  # the name the lake is attached under in the owner's DuckD
 DEFAULT_RETENTION = 7 * 24 * 3600.0  # seconds of snapshots kept for time travel
 SYNC_TABLE = "lake_syncs"  # one row per sync: which seqs, which head, which workspace
 _APPENDED = ("events", SYNC_TABLE)  # the tables syncs append to (all others are replaced)
-# Never published: key material and password hashes (the same tables snapshots leave out).
+# Never published: password hashes and a pre-key-file secrets table (the same tables snapshots leave out).
 _SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _META = {"catalog": "lake.catalog", "data": "lake.data", "retention": "lake.retention"}
 _SECRET = "lake.catalog"  # noqa: S105 - the name of the secret, not its value
@@ -102,10 +102,6 @@ def _normalise_data(data: str | os.PathLike[str]) -> str:
     return str(Path(text).expanduser().resolve()) + "/"
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _attach_sql(
     catalog: str,
     data: str | None,
@@ -116,15 +112,15 @@ def _attach_sql(
 ) -> str:
     options = []
     if data is not None:
-        options.append(f"DATA_PATH {_quote(data)}")
+        options.append(f"DATA_PATH {sql_string(data)}")
     if read_only:
         options.append("READ_ONLY")
     if isinstance(snapshot, datetime):
-        options.append(f"SNAPSHOT_TIME {_quote(snapshot.isoformat())}")
+        options.append(f"SNAPSHOT_TIME {sql_string(snapshot.isoformat())}")
     elif snapshot is not None:
         options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
     suffix = f" ({', '.join(options)})" if options else ""
-    return f"ATTACH {_quote('ducklake:' + catalog)} AS {alias}{suffix}"
+    return f"ATTACH {sql_string('ducklake:' + catalog)} AS {alias}{suffix}"
 
 
 def _retrying(action: Callable[[], _T], *, attempts: int = 8, backoff: float = 0.05) -> _T:
@@ -218,13 +214,9 @@ class Lake:
 
     def _catalog(self) -> str:
         """The full catalog URL (with its password, kept among the workspace's secrets if it has one)."""
-        row = (
-            self.ws.con.cursor()
-            .execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SECRET])
-            .fetchone()
-        )
-        if row is not None:
-            return bytes(row[0]).decode()
+        stored = self.ws.secrets.text(_SECRET)
+        if stored is not None:
+            return stored
         config = self.config
         if not config:
             raise LakeError(
@@ -256,6 +248,11 @@ class Lake:
         finally:
             probe.close()
         public = redact(catalog)
+        # The password first: a lake recorded without it (a crash in between) would not open.
+        if public != catalog:
+            self.ws.secrets.put(_SECRET, catalog)
+        else:
+            self.ws.secrets.delete(_SECRET)
         cur = self.ws.con.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
@@ -264,9 +261,6 @@ class Lake:
                     "INSERT INTO workspace_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [_META[key], value],
                 )
-            cur.execute("DELETE FROM workspace_secrets WHERE name = ?", [_SECRET])
-            if public != catalog:
-                cur.execute("INSERT INTO workspace_secrets VALUES (?, ?)", [_SECRET, catalog.encode()])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

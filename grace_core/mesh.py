@@ -31,6 +31,7 @@ from .errors import EventError
 from .events import MAX_PAYLOAD_BYTES, Draft, Event, canonical_json, check_name, check_topic
 from .ledger import Ledger
 from .projections import topic_matcher
+from .times import TS, to_us
 
 __all__ = ["Handler", "Mesh", "Message", "Subscription"]
 
@@ -134,7 +135,7 @@ class Mesh:
         The clock is read once: the events of one ``publish_many`` share their publication instant.
         """
         check_name("actor", actor, required=True)
-        ts_us = round(self.clock.time() * 1_000_000)
+        ts_us = to_us(self.clock.time())
         limit = self.max_payload_bytes
         new_id = self.new_id
         out = []
@@ -460,7 +461,7 @@ def apply_dead_letters(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "mesh.delivery_failed":
             con.execute(
-                "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), NULL)",
+                f"INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, {TS}, NULL)",
                 [
                     e.id,
                     p["event_id"],
@@ -474,6 +475,6 @@ def apply_dead_letters(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "mesh.dead_letter_replayed":
             con.execute(
-                "UPDATE dead_letters SET replayed_at = make_timestamptz(?::BIGINT) WHERE event_id = ?",
+                f"UPDATE dead_letters SET replayed_at = {TS} WHERE event_id = ?",
                 [e.ts_us, p["dead_letter"]],
             )

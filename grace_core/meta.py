@@ -34,6 +34,7 @@ from .causal import handling
 from .errors import GraceError
 from .events import Event
 from .loops import Loop, Scheduler
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -233,10 +234,10 @@ class Meta:
         row = (
             self.ws.ledger.reader()
             .execute(
-                "SELECT max(seq) FROM events WHERE actor = ? AND ts >= make_timestamptz(?::BIGINT) "
-                "AND ts < make_timestamptz(?::BIGINT) AND NOT starts_with(topic, 'loop.') "
+                f"SELECT max(seq) FROM events WHERE actor = ? AND ts >= {TS} "
+                f"AND ts < {TS} AND NOT starts_with(topic, 'loop.') "
                 "AND NOT starts_with(topic, 'metrics.') AND parent_id IS NOT NULL",
-                [loop, round(since * 1e6), round(until * 1e6) + 1],
+                [loop, to_us(since), to_us(until) + 1],
             )
             .fetchone()
         )
@@ -292,14 +293,12 @@ def _apply(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "meta.change_applied":
             con.execute(
-                "INSERT INTO meta_changes VALUES (?, ?, ?, ?, ?, ?, NULL, 'applied', ?, "
-                "make_timestamptz(?::BIGINT), NULL)",
+                f"INSERT INTO meta_changes VALUES (?, ?, ?, ?, ?, ?, NULL, 'applied', ?, {TS}, NULL)",
                 [e.id, p["loop"], p["key"], p["old"], p["new"], p["baseline"], p["rationale"], e.ts_us],
             )
         elif e.topic == "meta.change_evaluated":
             con.execute(
-                "UPDATE meta_changes SET after = ?, status = ?, evaluated_at = make_timestamptz(?::BIGINT) "
-                "WHERE id = ?",
+                f"UPDATE meta_changes SET after = ?, status = ?, evaluated_at = {TS} WHERE id = ?",
                 [p["after"], p["decision"], e.ts_us, p["change_id"]],
             )
         elif e.topic == "meta.change_refused":

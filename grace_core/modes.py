@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import DegradedModeError, PermissionDenied, ReadOnlyError
 from .events import Event
+from .times import TS
 
 if TYPE_CHECKING:
     from .auth import Auth
@@ -185,7 +186,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "healing.mode_entered":
             con.execute(
-                "INSERT OR REPLACE INTO degraded_modes VALUES (?, ?, ?, make_timestamptz(?::BIGINT), ?)",
+                f"INSERT OR REPLACE INTO degraded_modes VALUES (?, ?, ?, {TS}, ?)",
                 [p["mode"], e.actor, p["reason"], e.ts_us, e.id],
             )
         elif e.topic == "healing.mode_left":

@@ -49,6 +49,7 @@ from .errors import GraceError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
+from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
     from .responders import Responder
@@ -202,14 +203,14 @@ class ReflectionLoop(Loop):
         self._upto = upto
         pending = self._pending
         total = sum(importance(e) for e in pending)
-        now_us = round(ws.clock.time() * 1e6)
+        now_us = to_us(ws.clock.time())
         start_us = last.end_us if last.end_us is not None else (pending[0].ts_us if pending else now_us)
         threshold = float(self._param("importance_threshold"))
         if not pending:
             return {"pending": 0, "importance": 0.0}
         if total >= threshold:
             trigger = "importance"
-        elif now_us - start_us >= float(self._param("period")) * 1e6:
+        elif now_us - start_us >= float(self._param("period")) * US_PER_SECOND:
             trigger = "interval"
         else:
             return {"pending": len(pending), "importance": total}
@@ -326,12 +327,12 @@ class ReflectionLoop(Loop):
 
     def _span(self, window: list[Event], end_us: int) -> tuple[list[Event], int]:
         """The relevant events of the last ``lookback`` seconds up to the window's end (the window included)."""
-        since_us = end_us - round(float(self._param("lookback")) * 1e6)
+        since_us = end_us - to_us(float(self._param("lookback")))
         upto = window[-1].seq
         row = (
             self._ws.ledger.reader()
             .execute(
-                "SELECT min(seq) FROM events WHERE ts >= make_timestamptz(?::BIGINT) AND seq <= ?",
+                f"SELECT min(seq) FROM events WHERE ts >= {TS} AND seq <= ?",
                 [since_us, upto],
             )
             .fetchone()
@@ -619,8 +620,8 @@ class Reflection:
             sql += " AND kind = ?"
             params.append(kind)
         if since is not None:
-            sql += " AND created_at >= make_timestamptz(?::BIGINT)"
-            params.append(int(since * 1e6))
+            sql += f" AND created_at >= {TS}"
+            params.append(to_us(since))
         return self._ws.sql(sql + " ORDER BY created_at, id", params)
 
     def insight(self, insight_id: str) -> dict[str, Any]:
@@ -649,8 +650,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
         if e.topic == "reflection.insight":
             window = p["window"]
             con.execute(
-                "INSERT INTO insights VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT))",
+                f"INSERT INTO insights VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, {TS}, {TS})",
                 [
                     e.id,
                     p["kind"],
@@ -668,8 +668,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             )
         elif e.topic == "reflection.completed":
             con.execute(
-                "INSERT INTO reflections VALUES (?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
+                f"INSERT INTO reflections VALUES (?, ?, ?, ?, ?, ?, ?, ?, {TS}, {TS}, ?)",
                 [
                     int(p["n"]),
                     e.id,
@@ -693,7 +692,7 @@ def insight_usefulness(ws: Workspace, since: float, until: float) -> float | Non
     running, 0.25 if it failed, 0 if it was cancelled or no task cites it. None with fewer than 3 insights.
     """
     frame = ws.sql(
-        """
+        f"""
         WITH cited AS (
             SELECT unnest(from_json(json_extract(details, '$.insights'), '["VARCHAR"]')) AS insight, state
             FROM tasks WHERE json_extract(details, '$.insights') IS NOT NULL
@@ -701,10 +700,10 @@ def insight_usefulness(ws: Workspace, since: float, until: float) -> float | Non
         SELECT i.id, max(CASE c.state WHEN 'done' THEN 1.0 WHEN 'pending' THEN 0.5 WHEN 'running' THEN 0.5
                                       WHEN 'failed' THEN 0.25 ELSE 0.0 END) AS value
         FROM insights i LEFT JOIN cited c ON c.insight = i.id
-        WHERE i.created_at >= make_timestamptz(?::BIGINT) AND i.created_at < make_timestamptz(?::BIGINT)
+        WHERE i.created_at >= {TS} AND i.created_at < {TS}
         GROUP BY i.id
         """,
-        [int(since * 1e6), int(until * 1e6)],
+        [to_us(since), to_us(until)],
     )
     if len(frame) < 3:
         return None

@@ -47,6 +47,7 @@ from .errors import SandboxError
 from .events import Event
 from .mesh import Message
 from .metrics import DerivedMetric
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .sandbox import Execution, Sandbox
@@ -481,11 +482,11 @@ class Remedy:
               "WHERE topic = 'remedy.applied'"  # fmt: skip
         params: list[Any] = []
         if since is not None:
-            sql += " AND ts >= make_timestamptz(?::BIGINT)"
-            params.append(int(since * 1e6))
+            sql += f" AND ts >= {TS}"
+            params.append(to_us(since))
         if until is not None:
-            sql += " AND ts < make_timestamptz(?::BIGINT)"
-            params.append(int(until * 1e6))
+            sql += f" AND ts < {TS}"
+            params.append(to_us(until))
         total, worked = self._ws.ledger.reader().execute(sql, params).fetchone() or (0, 0)
         return None if not total else worked / total
 
@@ -534,7 +535,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             patched = p.get("patched_code")
             con.execute(
                 "INSERT INTO remedy_proposals (id, seq, execution, kind, summary, line, diff, patched_code, state, "
-                "proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT)) ON CONFLICT DO NOTHING",
+                f"proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}) ON CONFLICT DO NOTHING",
                 [
                     e.id, e.seq, p.get("execution"), p.get("kind"), p.get("summary"), p.get("line"),
                     p.get("diff") or "", patched, "proposed" if patched is not None else "advice", e.ts_us,
@@ -543,7 +544,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         elif e.topic == "remedy.applied":
             con.execute(
                 "UPDATE remedy_proposals SET state = ?, applied_execution = ?, applied_by = ?, "
-                "applied_at = make_timestamptz(?::BIGINT) WHERE id = ?",
+                f"applied_at = {TS} WHERE id = ?",
                 [p.get("outcome"), p.get("execution"), e.actor, e.ts_us, p.get("proposal")],
             )
 

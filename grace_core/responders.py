@@ -6,8 +6,8 @@
   The same workspace and question always give the same answer.
 * ``HttpResponder`` talks to any OpenAI-compatible server (``POST <base>/chat/completions``). Its base URL,
   model and key come from ``GRACE_LLM_BASE_URL``, ``GRACE_LLM_MODEL``, ``GRACE_LLM_API_KEY``, else from the
-  workspace (``workspace_meta`` keys ``llm.base_url`` and ``llm.model``; the key from ``workspace_secrets``
-  ``llm_api_key``, never from the ledger). It retries connection errors, timeouts and 5xx answers with
+  workspace (settings ``llm.base_url``, ``llm.model`` and the secret ``llm_api_key``, never from the ledger;
+  see ``grace_core.settings``). It retries connection errors, timeouts and 5xx answers with
   exponential backoff, and raises ``ResponderError`` naming the server when it cannot get an answer.
 
 Every answer carries the responder's name, model and settings, which the chat records with the reply.

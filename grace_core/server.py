@@ -17,7 +17,6 @@ import contextlib
 import html
 import json
 import logging
-import os
 import threading
 import warnings
 from collections.abc import Callable
@@ -27,6 +26,7 @@ import panel as pn
 from bokeh.server.auth_provider import AuthProvider
 from tornado.web import RedirectHandler, RequestHandler
 
+from . import settings
 from .auth import Claims
 from .errors import GraceError, ThrottledError
 from .views import VIEWS, view_spec
@@ -338,11 +338,11 @@ _SHARED_LOCK = threading.Lock()
 def shared_workspace(path: str | None = None) -> Workspace:
     """The one workspace of this process (for ``panel serve apps/*.py``): opened on first use, then reused;
     its loops start unless ``$GRACE_NO_LOOPS`` is set."""
-    path = path or os.environ.get("GRACE_WORKSPACE") or "grace.duckdb"
+    path = settings.workspace_path(path)
     with _SHARED_LOCK:
         if path not in _SHARED:
             ws = open_workspace(path)
-            if not os.environ.get("GRACE_NO_LOOPS"):
+            if settings.from_env(settings.NO_LOOPS) is None:
                 ws.loops.start()  # this process owns the workspace: it runs the loops, as `grace serve` does
             _SHARED[path] = ws
         return _SHARED[path]
@@ -364,7 +364,7 @@ def notebook_workspace(path: str | None = None) -> tuple[Workspace, bool]:
     process holds it, else a read-only snapshot (one writer per workspace). Opened once per kernel."""
     from .errors import WorkspaceLockedError
 
-    path = path or os.environ.get("GRACE_WORKSPACE") or "grace.duckdb"
+    path = settings.workspace_path(path)
     with _SHARED_LOCK:
         if path not in _NOTEBOOK:
             try:
@@ -383,7 +383,7 @@ def notebook_view(slug: str, *, path: str | None = None, user: str | None = None
     """
     quiet_warnings()
     ws, snapshot = notebook_workspace(path)
-    user = user if user is not None else os.environ.get("GRACE_USER", "")
+    user = user if user is not None else settings.from_env(settings.USER) or ""
     role = None
     if user:
         with contextlib.suppress(GraceError):

@@ -18,6 +18,7 @@ import pandas as pd
 
 from .errors import TaskError
 from .events import Event, canonical_json
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .governance import Governance
@@ -137,7 +138,7 @@ class Tasks:
         if error is not None:
             payload["error"] = error[:2000]
         if retry_at is not None:
-            payload["retry_at_us"] = round(retry_at * 1_000_000)
+            payload["retry_at_us"] = to_us(retry_at)
         self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task_id}")
         return self.get(task_id)
 
@@ -224,7 +225,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         if e.topic == "task.created":
             con.execute(
                 f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), NULL, 0, NULL, NULL, NULL)",
+                f"{TS}, {TS}, NULL, 0, NULL, NULL, NULL)",
                 [
                     e.id,
                     p["kind"],
@@ -241,10 +242,10 @@ def _apply(con: Any, events: list[Event]) -> None:
             result = None if p.get("result") is None else json.dumps(p["result"], sort_keys=True)
             starting = p["to"] == "running"
             con.execute(
-                "UPDATE tasks SET state = ?, updated_at = make_timestamptz(?::BIGINT), "
+                f"UPDATE tasks SET state = ?, updated_at = {TS}, "
                 "result = coalesce(?, result), attempts = coalesce(?, attempts), "
                 "last_error = CASE WHEN ? THEN ? ELSE last_error END, "
-                "next_attempt_at = make_timestamptz(?::BIGINT), "
+                f"next_attempt_at = {TS}, "
                 "note = CASE WHEN ? THEN NULL ELSE note END WHERE id = ?",
                 [
                     p["to"],

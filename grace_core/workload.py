@@ -13,21 +13,24 @@ Every random choice comes from ``random.Random(seed)``: the same seed on a fresh
 
 from __future__ import annotations
 
+import os
 import random
 import string
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .clock import ManualClock
+from .clock import DEFAULT_START, ManualClock
 from .errors import GraceError, LoopError
+from .times import from_us
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
-__all__ = ["FLAKY_KIND", "SimulationSummary", "Workload", "simulate"]
+__all__ = ["FLAKY_KIND", "SimulationSummary", "Workload", "simulate", "simulation_clock"]
 
 FLAKY_KIND = "sim.flaky"  # the task kind whose handler fails on purpose
 ADMIN = "sim-admin"  # a workspace's first user must be an admin; the simulated users are made by it
@@ -343,6 +346,21 @@ def simulate(
         loops=[n for n in ws.loops.names if ws.loops.state(n).state == "running"],
         topics=_topics(ws, first_seq),
     )
+
+
+def simulation_clock(path: str | os.PathLike[str]) -> ManualClock:
+    """The clock a simulation of the workspace at ``path`` runs on: from the usual start (``DEFAULT_START``), or
+    just after the newest event of an existing workspace, so its ledger's time never goes backwards."""
+    from .workspace import MEMORY, open_workspace  # the workspace wires the engines that drive this module
+
+    start = DEFAULT_START.timestamp()
+    text = os.fspath(path)
+    if text == MEMORY or not Path(text).expanduser().exists():
+        return ManualClock(start)
+    with open_workspace(text, snapshot=True) as ws:
+        last = ws.ledger.head[0]
+        newest = from_us(ws.ledger.at(last).ts_us) if last else start
+    return ManualClock(max(start, newest + 1.0))
 
 
 def _raise_intervals(ws: Workspace, floor: float | None) -> dict[str, tuple[Any, float]]:

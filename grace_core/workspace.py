@@ -30,14 +30,25 @@ from .auth import Auth, lookup_role
 from .causal import Causal
 from .chat import Chat
 from .clock import Clock, ManualClock, SystemClock
-from .db import apply_migrations
+from .db import apply_migrations, sql_string
 from .errors import LedgerError, ReadOnlyError, SignatureError, WorkspaceError, WorkspaceLockedError
 from .events import Event
 from .executor import Executor
+from .files import (
+    PRIVATE_MODE,
+    check_private,
+    companions,
+    hold_private_umask,
+    private_umask,
+    release_private_umask,
+    remove_workspace_files,
+    write_private,
+)
 from .governance import Governance
 from .healing import Healing
 from .hunter import Hunter
 from .hunter.fanout import AlertFanOut
+from .keystore import Secrets, set_aside
 from .lake import Lake
 from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
@@ -53,7 +64,9 @@ from .projections import Projections
 from .reflection import Reflection
 from .remedy import Remedy
 from .sandbox import Sandbox
+from .settings import DEFAULT_WORKSPACE, Settings, workspace_path
 from .tasks import Tasks
+from .times import TS
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -65,10 +78,10 @@ __all__ = [
     "replay",
 ]
 
-DEFAULT_WORKSPACE = "grace.duckdb"
 MEMORY = ":memory:"
 _SIGNING_KEY = "checkpoint_signing_key"
-# Tables never copied into snapshots: key material and password hashes (neither is on the ledger).
+# Tables never copied into snapshots: password hashes, and the secrets table of workspaces made before the key
+# file (neither is on the ledger).
 _SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _PID = re.compile(r"PID (\d+)")
 # Workspaces still open when the interpreter exits (a notebook or script that never called close()): closing
@@ -152,6 +165,8 @@ _SPINE = frozenset(
         "publish",
         "publish_many",
         "subscribe",
+        "secrets",
+        "settings",
     ]
 )
 
@@ -212,9 +227,7 @@ def _cycle(engines: Sequence[EngineSpec]) -> list[str] | None:
 
 
 def _resolve(path: str | os.PathLike[str] | None) -> str:
-    if path is None:
-        path = os.environ.get("GRACE_WORKSPACE") or DEFAULT_WORKSPACE
-    text = os.fspath(path)
+    text = workspace_path(path)
     return text if text == MEMORY else str(Path(text).expanduser().resolve())
 
 
@@ -280,13 +293,35 @@ class Workspace:
         self._closed = False
         self._housekeeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self.con, self.snapshot_of = self._connect(path, snapshot)
+        self._private_umask = False
+        if path != MEMORY:
+            # Every file of the workspace private to its owner: repaired (or refused) at open, and created so.
+            for file in [Path(path), *companions(path)]:
+                check_private(file)
+            if not snapshot:
+                if not Path(path).exists():
+                    set_aside(Path(path + ".keys"))  # the keys of a deleted workspace are not this one's
+                hold_private_umask()
+                self._private_umask = True
+        try:
+            self.con, self.snapshot_of = self._connect(path, snapshot)
+        except BaseException:
+            self._release_umask()
+            raise
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             # DuckDB draws a progress bar on stdout for long queries; it would corrupt JSON output of the CLI.
             self.con.execute("SET enable_progress_bar = false")
             if not snapshot:
                 apply_migrations(self.con)
+            if path == MEMORY:
+                self.secrets = Secrets(None)
+            elif self.snapshot_of is not None:
+                self.secrets = Secrets.empty()  # a snapshot copy never holds secrets
+            else:
+                self.secrets = Secrets(path + ".keys", read_only=snapshot)
+            self.secrets.adopt_table(self.con)
+            self.settings = Settings(self)
             self.projections = Projections()
             self.projections.register("dead_letters", "mesh.*", apply_dead_letters, tables=["dead_letters"])
             self.projections.register(
@@ -367,7 +402,7 @@ class Workspace:
             return
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv[:4], "since": time.time()}
         with contextlib.suppress(OSError):
-            Path(self.path + ".owner").write_text(json.dumps(owner))
+            write_private(self.path + ".owner", json.dumps(owner))
         self._housekeeper = threading.Thread(target=self._housekeep, name="grace-housekeeping", daemon=True)
         self._housekeeper.start()
 
@@ -380,7 +415,7 @@ class Workspace:
                     self.export_snapshot()
                 except Exception as exc:  # noqa: BLE001 - report in the snapshot's place, keep serving
                     with contextlib.suppress(OSError):
-                        Path(self.path + ".snapshot-error").write_text(str(exc))
+                        write_private(self.path + ".snapshot-error", str(exc))
                 with contextlib.suppress(OSError):
                     request.unlink()
 
@@ -415,17 +450,11 @@ class Workspace:
 
     # -- checkpoints and proofs --------------------------------------------------------------------------------
     def _signing_key(self) -> merkle.SigningKey:
-        row = (
-            self.con.cursor()
-            .execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SIGNING_KEY])
-            .fetchone()
-        )
-        if row is not None:
-            return merkle.SigningKey.from_bytes(self.origin, bytes(row[0]))
+        stored = self.secrets.get(_SIGNING_KEY)
+        if stored is not None:
+            return merkle.SigningKey.from_bytes(self.origin, stored)
         key = merkle.SigningKey.generate(self.origin)
-        self.con.cursor().execute(
-            "INSERT INTO workspace_secrets VALUES (?, ?)", [_SIGNING_KEY, key.private_bytes()]
-        )
+        self.secrets.put(_SIGNING_KEY, key.private_bytes())
         self.publish(
             "ledger.key_published",
             {"key_name": self.origin, "verifier_key": key.verifier_key()},
@@ -483,10 +512,17 @@ class Workspace:
         tmp = dest.with_name(dest.name + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        with private_umask():  # the copy, and its WAL while it is written, private from their creation
+            self._copy_into(tmp)
+        os.chmod(tmp, PRIVATE_MODE)  # whatever the umask of an earlier run made of a leftover
+        os.replace(tmp, dest)
+        return dest
+
+    def _copy_into(self, tmp: Path) -> None:
         cur = self.con.cursor()
         db = cur.execute("SELECT current_database()").fetchone()
         assert db is not None
-        cur.execute(f"ATTACH '{tmp.as_posix()}' AS grace_snapshot")
+        cur.execute(f"ATTACH {sql_string(tmp.as_posix())} AS grace_snapshot")
         try:
             cur.execute("BEGIN TRANSACTION")
             for (table,) in cur.execute(
@@ -503,8 +539,6 @@ class Workspace:
             raise
         finally:
             cur.execute("DETACH grace_snapshot")
-        os.replace(tmp, dest)
-        return dest
 
     def close(self) -> None:
         """Stop the loops, finish due deliveries, flush and release the file."""
@@ -535,6 +569,12 @@ class Workspace:
                 owner = json.loads(Path(self.path + ".owner").read_text())
                 if owner.get("pid") == os.getpid():
                     Path(self.path + ".owner").unlink()
+        self._release_umask()
+
+    def _release_umask(self) -> None:
+        if self._private_umask:
+            self._private_umask = False
+            release_private_umask()
 
 
 def verify_inclusion_proof(proof: InclusionProof, *, verifier_keys: Sequence[str]) -> merkle.Checkpoint:
@@ -573,9 +613,7 @@ def replay(source: Workspace, target: str | os.PathLike[str], *, progress: bool 
     except BaseException:
         result.close()
         if path != MEMORY:  # a half-built copy would block the retry ("exists already")
-            for leftover in (path, path + ".wal"):
-                with contextlib.suppress(OSError):
-                    Path(leftover).unlink()
+            remove_workspace_files(path)
         raise
     return result
 
@@ -604,7 +642,7 @@ def _fresh_snapshot(path: str) -> str:
     with contextlib.suppress(OSError):
         error.unlink()
     asked = time.time()
-    request.write_text(str(os.getpid()))
+    write_private(request, str(os.getpid()))
     deadline = asked + 10
     while time.time() < deadline:
         if snap.exists() and snap.stat().st_mtime >= asked - 0.01 and not request.exists():
@@ -643,6 +681,6 @@ def _apply_checkpoint(con: Any, events: list[Event]) -> None:
     for e in events:
         p = e.payload
         con.execute(
-            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+            f"INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, {TS})",
             [p["size"], bytes.fromhex(p["root"]), bytes.fromhex(p["chain_hash"]), p["note"], e.id, e.ts_us],
         )

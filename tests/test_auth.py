@@ -62,9 +62,9 @@ def _topics(ws: Workspace, prefix: str = "auth.") -> list[str]:
 
 
 def _secret(ws: Workspace) -> bytes:
-    row = ws.con.execute("SELECT value FROM workspace_secrets WHERE name = 'jwt_secret'").fetchone()
-    assert row is not None
-    return bytes(row[0])
+    secret = ws.secrets.get("jwt_secret")
+    assert secret is not None
+    return secret
 
 
 # -- users and roles -------------------------------------------------------------------------------------------
@@ -563,10 +563,12 @@ def test_no_secret_reaches_the_ledger_or_a_snapshot(alice: Workspace, tmp_path: 
     con = duckdb.connect(str(snapshot), read_only=True)
     try:
         assert con.execute("SELECT count(*) FROM credentials").fetchone() == (0,)
-        assert con.execute("SELECT count(*) FROM workspace_secrets").fetchone() == (0,)
+        tables = {t for (t,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        assert "workspace_secrets" not in tables
         assert con.execute("SELECT count(*) FROM users").fetchone() == (2,)
     finally:
         con.close()
+    assert secret not in snapshot.read_bytes()
 
 
 def test_a_snapshot_cannot_log_in(tmp_path: Path) -> None:

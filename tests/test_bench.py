@@ -116,7 +116,7 @@ def test_abandoned_run_still_removes_its_files(tmp_path: Path) -> None:
 
 
 def test_later_modules_can_register_figures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bench, "REGISTRY", dict(bench.REGISTRY))
+    monkeypatch.setattr(bench.core, "REGISTRY", dict(bench.REGISTRY))
     seen: list[bench.Context] = []
 
     @bench.benchmark("extra.thing", figures=["extra.thing_ms"])
@@ -207,3 +207,18 @@ def test_run_script_rejects_unknown_names(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "no benchmark or figure named nope" in proc.stderr
+
+
+def test_each_benchmark_declares_its_goals_and_lives_in_its_areas_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    area_of = {"checkpoint": "merkle", "sweep": "lake"}  # figures whose area module has another name
+    for b in bench.REGISTRY.values():
+        assert {g.figure for g in b.goals} <= set(b.figures)
+        prefix = b.name.split(".")[0]
+        assert b.func.__module__ == f"grace_core.bench.{area_of.get(prefix, prefix)}"
+    assert [g for b in bench.REGISTRY.values() for g in b.goals] == list(bench.GOALS)
+    assert {g.figure for g in bench.GOALS} >= {"ledger.append", "mesh.publish_to_durable_p99_ms"}
+    monkeypatch.setattr(bench.core, "REGISTRY", dict(bench.REGISTRY))
+    with pytest.raises(ValueError, match=r"goals for figures it does not yield: other\.figure_ms"):
+        bench.benchmark("extra.goal", figures=["extra.goal_ms"], goals=[bench.Goal("other.figure_ms", 1)])

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from grace_core import ManualClock, SystemClock
-from grace_core.clock import DEFAULT_START, to_datetime
+from grace_core.clock import DEFAULT_START
 
 
 def test_manual_clock_starts_where_told_and_stays_there() -> None:
@@ -98,9 +98,3 @@ def test_system_clock_sleep_really_waits_and_ignores_negative() -> None:
     started = time.perf_counter()
     clock.sleep(-5)  # a deadline already passed: return at once
     assert time.perf_counter() - started < 0.5
-
-
-def test_to_datetime_round_trips_microseconds() -> None:
-    when = datetime(2026, 1, 2, 3, 4, 5, 678_901, tzinfo=UTC)
-    us = (when - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
-    assert to_datetime(us) == when

@@ -390,6 +390,18 @@ def test_import_and_export_a_tree(ws: g.Workspace, tmp_path: Path) -> None:
         ws.memory.import_tree(src, into="/system", actor="alice")
 
 
+def test_an_export_that_cannot_be_written_whole_writes_nothing(ws: g.Workspace, tmp_path: Path) -> None:
+    ws.memory.write("/a", "a file\n", actor="alice")
+    ws.memory.write("/a/b.md", "a file in the folder /a\n", actor="alice")
+    with pytest.raises(ArtifactError, match="/a would be both a file and a folder"):
+        ws.memory.export_tree("/", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("in the way\n")
+    with pytest.raises(ArtifactError, match="taken is a file, not a folder"):
+        ws.memory.export_tree("/a/b.md", tmp_path / "taken" / "sub")
+    assert [p.name for p in ws.memory.export_tree("/a/b.md", tmp_path / "ok")] == ["b.md"]
+
+
 def test_replay_rebuilds_full_memory(ws: g.Workspace) -> None:
     ws.memory.write("/p/a.md", "orchid", actor="alice", tags=["t"])
     ws.memory.write("/p/a.md", "two AKIAIOSFODNN7EXAMPLE", actor="alice")

@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.errors import PolicyError
 from grace_core.governance import ROLES, Decision, load_policies
 
 OPERATOR = "system"
@@ -57,20 +58,15 @@ def policy_list(ctx: click.Context, as_json: bool) -> None:
     """Every policy: deny first, then review, then allow; highest priority first within each."""
     with _workspace(ctx) as ws:
         rows = _records(ws.governance.policies())
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-        return
-    if not rows:
-        click.echo("no policies: every request is denied")
-        return
-    for row in rows:
+
+    def tidy(row: dict[str, Any]) -> None:
         row["who"] = ",".join([*row["roles"], *(f"@{a}" for a in row["actors"])])
         actions = ",".join(row["actions"])
         row["actions"] = actions if len(actions) <= 60 else actions[:59] + "…"  # `policy show` has them all
         row["conditions"] = len(row["conditions"]) or None
-    for line in _table(rows, ["id", "effect", "priority", "who", "actions", "conditions", "version"]):
-        click.echo(line)
+
+    columns = ["id", "effect", "priority", "who", "actions", "conditions", "version"]
+    _show(rows, columns, as_json, json_fields="all", empty="no policies: every request is denied", tidy=tidy)
 
 
 @policy.command("show")
@@ -100,7 +96,12 @@ def policy_show(ctx: click.Context, policy_id: str, as_json: bool) -> None:
 @click.pass_context
 def policy_add(ctx: click.Context, file: Path, replace: bool, by: str, reason: str) -> None:
     """Add the policies in FILE (YAML: one policy, a list, or a mapping with a 'policies' list), all or none."""
-    policies = load_policies(file)
+    try:
+        policies = load_policies(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.start})") from exc
+    except PolicyError as exc:
+        raise PolicyError(f"{file}: {exc}") from exc
     with _workspace(ctx, writes=True) as ws:
         existing = {p.id for p in ws.governance.index.policies}
         ws.governance.add_policies(policies, actor=by, reason=reason, replace=replace)
@@ -181,18 +182,13 @@ def approvals_list(ctx: click.Context, state: str | None, as_json: bool) -> None
     """Approval requests, oldest first."""
     with _workspace(ctx) as ws:
         rows = _records(ws.governance.approvals(state))
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-        return
-    if not rows:
-        click.echo(f"no {state} approvals" if state else "no approvals")
-        return
-    for row in rows:
+
+    def tidy(row: dict[str, Any]) -> None:
         row["policies"] = ",".join(json.loads(row["policy_ids"]))
+
     columns = ["id", "state", "requester", "action", "resource", "policies", "requested_at", "decided_by"]
-    for line in _table(rows, columns):
-        click.echo(line)
+    empty = f"no {state} approvals" if state else "no approvals"
+    _show(rows, columns, as_json, json_fields="all", empty=empty, tidy=tidy)
 
 
 def _answer(ctx: click.Context, approval_id: str, state: str, by: str, note: str) -> None:

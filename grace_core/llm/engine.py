@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from grace_core import settings
 from grace_core.causal import handling
 from grace_core.clock import ManualClock
 from grace_core.errors import (
@@ -39,7 +40,7 @@ from grace_core.events import Event
 
 from .base import Backend, Request, Result, prompt_hash
 from .cassette import Cassette, Recording
-from .http import HttpBackend, workspace_setting
+from .http import HttpBackend
 from .llamacpp import LlamaCppBackend
 from .offline import OfflineBackend, OfflineHandler
 from .prompts import Prompt, check_params, default_prompts
@@ -98,7 +99,7 @@ class LanguageModels:
     @property
     def default_backend(self) -> str:
         """``GRACE_LLM_BACKEND``, else the workspace setting ``llm.backend``, else ``offline``."""
-        return os.environ.get("GRACE_LLM_BACKEND") or workspace_setting(self.ws, "llm.backend") or "offline"
+        return settings.resolve(settings.LLM_BACKEND, ws=self.ws) or "offline"
 
     def backend(self, name: str | None = None) -> Backend:
         """The backend called ``name`` (default: ``default_backend``), configured from env and workspace."""

@@ -1,8 +1,8 @@
 """Any OpenAI-compatible server (Ollama, vLLM, llama.cpp server, hosted APIs): ``POST <base>/chat/completions``.
 
-Configuration, first found wins: the constructor's arguments, then ``GRACE_LLM_BASE_URL``, ``GRACE_LLM_MODEL``,
-``GRACE_LLM_API_KEY``, then the workspace (``workspace_meta`` keys ``llm.base_url`` and ``llm.model``; the key
-from ``workspace_secrets`` ``llm_api_key``, never from the ledger). Connection errors, timeouts, 429 and 5xx
+Configuration (``grace_core.settings``), first found wins: the constructor's arguments, then ``GRACE_LLM_BASE_URL``,
+``GRACE_LLM_MODEL``, ``GRACE_LLM_API_KEY``, then the workspace (settings ``llm.base_url`` and ``llm.model``; the key
+among the workspace's secrets, never on the ledger). Connection errors, timeouts, 429 and 5xx
 answers are retried with exponential backoff waited on the workspace clock (a ManualClock advances instead of
 sleeping); a 4xx other than 429 is not retried. Every failure raises ``ModelCallError`` naming the server.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from grace_core import settings
 from grace_core.errors import LanguageModelError, ModelCallError
 
 from .base import Request, Result
@@ -26,31 +26,9 @@ from .base import Request, Result
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
 
-__all__ = ["HttpBackend", "HttpResponse", "workspace_secret", "workspace_setting"]
+__all__ = ["HttpBackend", "HttpResponse"]
 
 MAX_RETRY_AFTER = 60.0  # seconds: a server's Retry-After is honoured up to this
-
-
-def workspace_setting(ws: Workspace | None, key: str) -> str | None:
-    """A ``workspace_meta`` value (e.g. ``llm.base_url``), or None."""
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = ?", [key]).fetchone()
-    except Exception:  # noqa: BLE001 - no such table in an odd workspace: no setting
-        return None
-    return None if row is None else str(row[0])
-
-
-def workspace_secret(ws: Workspace | None, name: str) -> str | None:
-    """A ``workspace_secrets`` value as text, or None (a snapshot has no secrets)."""
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [name]).fetchone()
-    except Exception:  # noqa: BLE001 - a snapshot has no secrets table rows to read
-        return None
-    return None if row is None else bytes(row[0]).decode()
 
 
 @dataclass(frozen=True)
@@ -79,7 +57,7 @@ class HttpBackend:
         retries: int = 3,
         backoff: float = 0.5,
     ) -> None:
-        base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or workspace_setting(ws, "llm.base_url")
+        base = settings.resolve(settings.LLM_BASE_URL, given=base_url, ws=ws)
         if base and not base.startswith(("http://", "https://")):
             raise LanguageModelError(
                 f"the model server URL must start with http:// or https://, not {base!r}"
@@ -88,10 +66,8 @@ class HttpBackend:
             raise LanguageModelError("timeout must be positive; retries and backoff not negative")
         # No server is not an error yet: replaying recorded completions needs only the model's name.
         self.base_url = base.rstrip("/") if base else ""
-        self._model = (
-            model or os.environ.get("GRACE_LLM_MODEL") or workspace_setting(ws, "llm.model") or "default"
-        )
-        self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or workspace_secret(ws, "llm_api_key")
+        self._model = settings.resolve(settings.LLM_MODEL, given=model, ws=ws) or "default"
+        self._api_key = settings.resolve(settings.LLM_API_KEY, given=api_key, ws=ws)
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
 
     @property

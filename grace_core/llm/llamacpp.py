@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from grace_core import settings
 from grace_core.errors import LanguageModelError, ModelCallError
 
 from .base import Request, Result
-from .http import workspace_setting
 
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
@@ -70,8 +70,8 @@ class LlamaCppBackend:
         n_ctx: int = 4096,
         n_threads: int | None = None,
     ) -> None:
-        given = (
-            model_path or os.environ.get("GRACE_LLM_MODEL_PATH") or workspace_setting(ws, "llm.model_path")
+        given = settings.resolve(
+            settings.LLM_MODEL_PATH, given=None if model_path is None else os.fspath(model_path), ws=ws
         )
         if n_ctx < 256:
             raise LanguageModelError(f"n_ctx must be at least 256 tokens, not {n_ctx}")

@@ -64,6 +64,24 @@ def normalise_path(path: str) -> str:
     return "/" + "/".join(parts)
 
 
+def _check_export(targets: dict[str, Path]) -> None:
+    """Refuse an export that cannot be written whole: a file that is also a folder, here or on disk."""
+    folders = {parent: path for path, target in targets.items() for parent in target.parents}
+    for path, target in targets.items():
+        if target in folders:
+            raise ArtifactError(
+                f"cannot export {path} and {folders[target]}: {path} would be both a file and a folder; "
+                "export them one at a time into different directories"
+            )
+        if target.is_dir():
+            raise ArtifactError(f"cannot export {path}: {target} is a directory already")
+        for parent in target.parents:  # up to the nearest folder that exists
+            if parent.is_dir():
+                break
+            if parent.exists():
+                raise ArtifactError(f"cannot export {path}: {parent} is a file, not a folder")
+
+
 def _folder(prefix: str | None) -> str:
     """A folder prefix ending in '/' ('/' for the root)."""
     if prefix is None or prefix.strip("/") == "":
@@ -280,19 +298,26 @@ class Memory:
         return written
 
     def export_tree(self, prefix: str, directory: str | Path, *, actor: str | None = None) -> list[Path]:
-        """Write the live artifacts under ``prefix`` as files under ``directory`` (folders made as needed)."""
+        """Write the live artifacts under ``prefix`` as files under ``directory`` (folders made as needed).
+
+        Nothing is written when an artifact's file would clash with a folder (``/a`` and ``/a/b.md``: a file
+        system cannot hold both) or with what is in ``directory`` already; the error names the clash.
+        """
         folder = _folder(prefix)
         out = Path(directory)
-        files = []
         single = self._row(normalise_path(prefix)) if folder != "/" else None
         paths = (
             [normalise_path(prefix)]
             if single is not None and not single["deleted"]
             else list(self.list(folder, actor=actor)["path"])
         )
+        targets = {}
         for path in paths:
             rel = path.rsplit("/", 1)[1] if single is not None else path[len(folder) :]
-            target = out.joinpath(*rel.split("/"))
+            targets[path] = out.joinpath(*rel.split("/"))
+        _check_export(targets)
+        files = []
+        for path, target in targets.items():
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(self.read(path, actor=actor).content, encoding="utf-8")
             files.append(target)

@@ -34,6 +34,7 @@ from grace_core.events import Event
 from grace_core.hunter import Finding, severity_rank
 from grace_core.hunter.scanner import redact
 from grace_core.metrics import DerivedMetric
+from grace_core.times import TS
 
 from .isolation import Host, Limits, RawResult, detect, run_isolated
 
@@ -321,7 +322,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             con.execute(
                 "INSERT INTO sandbox_executions (id, seq, actor, language, code_digest, code, code_truncated, masked, "
                 "limits, status, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested', "
-                "make_timestamptz(?::BIGINT)) ON CONFLICT DO NOTHING",
+                f"{TS}) ON CONFLICT DO NOTHING",
                 [
                     e.id, e.seq, e.actor, p.get("language"), p.get("code_digest"), p.get("code"),
                     bool(p.get("code_truncated")), bool(p.get("masked")), json.dumps(p.get("limits") or {}), e.ts_us,
@@ -330,14 +331,14 @@ def _apply(con: Any, events: list[Event]) -> None:
         elif e.topic == "sandbox.execution_refused":
             con.execute(
                 "UPDATE sandbox_executions SET status = 'refused', reason = ?, result_event = ?, "
-                "finished_at = make_timestamptz(?::BIGINT) WHERE id = ?",
+                f"finished_at = {TS} WHERE id = ?",
                 [p.get("reason"), e.id, e.ts_us, p.get("execution")],
             )
         elif e.topic in ("sandbox.execution_completed", "sandbox.execution_failed"):
             con.execute(
                 "UPDATE sandbox_executions SET status = ?, exit_code = ?, signal = ?, limit_hit = ?, stdout = ?, "
                 "stderr = ?, stdout_truncated = ?, stderr_truncated = ?, duration_ms = ?, peak_memory_kb = ?, "
-                "isolation = ?, missing_layers = ?, result_event = ?, finished_at = make_timestamptz(?::BIGINT) "
+                f"isolation = ?, missing_layers = ?, result_event = ?, finished_at = {TS} "
                 "WHERE id = ?",
                 [
                     p.get("status"), p.get("exit_code"), p.get("signal"), p.get("limit_hit"), p.get("stdout"),

@@ -168,10 +168,9 @@ def test_settings_come_from_env_then_workspace(
 ) -> None:
     with pytest.raises(ModelCallError, match="no model server is configured: set GRACE_LLM_BASE_URL"):
         ws.llm.complete("chat.answer", QUESTION, purpose="t", backend="http")
-    ws.con.execute(
-        "INSERT INTO workspace_meta VALUES ('llm.base_url', ?), ('llm.model', 'ws-model')", [model_server.url]
-    )
-    ws.con.execute("INSERT INTO workspace_secrets VALUES ('llm_api_key', 'sk-ws'::BLOB)")
+    ws.settings.set("llm.base_url", model_server.url)
+    ws.settings.set("llm.model", "ws-model")
+    ws.settings.set("llm.api_key", "sk-ws")
     assert ws.llm.complete("chat.answer", QUESTION, purpose="t", backend="http").model == "ws-model"
     assert model_server.headers[-1]["Authorization"] == "Bearer sk-ws"
     monkeypatch.setenv("GRACE_LLM_MODEL", "env-model")

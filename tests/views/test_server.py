@@ -60,21 +60,41 @@ def test_login_redirects_stay_on_this_server():
     assert _safe_next(None) == "/"
 
 
-def test_demo_password_is_generated_per_workspace_and_kept_off_the_ledger(tmp_path, monkeypatch):
+def test_demo_passwords_are_generated_per_user_and_workspace_and_kept_off_the_ledger(tmp_path, monkeypatch):
     from grace_core import open_workspace
-    from grace_core.cli.serve import demo_password, seed_app_demo
+    from grace_core.demo import demo_logins, seed_demo
 
     monkeypatch.delenv("GRACE_DEMO_PASSWORD", raising=False)
     passwords = []
     for name in ("a", "b"):
         with open_workspace(tmp_path / f"{name}.duckdb") as ws:
-            assert [n for n, _ in seed_app_demo(ws)] == ["ada", "bob", "vic"]
-            passwords.append(demo_password(ws))
-            ws.auth.login("vic", passwords[-1])  # the demo users really have it
-            assert not ws.sql(
-                "SELECT count(*) AS n FROM events WHERE payload LIKE '%' || ? || '%'", [passwords[-1]]
-            ).n[0]
-    assert passwords[0] != passwords[1]  # nothing fixed in the code
+            assert seed_demo(ws) > 0
+            logins = demo_logins(ws)
+            assert [(d.name, d.role) for d in logins] == [
+                ("ada", "admin"),
+                ("bob", "researcher"),
+                ("vic", "viewer"),
+            ]
+            assert len({d.password for d in logins}) == 3  # each demo user has a password of its own
+            for d in logins:
+                ws.auth.login(d.name, d.password)  # the demo users really have them
+                assert not ws.sql(
+                    "SELECT count(*) AS n FROM events WHERE payload LIKE '%' || ? || '%'", [d.password]
+                ).n[0]
+            passwords.append([d.password for d in logins])
+    assert not set(passwords[0]) & set(passwords[1])  # nothing fixed in the code
     with open_workspace(tmp_path / "a.duckdb") as ws:
-        assert demo_password(ws) == passwords[0]  # printed again at the next start
-        assert seed_app_demo(ws) == []  # a workspace with users is never seeded again
+        assert [d.password for d in demo_logins(ws)] == passwords[0]  # printed again at the next start
+        assert seed_demo(ws) == 0  # a workspace with the demo and users is never seeded again
+
+
+def test_one_demo_password_from_the_environment(tmp_path, monkeypatch):
+    from grace_core import open_workspace
+    from grace_core.demo import demo_logins, seed_demo
+
+    monkeypatch.setenv("GRACE_DEMO_PASSWORD", "a shared demo passphrase")
+    with open_workspace(tmp_path / "w.duckdb") as ws:
+        seed_demo(ws)
+        assert {d.password for d in demo_logins(ws)} == {"a shared demo passphrase"}
+        ws.auth.login("bob", "a shared demo passphrase")
+        assert not [n for n in ws.secrets.names() if n.startswith("demo_password")]  # nothing generated
