@@ -1,12 +1,17 @@
 """Chat: Panel's chat interface over ``ws.chat``, with citations linking into memory and the ledger, and Hunter
-flags on messages that tripped a rule."""
+flags on messages that tripped a rule.
+
+Every message, the user's own and the replies (which quote memory notes other people wrote), is rendered by
+``grace_core.views.render``: Markdown formatting is kept, but nothing in a message is fetched or linked. A
+refusal is shown as a plain sentence (what the policy that refused it is for); governance's own wording stays
+on the ledger, one click away.
+"""
 
 from __future__ import annotations
 
-import html
 import json
+import re
 from typing import Any
-from urllib.parse import quote
 
 import pandas as pd
 import panel as pn
@@ -15,44 +20,75 @@ import param
 from grace_core.chat import Reply, mask_secrets
 
 from .base import GraceView
+from .render import UserHTML, markdown_html, text_html, view_link
 
-__all__ = ["ChatView", "citation_link", "flags_markdown"]
+__all__ = ["ChatView", "citation_link", "flags_html", "refusal_sentence", "reply_html"]
 
 ASSISTANT = "Grace"
 
 
 def citation_link(citation: str) -> str:
-    """A Markdown link for a citation: ``memory:/path`` opens the memory explorer, anything else its event."""
+    """A link for a citation: ``memory:/path`` opens the memory explorer, anything else its event."""
     kind, _, ref = citation.partition(":")
     if kind == "memory" and ref:
-        return f"[{citation}](memory?path={quote(ref)})"
+        return view_link(citation, "memory", path=ref)
     if ref:
-        return f"[{citation}](audit?event={quote(ref)})"
-    return citation
+        return view_link(citation, "audit", event=ref)
+    return text_html(citation)
 
 
-def flags_markdown(findings: Any) -> str:
+def flags_html(findings: Any) -> str:
     """One line naming the Hunter rules a message tripped (empty when it tripped none)."""
     rules = sorted({(f.rule, f.severity) for f in findings})
     if not rules:
         return ""
-    return "⚑ **Hunter:** " + ", ".join(f"`{rule}` ({severity})" for rule, severity in rules)
+    names = ", ".join(f"<code>{text_html(rule)}</code> ({text_html(severity)})" for rule, severity in rules)
+    return f"<p>⚑ <b>Hunter:</b> {names}</p>"
 
 
-def safe(text: str) -> str:
-    """Message text for the Markdown pane: HTML in it (from memory or another user) is shown, not run."""
-    return html.escape(text, quote=False)
+def refusal_sentence(ws: Any, event_id: str) -> str:
+    """Why a message was refused, in plain words: what the refusing policies are for (their description),
+    not the decision's policy syntax, which stays on the ledger."""
+    try:
+        payload = ws.ledger.get(event_id).payload
+    except Exception:  # noqa: BLE001 - an unknown event: say the least
+        payload = {}
+    sentences = ["Grace did not answer this message."]
+    if payload.get("effect") == "review":
+        sentences.append("It needs an admin's approval first.")
+    for policy_id in payload.get("policy_ids") or []:
+        try:
+            description = str(ws.governance.policy(policy_id).description or "")
+        except Exception:  # noqa: BLE001 - the policy was removed since
+            description = ""
+        first = re.split(r"(?<=[.!?])\s|:\s", description.strip(), maxsplit=1)[0].rstrip(".")
+        if first:
+            sentences.append(first[0].upper() + first[1:] + ".")
+        else:
+            sentences.append(
+                f"A rule of this workspace does not allow it (ask an admin about “{policy_id}”)."
+            )
+    if len(sentences) == 1:
+        sentences.append("A rule of this workspace does not allow it.")
+    return " ".join(sentences)
 
 
-def reply_markdown(reply: Reply) -> str:
-    parts = [safe(reply.text)]
+def reply_html(ws: Any, reply: Reply) -> str:
+    """A reply (or refusal) as the conversation shows it: text, sources, Hunter flags, a link to its event."""
+    if reply.refused:
+        parts = [f'<p class="grace-refusal">{text_html(refusal_sentence(ws, reply.id))}</p>']
+    else:
+        parts = [markdown_html(reply.text)]
     if reply.citations:
-        parts.append("**Sources:** " + " · ".join(citation_link(c) for c in reply.citations))
-    flags = flags_markdown(reply.findings)
-    if flags:
-        parts.append(flags)
-    parts.append(f"<small>[event {reply.id[:12]}](audit?event={quote(reply.id)})</small>")
-    return "\n\n".join(parts)
+        parts.append("<p><b>Sources:</b> " + " · ".join(citation_link(c) for c in reply.citations) + "</p>")
+    parts.append(flags_html(reply.findings))
+    parts.append(f"<p><small>{view_link(f'event {reply.id[:12]}', 'audit', event=reply.id)}</small></p>")
+    return "".join(parts)
+
+
+def _message_pane(value: Any) -> Any:
+    # The chat's renderer: a typed message (a string) is Markdown someone wrote; our own panes pass through.
+    return value if isinstance(value, pn.viewable.Viewable) else UserHTML(markdown_html(value))
 
 
 class ChatView(GraceView):
@@ -76,6 +112,7 @@ class ChatView(GraceView):
             sizing_mode="stretch_width",
             height=560,
             placeholder_text="Grace is thinking…",
+            renderers=[_message_pane],
         )
         self.conversations = pn.widgets.Select(label="Conversation", options=self._options(), width=320)
         self.conversations.param.watch(lambda e: setattr(self, "conversation", e.new or ""), "value")
@@ -107,15 +144,15 @@ class ChatView(GraceView):
         except Exception as exc:  # noqa: BLE001 - shown in the conversation instead of breaking it
             return pn.chat.ChatMessage(f"error: {exc}", user="system", avatar="!")
         if reply is None:
-            return pn.chat.ChatMessage(self.message, user="system", avatar="!")
+            return pn.chat.ChatMessage(UserHTML(text_html(self.message)), user="system", avatar="!")
         if reply.findings:
             # What the ledger holds is masked; show the user the same thing (and why).
             mine = instance.objects[-1] if instance.objects else None
             if mine is not None and mine.user == user:
                 masked = mask_secrets(contents, list(reply.findings))
-                mine.object = safe(masked) + "\n\n" + flags_markdown(reply.findings)
+                mine.object = UserHTML(markdown_html(masked) + flags_html(reply.findings))
         avatar = "!" if reply.refused else "G"
-        return pn.chat.ChatMessage(reply_markdown(reply), user=ASSISTANT, avatar=avatar)
+        return pn.chat.ChatMessage(UserHTML(reply_html(self.ws, reply)), user=ASSISTANT, avatar=avatar)
 
     def new_conversation(self) -> None:
         self.conversation = ""
@@ -140,15 +177,18 @@ class ChatView(GraceView):
         self.interface.clear()
         for row in self.history().itertuples():
             if row.kind == "received":
-                self.interface.send(
-                    safe(row.text), user=row.author, avatar=row.author[:1].upper(), respond=False
-                )
+                pane = UserHTML(markdown_html(row.text))
+                self.interface.send(pane, user=row.author, avatar=row.author[:1].upper(), respond=False)
+                continue
+            if row.kind == "refused":
+                body = f'<p class="grace-refusal">{text_html(refusal_sentence(self.ws, row.id))}</p>'
             else:
-                cites = json.loads(row.citations) if isinstance(row.citations, str) and row.citations else []
-                text = safe(row.text)
-                if cites:
-                    text += "\n\n**Sources:** " + " · ".join(citation_link(c) for c in cites)
-                self.interface.send(text, user=ASSISTANT, avatar="G", respond=False)
+                body = markdown_html(row.text)
+            cites = json.loads(row.citations) if isinstance(row.citations, str) and row.citations else []
+            if cites:
+                body += "<p><b>Sources:</b> " + " · ".join(citation_link(c) for c in cites) + "</p>"
+            avatar = "!" if row.kind in ("refused", "failed") else "G"
+            self.interface.send(UserHTML(body), user=ASSISTANT, avatar=avatar, respond=False)
 
     def history(self) -> pd.DataFrame:
         if not self.conversation:
