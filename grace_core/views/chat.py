@@ -1,10 +1,11 @@
-"""Chat: Panel's chat interface over ``ws.chat``, with citations linking into memory and the ledger, and Hunter
-flags on messages that tripped a rule.
+"""Chat: a conversation over ``ws.chat``, with citations linking into memory and the ledger, and Hunter flags
+on messages that tripped a rule.
 
 Every message, the user's own and the replies (which quote memory notes other people wrote), is rendered by
-``grace_core.views.render``: Markdown formatting is kept, but nothing in a message is fetched or linked. A
-refusal is shown as a plain sentence (what the policy that refused it is for); governance's own wording stays
-on the ledger, one click away.
+``grace_core.views.render`` into a plain feed (Panel's ChatInterface would load an icon font from a CDN):
+Markdown formatting is kept, but nothing in a message is fetched or linked. A refusal is shown as a plain
+sentence (what the policy that refused it is for); governance's own wording stays on the ledger, one click
+away.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from grace_core.chat import Reply, mask_secrets
 from .base import GraceView
 from .render import UserHTML, markdown_html, text_html, view_link
 
-__all__ = ["ChatView", "citation_link", "flags_html", "refusal_sentence", "reply_html"]
+__all__ = ["ChatView", "citation_link", "flags_html", "message_html", "refusal_sentence", "reply_html"]
 
 ASSISTANT = "Grace"
 
@@ -86,9 +87,9 @@ def reply_html(ws: Any, reply: Reply) -> str:
     return "".join(parts)
 
 
-def _message_pane(value: Any) -> Any:
-    # The chat's renderer: a typed message (a string) is Markdown someone wrote; our own panes pass through.
-    return value if isinstance(value, pn.viewable.Viewable) else UserHTML(markdown_html(value))
+def message_html(author: str, body: str, kind: str = "user") -> str:
+    """One message of the conversation: who wrote it, then its body (already rendered HTML)."""
+    return f'<div class="grace-msg grace-msg-{kind}"><div class="grace-who">{text_html(author)}</div>{body}</div>'
 
 
 class ChatView(GraceView):
@@ -101,28 +102,37 @@ class ChatView(GraceView):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.interface = pn.chat.ChatInterface(
-            callback=self._respond,
-            callback_user=ASSISTANT,
-            user=self.user or "you",
-            avatar=(self.user or "?")[:1].upper(),
-            show_rerun=False,
-            show_undo=False,
-            show_clear=False,
+        # A plain feed of rendered messages rather than Panel's ChatInterface, whose icons load a web font
+        # from a CDN: every message is one UserHTML pane (see grace_core.views.render).
+        self.feed = pn.Column(
             sizing_mode="stretch_width",
-            height=560,
-            placeholder_text="Grace is thinking…",
-            renderers=[_message_pane],
+            height=520,
+            scroll=True,
+            auto_scroll_limit=200,
+            css_classes=["grace-feed"],
         )
+        self.input = pn.chat.ChatAreaInput(
+            placeholder="Ask Grace about this workspace (Enter sends, Shift+Enter for a new line)",
+            sizing_mode="stretch_width",
+            max_length=20_000,
+        )
+        self.input.param.watch(lambda e: self._submit(e.new), "value")
+        self.send_button = pn.widgets.Button(label="Send", color="primary", width=90)
+        self.send_button.on_click(lambda _e: self._submit(self.input.value_input))
         self.conversations = pn.widgets.Select(label="Conversation", options=self._options(), width=320)
         self.conversations.param.watch(lambda e: setattr(self, "conversation", e.new or ""), "value")
         self.new_button = pn.widgets.Button(label="New conversation", color="light")
         self.new_button.on_click(lambda _e: self.new_conversation())
         if not self.may("chat.send"):
-            self.interface.disabled = True
-            self.message = f"A {self.role} can read conversations but not send messages."
+            why = self.cannot("send chat messages", needs="a role that a workspace policy lets chat")
+            self.input.disabled = True
+            self.input.placeholder = why
+            self.allow(self.send_button, False, why)
+            self.message = f"A {self.role} can read conversations here but not send messages."
         if self.conversation:
             self._load()
+        else:
+            self._empty()
 
     # -- sending -------------------------------------------------------------------------------------------
     def send(self, text: str) -> Reply | None:
@@ -138,25 +148,39 @@ class ChatView(GraceView):
             self.conversations.value = reply.conversation
         return reply
 
-    def _respond(self, contents: str, user: str, instance: pn.chat.ChatInterface) -> Any:
+    def _submit(self, text: str | None) -> None:
+        """What pressing Enter or Send does: show the message, send it, show the answer (or why not)."""
+        if not text or not text.strip():
+            return
+        self.input.value_input = ""
+        if not self.conversation:
+            self.feed.clear()
+        mine = UserHTML(message_html(self.actor, markdown_html(text)))
+        self.feed.append(mine)
         try:
-            reply = self.send(contents)
+            reply = self.send(text)
         except Exception as exc:  # noqa: BLE001 - shown in the conversation instead of breaking it
-            return pn.chat.ChatMessage(f"error: {exc}", user="system", avatar="!")
+            self.feed.append(UserHTML(message_html("system", text_html(f"error: {exc}"), "failed")))
+            return
         if reply is None:
-            return pn.chat.ChatMessage(UserHTML(text_html(self.message)), user="system", avatar="!")
+            self.feed.append(UserHTML(message_html("system", text_html(self.message), "failed")))
+            return
         if reply.findings:
             # What the ledger holds is masked; show the user the same thing (and why).
-            mine = instance.objects[-1] if instance.objects else None
-            if mine is not None and mine.user == user:
-                masked = mask_secrets(contents, list(reply.findings))
-                mine.object = UserHTML(markdown_html(masked) + flags_html(reply.findings))
-        avatar = "!" if reply.refused else "G"
-        return pn.chat.ChatMessage(UserHTML(reply_html(self.ws, reply)), user=ASSISTANT, avatar=avatar)
+            masked = mask_secrets(text, list(reply.findings))
+            mine.object = message_html(self.actor, markdown_html(masked) + flags_html(reply.findings))
+        kind = "refused" if reply.refused else "reply"
+        self.feed.append(UserHTML(message_html(ASSISTANT, reply_html(self.ws, reply), kind)))
 
     def new_conversation(self) -> None:
         self.conversation = ""
-        self.interface.clear()
+        self.last_reply = None
+        self.conversations.value = ""
+        self._empty()
+
+    def _empty(self) -> None:
+        hint = "No messages yet: ask Grace about the notes, alerts and tasks of this workspace."
+        self.feed[:] = [UserHTML(f'<div class="grace-muted">{text_html(hint)}</div>')]
 
     # -- history -------------------------------------------------------------------------------------------
     def _options(self) -> dict[str, str]:
@@ -174,11 +198,10 @@ class ChatView(GraceView):
             self._load()
 
     def _load(self) -> None:
-        self.interface.clear()
+        panes = []
         for row in self.history().itertuples():
             if row.kind == "received":
-                pane = UserHTML(markdown_html(row.text))
-                self.interface.send(pane, user=row.author, avatar=row.author[:1].upper(), respond=False)
+                panes.append(UserHTML(message_html(row.author, markdown_html(row.text))))
                 continue
             if row.kind == "refused":
                 body = f'<p class="grace-refusal">{text_html(refusal_sentence(self.ws, row.id))}</p>'
@@ -187,8 +210,9 @@ class ChatView(GraceView):
             cites = json.loads(row.citations) if isinstance(row.citations, str) and row.citations else []
             if cites:
                 body += "<p><b>Sources:</b> " + " · ".join(citation_link(c) for c in cites) + "</p>"
-            avatar = "!" if row.kind in ("refused", "failed") else "G"
-            self.interface.send(UserHTML(body), user=ASSISTANT, avatar=avatar, respond=False)
+            kind = {"refused": "refused", "failed": "failed"}.get(row.kind, "reply")
+            panes.append(UserHTML(message_html(ASSISTANT, body, kind)))
+        self.feed[:] = panes
 
     def history(self) -> pd.DataFrame:
         if not self.conversation:
@@ -198,7 +222,8 @@ class ChatView(GraceView):
     def __panel__(self) -> pn.viewable.Viewable:
         return pn.Column(
             self._status,
-            pn.Row(self.conversations, self.new_button),
-            self.interface,
+            pn.FlexBox(self.conversations, self.new_button, align_items="flex-end"),
+            self.feed,
+            pn.Row(self.input, self.send_button, sizing_mode="stretch_width"),
             sizing_mode="stretch_width",
         )

@@ -37,8 +37,8 @@ class MemoryView(GraceView):
         super().__init__(**params)
         self.items = pn.widgets.Tabulator(
             pd.DataFrame(columns=_LIST_COLUMNS), groupby=["folder"], disabled=True, show_index=False,
-            selectable=1, sizing_mode="stretch_width", height=420, hidden_columns=["path"],
-            layout="fit_columns", formatters={"name": _WRAP}, widths={"folder": "22%", "name": "34%"},
+            selectable=1, sizing_mode="stretch_width", height=420, hidden_columns=["path", "folder"],
+            layout="fit_columns", formatters={"name": _WRAP}, widths={"name": "40%", "version": 80, "owner": 90},
         )  # fmt: skip
         self.items.param.watch(lambda e: self._pick(self.items, e.new), "selection")
         self.results = pn.widgets.Tabulator(
@@ -153,7 +153,7 @@ class MemoryView(GraceView):
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
         search = pn.widgets.TextInput.from_param(
-            self.param.query, label="Search", placeholder="words to find"
+            self.param.query, label="Search", placeholder="words to find", sizing_mode="stretch_width"
         )
         a = pn.widgets.IntInput.from_param(self.param.version_a, label="from version", width=110)
         b = pn.widgets.IntInput.from_param(self.param.version_b, label="to version", width=110)

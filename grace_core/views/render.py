@@ -162,6 +162,10 @@ pre.grace-code, .grace-markdown pre { background: #f4f7f7; padding: .5rem .6rem;
 .grace-note-success { background: #e6f4ea; border-color: #b7dfc2; color: #1b5e20; }
 .grace-note-warning { background: #fff6e0; border-color: #f1d8a0; color: #6b4a00; }
 .grace-note-danger { background: #fdecee; border-color: #f3b9c0; color: #8a1120; }
+.grace-msg { padding: .5rem .75rem; margin: .35rem 0; border-radius: 8px; background: #f3f6f6; }
+.grace-msg-reply { background: #e8f3f3; } .grace-msg-refused, .grace-msg-failed { background: #fdf1e6; }
+.grace-who { font-weight: 600; font-size: .85rem; color: #3d4d4d; margin-bottom: .2rem; }
+.grace-msg p { margin: .3rem 0; }
 table { border-collapse: collapse; } th, td { border: 1px solid #d5dede; padding: .2rem .45rem; }
 """
 
@@ -175,4 +179,4 @@ class UserHTML(pn.pane.HTML):
     def __init__(self, object: Any = None, **params: Any) -> None:
         params.setdefault("sizing_mode", "stretch_width")
         params["stylesheets"] = [_CSS, *params.get("stylesheets", [])]
-        super().__init__(object, **params)
+        super().__init__(object, **params)  # type: ignore[no-untyped-call]  # Panel has no annotations

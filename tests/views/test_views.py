@@ -195,7 +195,7 @@ def test_chat_asks_governance_who_may_send_and_history_reloads(vws):
     bob = ChatView(ws=vws, user="bob", role="researcher")
     bob.send("hello there")
     viewer = ChatView(ws=vws, user="vic", role="viewer")
-    assert not viewer.interface.disabled  # the default pack lets viewers ask the assistant
+    assert not viewer.input.disabled  # the default pack lets viewers ask the assistant
     assert viewer.send("what is in the weekly review?") is not None
     vws.governance.add_policy(
         {"id": "viewers-muted", "effect": "deny", "roles": ["viewer"], "actions": ["chat.send"]},
@@ -203,11 +203,12 @@ def test_chat_asks_governance_who_may_send_and_history_reloads(vws):
         reason="test: a policy change shows in the view",
     )
     muted = ChatView(ws=vws, user="vic", role="viewer")
-    assert muted.interface.disabled
+    assert muted.input.disabled
+    assert muted.send_button.description  # the disabled button says why
     assert muted.send("hi") is None
     assert muted.message.startswith("refused")
     again = ChatView(ws=vws, user="bob", role="researcher", conversation=bob.conversation)
-    assert len(again.interface.objects) == 2
+    assert len(again.feed.objects) == 2
 
 
 def test_a_refusal_is_said_in_plain_words_while_the_ledger_keeps_the_decision(vws):
@@ -222,7 +223,7 @@ def test_a_refusal_is_said_in_plain_words_while_the_ledger_keeps_the_decision(vw
         assert syntax not in shown
     assert "forbids" in vws.ledger.get(reply.id).payload["reason"]  # the engine's wording stays on record
     again = ChatView(ws=vws, user="bob", role="researcher", conversation=view.conversation)
-    reloaded = " ".join(str(m.object.object) for m in again.interface.objects)
+    reloaded = " ".join(str(m.object) for m in again.feed.objects)
     assert "Grace did not answer this message." in reloaded
     assert "deny beats" not in reloaded
 
