@@ -105,7 +105,7 @@ def seed_app_demo(ws: Workspace) -> list[tuple[str, str]]:
 @click.pass_context
 def serve(ctx: click.Context, port: int, address: str, no_loops: bool, demo: bool, show: bool) -> None:
     """Serve the web app: dashboard, chat, Hunter, memory, audit, IDE and tasks views, with login, /health
-    and /metrics."""
+    and /metrics ($GRACE_MONITOR_TOKEN, 32+ characters: the Bearer token a monitor reads them with)."""
     path = _path(ctx)
     fresh = path != ":memory:" and not Path(path).expanduser().exists()
     with _workspace(ctx, writes=True, create=True) as ws:
@@ -118,10 +118,19 @@ def serve(ctx: click.Context, port: int, address: str, no_loops: bool, demo: boo
             click.echo(f"demo users: {', '.join(n for n, _ in DEMO_USERS)}; password: {stored}")
         if ws.auth.users().empty:
             raise GraceError("no users can sign in: create an admin with `grace user add NAME --role admin`")
-        from grace_core.server import serve as run  # Panel costs ~1 s to import: only when serving
+        from grace_core.server import MONITOR_TOKEN_ENV  # Panel costs ~1 s to import: only when serving
+        from grace_core.server import serve as run
 
         def ready(actual: int) -> None:
             click.echo(f"Grace Workbench on http://{address}:{actual}/ (workspace {ws.path})")
             sys.stdout.flush()
 
-        run(ws, port=port, address=address, loops=not no_loops, show=show, ready=ready)
+        run(
+            ws,
+            port=port,
+            address=address,
+            loops=not no_loops,
+            show=show,
+            ready=ready,
+            monitor_token=os.environ.get(MONITOR_TOKEN_ENV) or None,
+        )

@@ -87,11 +87,14 @@ def test_memory_view_and_viewer_cannot_run_code(ui):
     ide.get_by_text(VIEWER_NOTE).first.wait_for()
 
 
-def test_health_and_metrics_answer_for_monitoring(server):
-    with urllib.request.urlopen(server + "/health", timeout=5) as r:
+def test_health_and_metrics_answer_for_monitoring(server, monitor_token):
+    auth = {"Authorization": f"Bearer {monitor_token}"}
+    request = urllib.request.Request(server + "/health", headers=auth)
+    with urllib.request.urlopen(request, timeout=5) as r:
         report = json.loads(r.read())
     assert report["status"] == "ok"
     assert report["components"]["ledger"]["status"] == "ok"
-    with urllib.request.urlopen(server + "/metrics", timeout=5) as r:
+    request = urllib.request.Request(server + "/metrics", headers=auth)
+    with urllib.request.urlopen(request, timeout=5) as r:
         text = r.read().decode()
     assert "grace_ledger_events" in text
