@@ -386,7 +386,9 @@ def test_a_started_loop_is_never_seen_running_without_its_thread() -> None:
         try:
             assert seen
             assert all(alive for _, alive in seen), seen
-            assert not [c for c in ws.healing.checks() if c.component.startswith("loop:") and c.status != "ok"]
+            assert not [
+                c for c in ws.healing.checks() if c.component.startswith("loop:") and c.status != "ok"
+            ]
         finally:
             ws.loops.stop()
 
