@@ -42,6 +42,8 @@ def hostile_server(tmp_path_factory: pytest.TempPathFactory, start_grace: Any) -
         for name, role in (("ada", "admin"), ("bob", "researcher"), ("vic", "viewer")):
             ws.auth.register(name, PASSWORD, role=role, by="system")
         ws.memory.write("/notes/standup.md", HOSTILE, actor="bob", reason="![r](logout) the new day")
+        ws.tasks.create('Read <img src="http://beacon.invalid/t.png"> ![t](logout)', kind="review", actor="bob",
+                        details={"note": HOSTILE})  # fmt: skip
         event_id = str(ws.memory.versions("/notes/standup.md")["event_id"].iloc[0])
     return start_grace(workspace, "--no-loops"), event_id
 
@@ -65,6 +67,11 @@ def test_a_hostile_note_neither_signs_the_reader_out_nor_beacons(hostile):
     page.goto(f"{ui.base}/memory?path=/notes/standup.md")
     page.get_by_text("The standup moved to Tuesdays").first.wait_for()
     page.get_by_text("![y](/logout)").first.wait_for()  # the smuggled image is shown as the text it is
+    page.get_by_placeholder("words to find").fill("standup")
+    page.get_by_placeholder("words to find").press("Enter")
+    page.get_by_text("match(es) for").first.wait_for()  # the snippet quotes the note's raw HTML, as text
+    page.goto(f"{ui.base}/tasks")
+    page.get_by_text("![t](logout)").first.wait_for()
     page.goto(f"{ui.base}/chat")
     box = page.locator("textarea").first
     box.fill("When is the standup?")
