@@ -38,13 +38,13 @@ class MemoryView(GraceView):
         self.items = pn.widgets.Tabulator(
             pd.DataFrame(columns=_LIST_COLUMNS), groupby=["folder"], disabled=True, show_index=False,
             selectable=1, sizing_mode="stretch_width", height=420, hidden_columns=["path", "folder"],
-            layout="fit_columns", formatters={"name": _WRAP}, widths={"name": "40%", "version": 80, "owner": 90},
+            layout="fit_columns", formatters={"name": _WRAP}, widths={"name": "40%", "version": 100, "owner": 90},
         )  # fmt: skip
         self.items.param.watch(lambda e: self._pick(self.items, e.new), "selection")
         self.results = pn.widgets.Tabulator(
             pd.DataFrame(columns=_RESULT_COLUMNS), disabled=True, show_index=False, selectable=1,
             sizing_mode="stretch_width", layout="fit_columns", formatters={"path": _WRAP, "snippet": _WRAP},
-            widths={"path": "30%", "score": 70}, visible=False,
+            widths={"path": "30%", "score": 90}, visible=False,
         )  # fmt: skip
         self.results.param.watch(lambda e: self._pick(self.results, e.new), "selection")
         self.results_note = UserHTML("")

@@ -81,6 +81,13 @@ def test_memory_view_and_viewer_cannot_run_code(ui):
     page = ui.login("vic", "/memory", context=context)
     page.goto(f"{ui.base}/memory?path=/notes/weekly-review.md")
     page.get_by_text("in the small room").first.wait_for()
+    search = page.get_by_placeholder("words to find")
+    search.fill("weekly review")
+    search.press("Enter")
+    page.get_by_text("match(es) for").first.wait_for()
+    results = page.locator(".tabulator-row", has_text="/notes/weekly-review.md").first
+    expect(results).to_contain_text("Fridays at 10:00")  # the snippet says why it matched
+    expect(results).to_contain_text(re.compile(r"\d\.\d+"))  # with its score
     ui.shot(page, "memory")
     ide = context.new_page()
     ide.goto(f"{ui.base}/ide")
