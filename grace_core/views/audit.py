@@ -89,6 +89,7 @@ class AuditView(GraceView):
         self.events = pn.widgets.Tabulator(
             pd.DataFrame(columns=_EVENT_COLUMNS), disabled=True, show_index=False, selectable=1,
             pagination="local", page_size=15, sizing_mode="stretch_width", hidden_columns=["id"],
+            layout="fit_data_stretch",  # one line per event (the detail below has all of it); scrolls sideways
         )  # fmt: skip
         self.events.param.watch(self._pick, "selection")
         self.verify_button = pn.widgets.Button(label="Verify chain", color="primary")
@@ -98,8 +99,10 @@ class AuditView(GraceView):
         self.checkpoint_button.on_click(lambda _e: self.make_checkpoint())
         self.verify_result = pn.pane.Alert("Not verified yet in this session.", alert_type="secondary")
         self.checkpoints = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"event_id": {"type": "textarea"}, "root": {"type": "textarea"}},
+            widths={"size": 70, "ts": 150},
+        )  # fmt: skip
         self.detail = UserHTML(text_html("Select an event."))
         self.graph = pn.pane.Bokeh(sizing_mode="stretch_width", height=370)
         self.proof_pane = UserHTML("")
@@ -236,7 +239,7 @@ class AuditView(GraceView):
         return pn.Column(
             self._status,
             self.read_only_note("sign checkpoints"),
-            side_by_side(browser, chain, min_width=400),
+            side_by_side(browser, chain, min_width=400, grow=(3, 2)),
             event,
             sizing_mode="stretch_width",
         )

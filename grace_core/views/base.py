@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -39,12 +39,14 @@ def short(text: Any, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def side_by_side(*panes: Any, min_width: int = 380) -> pn.FlexBox:
+def side_by_side(*panes: Any, min_width: int = 380, grow: Sequence[int] = ()) -> pn.FlexBox:
     """Panes next to each other while the page is wide enough for each to have ``min_width`` pixels, one
-    under the other on a narrower page (a laptop split screen, a phone): never squeezed or overlapping."""
-    for pane in panes:
+    under the other on a narrower page (a laptop split screen, a phone): never squeezed or overlapping.
+    ``grow`` weighs how the spare width is shared (default: evenly)."""
+    for i, pane in enumerate(panes):
+        weight = grow[i] if i < len(grow) else 1
         pane.sizing_mode = "stretch_width"
-        pane.styles = {**pane.styles, "flex": f"1 1 {min_width}px", "min-width": "0"}
+        pane.styles = {**pane.styles, "flex": f"{weight} 1 {min_width}px", "min-width": "0"}
     return pn.FlexBox(*panes, flex_wrap="wrap", gap="16px", sizing_mode="stretch_width")
 
 
