@@ -2,12 +2,13 @@
 #   make run    install into .venv and serve the workbench (every view) on the default workspace (grace.duckdb)
 #   make test   install into .venv and run every test (unit, property, fault, notebook)
 # `grace` itself is .venv/bin/grace; `make shell` opens a shell with it on PATH.
+# Screenshots from the browser tests go to build/screenshots; `make screenshots` refreshes docs/screenshots.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run shell lab test lint bench clean
+.PHONY: install run shell lab test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +38,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/grace bench
+
+screenshots: $(STAMP)
+	GRACE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/ui/test_app.py tests/ui/test_app_round2.py \
+		-q -k "not voila"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

@@ -33,6 +33,12 @@ Logins and throttling
     3. Per account, over all sources (a distributed attack): 100 failures in the last hour refuse the account
        until the oldest of them leave the hour.
 
+    Refused attempts are aggregated on the ledger: an ``auth.login_throttled`` event is written at most once
+    per ``THROTTLE_REPORT_EVERY`` seconds for each rule and what it limits (the pair, the source or the
+    account), its ``attempts`` counting the refusals since the previous one. So hammering a throttled login
+    grows the ledger by a few events a minute, not one per request; the failures themselves are bounded by
+    the rules above. (The throttle is computed from failures and successes only, never from these events.)
+
     A *trusted* pair -- one that logged in successfully within the last 30 days -- is exempt from rules 2 and
     3 (rule 1 still applies). So an attacker cannot lock the owner out: from one source an attacker never
     reaches the account cap (rule 1 allows about a dozen failures an hour), and even a distributed attack
@@ -148,6 +154,8 @@ SOURCE_LIMIT = 50
 ACCOUNT_WINDOW = 3600.0
 ACCOUNT_LIMIT = 100
 TRUSTED_FOR = 30 * 86400.0
+THROTTLE_REPORT_EVERY = 60.0
+_REPORTS_KEPT = 10_000  # throttle reports remembered at most (older ones are forgotten first)
 
 INVALID_LOGIN = "invalid user name or password"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -285,6 +293,9 @@ class Auth:
         self._stored_secret: bytes | None = None
         self._manage = threading.RLock()
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        # (rule, name, source) -> (when its last auth.login_throttled event was written, refusals since)
+        self._throttle_reports: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self._reports_lock = threading.Lock()
         ws.projections.register("auth", "auth.*", _apply, tables=["users", "revoked_tokens", "auth_logins"])
         if not ws.read_only and settings.from_env(settings.JWT_SECRET) is None:
             self._workspace_secret()
@@ -508,17 +519,20 @@ class Auth:
         refusal = self._throttle(key, source, now)
         if refusal is not None:
             rule, retry_after = refusal
-            self._ws.publish(
-                "auth.login_throttled",
-                {
-                    "name": key,
-                    "source": source,
-                    "rule": rule,
-                    "retry_after": round(retry_after, 3),
-                    "purpose": purpose,
-                },
-                actor=actor,
-            )
+            attempts = self._throttle_report(rule, key, source, now)
+            if attempts:
+                self._ws.publish(
+                    "auth.login_throttled",
+                    {
+                        "name": key,
+                        "source": source,
+                        "rule": rule,
+                        "retry_after": round(retry_after, 3),
+                        "purpose": purpose,
+                        "attempts": attempts,
+                    },
+                    actor=actor,
+                )
             raise ThrottledError(
                 f"too many failed logins; try again in {_seconds(retry_after)}", retry_after=retry_after
             )
@@ -533,6 +547,20 @@ class Auth:
         row = self._reader().execute("SELECT password_version FROM users WHERE name = ?", [name]).fetchone()
         assert row is not None
         return int(row[0])
+
+    def _throttle_report(self, rule: str, name: str, source: str, now: float) -> int:
+        """How many refused attempts the ``auth.login_throttled`` event written now reports, or 0 when none is
+        due (one was written for the same rule and key less than ``THROTTLE_REPORT_EVERY`` seconds ago)."""
+        key = (rule, "" if rule == "source" else name, "" if rule == "account" else source)
+        with self._reports_lock:
+            last, pending = self._throttle_reports.pop(key, (None, 0))
+            if last is not None and now - last < THROTTLE_REPORT_EVERY:
+                self._throttle_reports[key] = (last, pending + 1)
+                return 0
+            self._throttle_reports[key] = (now, 0)
+            while len(self._throttle_reports) > _REPORTS_KEPT:  # oldest first (insertion order)
+                del self._throttle_reports[next(iter(self._throttle_reports))]
+            return pending + 1
 
     def _check_password(self, name: str, password: str) -> str | None:
         """None when right; else the internal reason. Costs one argon2 verification in every case."""

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -189,6 +190,23 @@ class Ledger:
         df = self.reader().execute(sql + " ORDER BY seq", params).df()
         df["payload"] = df["payload"].map(_json_loads)
         return df
+
+    def counts_per_bucket(
+        self, series: Mapping[str, str], *, since: datetime, bucket_s: int = 60
+    ) -> pd.DataFrame:
+        """Events per ``bucket_s`` seconds from ``since`` on: column ``t`` (the bucket's start), then one count
+        column per ``series`` entry (column name -> topic glob), oldest bucket first; buckets with no event
+        are left out. One scan of the window, however many series."""
+        cases = ", ".join(f"count(*) FILTER (WHERE topic GLOB ?) AS {_quoted(name)}" for name in series)
+        return (
+            self.reader()
+            .execute(
+                f"SELECT time_bucket(INTERVAL '{int(bucket_s)} seconds', ts) AS t, {cases} FROM events "
+                "WHERE ts >= ? GROUP BY t ORDER BY t",
+                [*series.values(), since],
+            )
+            .df()
+        )
 
     # -- writing ---------------------------------------------------------------------------------------------
     def add_commit_listener(self, listener: CommitListener) -> None:
@@ -556,6 +574,11 @@ def _arrow(events: list[Event]) -> pa.Table:
         ],
         schema=EVENTS_ARROW_SCHEMA,
     )
+
+
+def _quoted(name: str) -> str:
+    """``name`` as a quoted SQL identifier (a column name chosen by the caller)."""
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _json_loads(text: str) -> Any:

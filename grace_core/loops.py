@@ -210,15 +210,21 @@ class Scheduler:
             if status.state == "running":
                 continue
             self._govern(actor, "loop.start", n)
-            self._set_state(n, "running", actor)
             status.next_due = self.clock.time()
             if not isinstance(self.clock, ManualClock):
+                # The thread runs before the loop is marked running (it idles until then): a health check
+                # between the two must never find a running loop without its thread ("thread is gone").
                 stop = threading.Event()
                 thread = threading.Thread(
                     target=self._live, args=(n, stop), name=f"grace-loop-{n}", daemon=True
                 )
                 self._threads[n] = (thread, stop)
                 thread.start()
+            try:
+                self._set_state(n, "running", actor)
+            except BaseException:
+                self._join(n, 10.0)
+                raise
 
     def stop(self, name: str | None = None, *, actor: str | None = None, timeout: float = 10.0) -> None:
         for n in self._select(name):

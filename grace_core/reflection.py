@@ -624,6 +624,14 @@ class Reflection:
             params.append(to_us(since))
         return self._ws.sql(sql + " ORDER BY created_at, id", params)
 
+    def latest_insights(self, limit: int = 8) -> pd.DataFrame:
+        """The ``limit`` newest insights, newest first: created_at, kind, text, score, evidence_count."""
+        return self._ws.sql(
+            "SELECT created_at, kind, text, score, evidence_count FROM insights "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            [int(limit)],
+        )
+
     def insight(self, insight_id: str) -> dict[str, Any]:
         """One insight: its row plus the full event payload."""
         event = self._ws.ledger.get(insight_id)

@@ -8,21 +8,22 @@ A setting is found in the first of these places that has it:
    ``<workspace>.keys`` file) for secret ones;
 4. the default (for secrets: generated once per workspace and kept among its secrets).
 
-=================  ======================  ===============================  ==========================================
-setting            environment             workspace                        default and meaning
-=================  ======================  ===============================  ==========================================
-workspace          ``GRACE_WORKSPACE``     --                               ``grace.duckdb`` in the current directory
-jwt_secret         ``GRACE_JWT_SECRET``    secret ``jwt_secret``            64 random bytes; signs access tokens
-llm.backend        ``GRACE_LLM_BACKEND``   meta ``llm.backend``             ``offline``; ws.llm's default backend
-llm.base_url       ``GRACE_LLM_BASE_URL``  meta ``llm.base_url``            none; the OpenAI-compatible model server
-llm.model          ``GRACE_LLM_MODEL``     meta ``llm.model``               ``default``
-llm.api_key        ``GRACE_LLM_API_KEY``   secret ``llm_api_key``           none
-llm.model_path     ``GRACE_LLM_MODEL_PATH`` meta ``llm.model_path``         the SmolLM2 file of the ``llm`` extra
-demo_password      ``GRACE_DEMO_PASSWORD`` secret ``demo_password.<user>``  generated per demo user
-no_loops           ``GRACE_NO_LOOPS``      --                               off; ``panel serve apps/*.py`` runs loops
-user               ``GRACE_USER``          --                               none; who a notebook/Voila view acts as
-ray_address        ``RAY_ADDRESS``         --                               none: a local Ray (Ray's own variable)
-=================  ======================  ===============================  ==========================================
+==============  ====================  ===========================  ========================================
+setting         environment           workspace                    default and meaning
+==============  ====================  ===========================  ========================================
+workspace       GRACE_WORKSPACE       --                           grace.duckdb in the current directory
+jwt_secret      GRACE_JWT_SECRET      secret jwt_secret            64 random bytes; signs access tokens
+llm.backend     GRACE_LLM_BACKEND     meta llm.backend             offline; ws.llm's default backend
+llm.base_url    GRACE_LLM_BASE_URL    meta llm.base_url            none; the OpenAI-compatible model server
+llm.model       GRACE_LLM_MODEL       meta llm.model               default
+llm.api_key     GRACE_LLM_API_KEY     secret llm_api_key           none
+llm.model_path  GRACE_LLM_MODEL_PATH  meta llm.model_path          the SmolLM2 file of the llm extra
+demo_password   GRACE_DEMO_PASSWORD   secret demo_password.<user>  generated per demo user
+monitor_token   GRACE_MONITOR_TOKEN   --                           none; Bearer token for /metrics
+no_loops        GRACE_NO_LOOPS        --                           off; panel serve apps/*.py runs loops
+user            GRACE_USER            --                           none; who a notebook/Voila view acts as
+ray_address     RAY_ADDRESS           --                           none: a local Ray (Ray's own variable)
+==============  ====================  ===========================  ========================================
 
 Workspace settings are operational configuration, not events: set them with ``ws.settings.set(name, value)``
 (a secret one goes to the key file, never to the ledger or the DuckDB file).
@@ -48,6 +49,7 @@ __all__ = [
     "LLM_BASE_URL",
     "LLM_MODEL",
     "LLM_MODEL_PATH",
+    "MONITOR_TOKEN",
     "NO_LOOPS",
     "RAY_ADDRESS",
     "SETTINGS",
@@ -117,6 +119,11 @@ DEMO_PASSWORD = Setting(
     env="GRACE_DEMO_PASSWORD",
     help="one password for every demo user (else each gets its own, generated)",
 )
+MONITOR_TOKEN = Setting(
+    name="monitor_token",
+    env="GRACE_MONITOR_TOKEN",
+    help="the Bearer token (32+ characters) a monitor reads /metrics and /health details with",
+)
 NO_LOOPS = Setting(
     name="no_loops", env="GRACE_NO_LOOPS", help="`panel serve apps/*.py` leaves the loops stopped when set"
 )
@@ -133,6 +140,7 @@ SETTINGS = {
         LLM_API_KEY,
         LLM_MODEL_PATH,
         DEMO_PASSWORD,
+        MONITOR_TOKEN,
         NO_LOOPS,
         USER,
         RAY_ADDRESS,

@@ -179,6 +179,15 @@ class Tasks:
         )
         return _task(row) if row else None
 
+    def open_count(self) -> int:
+        """How many tasks are open (pending or running)."""
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT count(*) FROM tasks WHERE state IN ('pending', 'running')")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
     def list(self, *, state: str | None = None, kind: str | None = None) -> pd.DataFrame:
         """Tasks as a DataFrame, highest priority first, then oldest first."""
         sql, params = f"SELECT {COLUMNS} FROM tasks WHERE true", []

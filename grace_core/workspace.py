@@ -482,6 +482,10 @@ class Workspace:
         )
         return note
 
+    def checkpoints(self) -> pd.DataFrame:
+        """The signed checkpoints, largest first: size, ts, event_id, root (hex)."""
+        return self.sql("SELECT size, ts, event_id, hex(root) AS root FROM checkpoints ORDER BY size DESC")
+
     def latest_checkpoint(self, *, covering: int = 1) -> tuple[int, str]:
         row = (
             self.ledger.reader()

@@ -490,6 +490,39 @@ def test_a_distributed_attack_leaves_the_owners_trusted_source_open(
     assert ws.auth.login("alice", ALICE_PW, source="10.200.0.1").name == "alice"  # and the cap slides
 
 
+def test_hammering_a_throttled_login_grows_the_ledger_by_a_bounded_amount(
+    alice: Workspace, clock: ManualClock
+) -> None:
+    ws = alice
+    head = ws.ledger.head[0]
+    refused = 0
+    for i in range(2000):  # ten minutes of guessing, 200 a minute, from one address
+        try:
+            ws.auth.login("alice", "a wrong guess!", source="203.0.113.77")
+        except ThrottledError:
+            refused += 1
+        except AuthError:
+            pass
+        if i % 2:
+            clock.advance(0.6)
+    for i in range(300):  # and spraying many names from another, as fast as the machine goes
+        with pytest.raises(AuthError):
+            ws.auth.login(f"user{i}", "a wrong guess!", source="203.0.113.78")
+    assert refused > 1900
+    events = ws.ledger.events(since=head)
+    failed = [e for e in events if e.topic == "auth.login_failed"]
+    throttled = [e for e in events if e.topic == "auth.login_throttled"]
+    assert len(failed) <= 10 + SOURCE_LIMIT  # the throttle bounds failures (backoff; the source cap)
+    assert len(throttled) <= 14  # one per minute and rule, not one per refusal
+    # Each event says how many refusals it stands for: together, all but those of the last minute.
+    reported = sum(e.payload["attempts"] for e in throttled if e.payload["source"] == "203.0.113.77")
+    assert refused - 200 <= reported <= refused
+    # The throttle itself still works: the pair waits, the owner elsewhere gets in.
+    with pytest.raises(ThrottledError):
+        ws.auth.login("alice", ALICE_PW, source="203.0.113.77")
+    assert ws.auth.login("alice", ALICE_PW, source="owner-laptop").name == "alice"
+
+
 def test_parallel_guesses_cannot_slip_past_the_throttle(alice: Workspace) -> None:
     outcomes: list[str] = []
     lock = threading.Lock()

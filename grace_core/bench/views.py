@@ -94,6 +94,7 @@ def bench_views(ctx: Context) -> Iterator[Figure]:
         health_frame,
         insights_frame,
         mttr_frame,
+        open_counts,
     )
 
     quiet_warnings()
@@ -117,10 +118,7 @@ def bench_views(ctx: Context) -> Iterator[Figure]:
     dashboard = DashboardView(ws=ws, user="ada", role="admin")
     queries: dict[str, Callable[[], Any]] = {
         "activity": lambda: activity_frame(ws, minutes=60),
-        "counts": lambda: ws.sql(
-            "SELECT (SELECT count(*) FROM hunter_alerts) AS alerts, "
-            "(SELECT count(*) FROM tasks WHERE state IN ('pending', 'running')) AS open_tasks"
-        ),
+        "counts": lambda: open_counts(ws),
         "recent": lambda: ws.ledger.events(since=max(0, head - 30)),
         "loops": ws.loops.status,
         "health": lambda: health_frame(ws),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from grace_core import settings
 from grace_core.cli import _path, _workspace, cli, workspace_options
 from grace_core.demo import demo_logins, seed_demo
 from grace_core.errors import GraceError
@@ -28,7 +29,7 @@ from grace_core.workspace import MEMORY
 @click.pass_context
 def serve(ctx: click.Context, port: int, address: str, no_loops: bool, demo: bool, show: bool) -> None:
     """Serve the web app: dashboard, chat, Hunter, memory, audit, IDE and tasks views, with login, /health
-    and /metrics."""
+    and /metrics ($GRACE_MONITOR_TOKEN, 32+ characters: the Bearer token a monitor reads them with)."""
     path = _path(ctx)
     fresh = path != MEMORY and not Path(path).expanduser().exists()
     with _workspace(ctx, writes=True, create=True) as ws:
@@ -44,4 +45,12 @@ def serve(ctx: click.Context, port: int, address: str, no_loops: bool, demo: boo
             click.echo(f"Grace Workbench on http://{address}:{actual}/ (workspace {ws.path})")
             sys.stdout.flush()
 
-        run(ws, port=port, address=address, loops=not no_loops, show=show, ready=ready)
+        run(
+            ws,
+            port=port,
+            address=address,
+            loops=not no_loops,
+            show=show,
+            ready=ready,
+            monitor_token=settings.resolve(settings.MONITOR_TOKEN),
+        )

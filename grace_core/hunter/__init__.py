@@ -339,6 +339,11 @@ class Hunter:
             params.append(rule)
         return self._ws.sql(sql + " ORDER BY ts DESC, id", params)
 
+    def alert_count(self) -> int:
+        """How many alerts were raised (rows of ``hunter_alerts``)."""
+        row = self._ws.ledger.reader().execute("SELECT count(*) FROM hunter_alerts").fetchone()
+        return int(row[0]) if row else 0
+
     def evaluate(
         self,
         frame: pd.DataFrame,

@@ -15,12 +15,20 @@ from bokeh.plotting import figure
 
 from grace_core.events import Event
 
-from .base import GraceView, frame_for_table, short
+from .base import GraceView, frame_for_table, short, side_by_side
 
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
 
-__all__ = ["SERIES", "DashboardView", "activity_frame", "health_frame", "mttr_frame"]
+__all__ = [
+    "SERIES",
+    "DashboardView",
+    "activity_frame",
+    "health_frame",
+    "insights_frame",
+    "mttr_frame",
+    "open_counts",
+]
 
 # name shown -> topic glob counted per time bucket
 SERIES: dict[str, str] = {
@@ -30,21 +38,15 @@ SERIES: dict[str, str] = {
     "task changes": "task.*",
     "loop ticks": "loop.ticked",
 }
+_WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _LOOP_COLUMNS = ["loop", "state", "lag", "ticks", "errors", "alive", "last_tick", "interval", "cursor"]
 PLOT_EVERY = 5.0  # seconds between plot redraws while events stream in (tables update on every batch)
 
 
 def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFrame:
     """Events per ``bucket`` seconds over the last ``minutes`` for each of ``SERIES`` (one column each)."""
-    until = ws.clock.now()
-    since = until - timedelta(minutes=minutes)
-    cases = ", ".join(f'count(*) FILTER (WHERE topic GLOB ?) AS "{name}"' for name in SERIES)
-    frame = ws.sql(
-        f"SELECT time_bucket(INTERVAL '{int(bucket)} seconds', ts) AS t, {cases} FROM events "
-        "WHERE ts >= ? GROUP BY t ORDER BY t",
-        [*SERIES.values(), since],
-    )
-    return frame
+    since = ws.clock.now() - timedelta(minutes=minutes)
+    return ws.ledger.counts_per_bucket(SERIES, since=since, bucket_s=bucket)
 
 
 def health_frame(ws: Workspace) -> pd.DataFrame:
@@ -71,10 +73,12 @@ def mttr_frame(ws: Workspace) -> pd.DataFrame:
 
 
 def insights_frame(ws: Workspace, limit: int = 8) -> pd.DataFrame:
-    return ws.sql(
-        "SELECT created_at, kind, text, score, evidence_count FROM insights ORDER BY created_at DESC LIMIT ?",
-        [limit],
-    )
+    return ws.reflection.latest_insights(limit)
+
+
+def open_counts(ws: Workspace) -> dict[str, int]:
+    """The headline numbers that are not the ledger's own: alerts raised and open tasks."""
+    return {"alerts": ws.hunter.alert_count(), "open tasks": ws.tasks.open_count()}
 
 
 class DashboardView(GraceView):
@@ -91,29 +95,34 @@ class DashboardView(GraceView):
         super().__init__(**params)
         self._plotted_at = 0.0
         self.loops = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, selectable=1, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, selectable=1, sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+        )  # fmt: skip
         self.loops.param.watch(self._pick_loop, "selection")
         self.buttons = {
-            name: pn.widgets.Button(label=label, color=kind, disabled=not self.can_act)
+            name: pn.widgets.Button(label=label, color=kind)
             for name, label, kind in (
                 ("start", "Start all", "success"), ("pause", "Pause", "warning"), ("resume", "Resume", "primary"),
                 ("stop", "Stop", "danger"), ("step", "Step selected", "light"),
             )
         }  # fmt: skip
         for name, button in self.buttons.items():
+            self.allow(button, self.can_act, self.cannot("start, pause, stop or step the loops"))
             button.on_click(lambda _e, name=name: self.control(name))
         self.health = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.health_table = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"detail": _WRAP}, widths={"component": 130, "status": 80},
+        )  # fmt: skip
         self.insights = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"text": _WRAP}, widths={"created_at": 150, "kind": 90, "score": 60, "evidence_count": 80},
+        )  # fmt: skip
         self.insights_note = pn.pane.Markdown("")
         self.recent = pn.widgets.Tabulator(
             pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", page_size=12,
-            pagination="local",
+            pagination="local", layout="fit_columns", formatters={"summary": _WRAP},
+            widths={"seq": 70, "ts": 150, "topic": "22%", "actor": 90},
         )  # fmt: skip
         self.numbers = {
             name: pn.indicators.Number(label=name, value=0, font_size="24pt", title_size="10pt")
@@ -158,13 +167,9 @@ class DashboardView(GraceView):
                 columns=["seq", "ts", "topic", "actor", "summary"],
             )
         )
-        counts = ws.sql(
-            "SELECT (SELECT count(*) FROM hunter_alerts) AS alerts, "
-            "(SELECT count(*) FROM tasks WHERE state IN ('pending', 'running')) AS open_tasks"
-        ).iloc[0]
         self.numbers["events"].value = self.head
-        self.numbers["alerts"].value = int(counts["alerts"])
-        self.numbers["open tasks"].value = int(counts["open_tasks"])
+        for name, value in open_counts(ws).items():
+            self.numbers[name].value = value
         running = int((status["state"] == "running").sum()) if len(status) else 0
         self.numbers["loops running"].value = running
         if plot:
@@ -244,26 +249,22 @@ class DashboardView(GraceView):
         minutes = pn.widgets.IntInput.from_param(self.param.minutes, label="Window (minutes)", width=140)
         loops = pn.Column(
             pn.pane.Markdown("### Loops"),
-            pn.Row(*self.buttons.values()),
+            pn.FlexBox(*self.buttons.values()),
             self.loops,
-            sizing_mode="stretch_width",
         )
-        health = pn.Column(pn.pane.Markdown("### Health"), self.health, self.health_table, width=440)
+        health = pn.Column(pn.pane.Markdown("### Health"), self.health, self.health_table)
+        recent = pn.Column(pn.pane.Markdown("### Recent events"), self.recent)
+        insights = pn.Column(pn.pane.Markdown("### Latest insights"), self.insights_note, self.insights)
         return pn.Column(
             self._status,
-            pn.Row(*self.numbers.values()),
-            pn.Row(loops, health, sizing_mode="stretch_width"),
+            self.read_only_note("start, pause, stop or step the loops"),
+            pn.FlexBox(*self.numbers.values()),
+            side_by_side(loops, health, min_width=420),
             pn.Row(pn.pane.Markdown("### Activity"), minutes),
             self.plot,
             pn.pane.Markdown("### Time to repair"),
             self.mttr_note,
             self.mttr_plot,
-            pn.Row(
-                pn.Column(pn.pane.Markdown("### Recent events"), self.recent, sizing_mode="stretch_width"),
-                pn.Column(
-                    pn.pane.Markdown("### Latest insights"), self.insights_note, self.insights, width=520
-                ),
-                sizing_mode="stretch_width",
-            ),
+            side_by_side(recent, insights, min_width=420),
             sizing_mode="stretch_width",
         )

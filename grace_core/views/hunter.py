@@ -18,10 +18,12 @@ import yaml
 from grace_core.hunter.rules import SEVERITIES, TARGETS, severity_rank
 
 from .base import GraceView, frame_for_table, short
+from .render import UserHTML, text_html
 
 __all__ = ["HunterView", "precision_frame", "rule_changes", "rule_yaml"]
 
 
+_WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _ALERT_COLUMNS = ["ts", "severity", "rule", "target", "actor", "resource", "count", "excerpts", "id"]
 _RULE_COLUMNS = ["id", "enabled", "severity", "category", "description", "hits", "precision", "recall"]
 # What an optional field of a rule means when the edited YAML leaves it out (as in a rule pack). The required
@@ -111,29 +113,32 @@ class HunterView(GraceView):
         self._precision: pd.DataFrame | None = None
         self.alerts_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=_ALERT_COLUMNS), disabled=True, show_index=False, pagination="local",
-            page_size=12, sizing_mode="stretch_width",
+            page_size=12, sizing_mode="stretch_width", layout="fit_data_stretch",
+            formatters={"excerpts": _WRAP, "resource": _WRAP}, hidden_columns=["id"],
         )  # fmt: skip
         self.rules_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=_RULE_COLUMNS), disabled=True, show_index=False, selectable=1,
-            pagination="local", page_size=12, sizing_mode="stretch_width",
+            pagination="local", page_size=12, sizing_mode="stretch_width", layout="fit_data_stretch",
+            formatters={"description": _WRAP},
         )  # fmt: skip
         self.rules_table.param.watch(self._select_rule, "selection")
-        self.toggle_button = pn.widgets.Button(label="Disable rule", color="warning", disabled=True)
+        self.toggle_button = pn.widgets.Button(label="Disable rule", color="warning")
         self.toggle_button.on_click(lambda _e: self.toggle_rule())
         self.precision_button = pn.widgets.Button(label="Measure precision", color="light")
         self.precision_button.on_click(lambda _e: self.measure_precision())
         self.rule_editor = pn.widgets.CodeEditor.from_param(
             self.param.rule_text, language="yaml", height=300, sizing_mode="stretch_width", readonly=True
         )
-        self.save_button = pn.widgets.Button(label="Save rule", color="primary", disabled=True)
+        self.save_button = pn.widgets.Button(label="Save rule", color="primary")
         self.save_button.on_click(lambda _e: self.save_rule())
+        self._no_rule_selected()
         self.scan_button = pn.widgets.Button(label="Scan", color="primary")
         self.scan_button.on_click(lambda _e: self.scan())
         self.findings = pn.widgets.Tabulator(
             pd.DataFrame(columns=["rule", "severity", "category", "excerpt"]), disabled=True, show_index=False,
-            sizing_mode="stretch_width",
+            sizing_mode="stretch_width", layout="fit_data_stretch", formatters={"excerpt": _WRAP},
         )  # fmt: skip
-        self.scan_result = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.scan_result = UserHTML("")
         self.counter = pn.indicators.Number(label="alerts", value=0, font_size="28pt", title_size="10pt")
         self.refresh()
 
@@ -158,7 +163,7 @@ class HunterView(GraceView):
             rules["precision"] = rules["id"].map(self._precision["precision"]).round(3)
             rules["recall"] = rules["id"].map(self._precision["recall"]).round(3)
         rules = rules.reindex(columns=_RULE_COLUMNS)
-        rules["description"] = rules["description"].map(lambda d: short(d, 70))
+        rules["description"] = rules["description"].map(lambda d: short(d, 160))
         self.rules_table.value = rules.reset_index(drop=True)
 
     def rules_frame(self) -> pd.DataFrame:
@@ -175,19 +180,26 @@ class HunterView(GraceView):
         frame = self.rules_table.value
         row = frame[frame["id"] == self.selected_rule]
         if row.empty:
-            self.toggle_button.disabled = True
-            self.save_button.disabled = True
-            self.rule_editor.readonly = True
+            self._no_rule_selected()
             self.rule_text = ""
             return
         self._load_rule_text()
         editable = self.may("hunter.rule.update", f"hunter:rule:{self.selected_rule}")
-        self.save_button.disabled = not editable
+        self.allow(self.save_button, editable, self.cannot("edit Hunter's rules", needs="an admin"))
         self.rule_editor.readonly = not editable
         enabled = bool(row.iloc[0]["enabled"])
         self.toggle_button.label = f"{'Disable' if enabled else 'Enable'} {self.selected_rule}"
         self.toggle_button.color = "warning" if enabled else "success"
-        self.toggle_button.disabled = not self.is_admin
+        self.allow(self.toggle_button, self.is_admin, self.cannot("switch Hunter's rules", needs="an admin"))
+
+    def _no_rule_selected(self) -> None:
+        if not self.is_admin:  # say the lasting reason (the role) rather than the passing one
+            self.allow(self.toggle_button, False, self.cannot("switch Hunter's rules", needs="an admin"))
+            self.allow(self.save_button, False, self.cannot("edit Hunter's rules", needs="an admin"))
+        else:
+            self.allow(self.toggle_button, False, "Select a rule in the list to switch it on or off.")
+            self.allow(self.save_button, False, "Select a rule in the list to edit it.")
+        self.rule_editor.readonly = True
 
     def toggle_rule(self) -> None:
         """Switch the selected rule on or off (admins only)."""
@@ -252,7 +264,7 @@ class HunterView(GraceView):
         """Scan ``text`` as ``target`` with the enabled rules (publishes nothing); the selected rule is marked."""
         text = self.text
         if not text.strip():
-            self.scan_result.object = "Type some text to scan."
+            self.scan_result.object = text_html("Type some text to scan.")
             return self.findings.value
         findings = self.ws.hunter.scan(text, target=self.target)
         frame = pd.DataFrame(
@@ -263,14 +275,14 @@ class HunterView(GraceView):
             columns=["rule", "severity", "category", "excerpt"],
         )
         self.findings.value = frame
-        lines = [f"**{len(findings)} finding(s)** as `{self.target}`."]
+        lines = [f"{len(findings)} finding(s) as {self.target}."]
         if self.selected_rule:
             report = self.ws.hunter.evaluate(
                 pd.DataFrame({"text": [text], "label": [[]]}), target=self.target, rules=[self.selected_rule]
             )
             fired = bool(report.predictions["detected"].iloc[0])
-            lines.append(f"Rule `{self.selected_rule}` {'fires' if fired else 'does not fire'} on this text.")
-        self.scan_result.object = " ".join(lines)
+            lines.append(f"Rule {self.selected_rule} {'fires' if fired else 'does not fire'} on this text.")
+        self.scan_result.object = text_html(" ".join(lines))
         return frame
 
     # -- layout --------------------------------------------------------------------------------------------
@@ -286,7 +298,8 @@ class HunterView(GraceView):
         )  # fmt: skip
         rules = pn.Column(
             pn.pane.Markdown("### Rules"),
-            pn.Row(self.toggle_button, self.precision_button),
+            self.read_only_note("switch or edit Hunter's rules", allowed=self.is_admin, needs="an admin"),
+            pn.FlexBox(self.toggle_button, self.precision_button),
             self.rules_table,
             pn.pane.Markdown("#### Selected rule (YAML)"),
             self.rule_editor,
@@ -294,7 +307,7 @@ class HunterView(GraceView):
             sizing_mode="stretch_width",
         )
         tester = pn.Column(
-            pn.pane.Markdown("### Test text"), text, pn.Row(target, self.scan_button), self.scan_result,
+            pn.pane.Markdown("### Test text"), text, pn.FlexBox(target, self.scan_button), self.scan_result,
             self.findings, sizing_mode="stretch_width",
         )  # fmt: skip
         return pn.Column(

@@ -21,6 +21,7 @@ from grace_core.events import Event
 from grace_core.tasks import STATES
 
 from .base import GraceView, frame_for_table, short
+from .render import UserHTML, code_html, text_html
 
 __all__ = ["APPROVAL_COLUMNS", "TASK_COLUMNS", "TasksView"]
 
@@ -28,7 +29,25 @@ TASK_COLUMNS = ["state", "title", "kind", "priority", "attempts", "last_error", 
                 "updated_at", "id"]  # fmt: skip
 APPROVAL_COLUMNS = ["state", "requester", "action", "resource", "context", "reasons", "requested_at",
                     "decided_by", "note", "id"]  # fmt: skip
+_WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _STATE_ORDER = {s: i for i, s in enumerate(("running", "pending", "failed", "done", "cancelled"))}
+
+
+def _task_html(task: Any) -> str:
+    """The selected task in full: its title, state, details, result and last error, shown as written."""
+    parts = [
+        f"<h4>{text_html(task.title)}</h4>",
+        text_html(f"{task.state} · {task.kind} · by {task.created_by}"),
+    ]
+    for label, value in (("details", task.details), ("result", task.result), ("last error", task.last_error)):
+        if value:
+            shown = (
+                value
+                if isinstance(value, str)
+                else json.dumps(value, indent=2, ensure_ascii=False, default=str)
+            )
+            parts.append(f"<div><b>{label}</b></div>" + code_html(shown))
+    return "".join(parts)
 
 
 class TasksView(GraceView):
@@ -49,30 +68,33 @@ class TasksView(GraceView):
         self.board = pn.widgets.Tabulator(
             pd.DataFrame(columns=TASK_COLUMNS), disabled=True, show_index=False, selectable=1,
             groupby=["state"], pagination="local", page_size=20, sizing_mode="stretch_width", height=300,
+            layout="fit_data_stretch", formatters={c: _WRAP for c in ("title", "last_error", "result")},
+            widths={"title": 260, "last_error": 220, "result": 220}, hidden_columns=["id"],
         )  # fmt: skip
         self.board.param.watch(self._pick_task, "selection")
-        self.cancel_button = pn.widgets.Button(label="Cancel task", color="warning", disabled=True)
+        self.cancel_button = pn.widgets.Button(label="Cancel task", color="warning")
         self.cancel_button.on_click(lambda _e: self.cancel())
-        self.retry_button = pn.widgets.Button(label="Retry task", color="primary", disabled=True)
+        self.retry_button = pn.widgets.Button(label="Retry task", color="primary")
         self.retry_button.on_click(lambda _e: self.retry())
         self.approvals = pn.widgets.Tabulator(
             pd.DataFrame(columns=APPROVAL_COLUMNS), disabled=True, show_index=False, selectable=1,
-            sizing_mode="stretch_width", height=180,
+            sizing_mode="stretch_width", height=180, layout="fit_data_stretch",
+            formatters={c: _WRAP for c in ("context", "reasons", "note")}, widths={"reasons": 260},
+            hidden_columns=["id"],
         )  # fmt: skip
         self.approvals.param.watch(self._pick_approval, "selection")
-        self.approve_button = pn.widgets.Button(label="Approve", color="success", disabled=True)
+        self.approve_button = pn.widgets.Button(label="Approve", color="success")
         self.approve_button.on_click(lambda _e: self.answer("approved"))
-        self.reject_button = pn.widgets.Button(label="Reject", color="danger", disabled=True)
+        self.reject_button = pn.widgets.Button(label="Reject", color="danger")
         self.reject_button.on_click(lambda _e: self.answer("rejected"))
-        self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.summary = UserHTML("")
         note = (
             "Approve or reject a request with a reason; governance never lets the requester decide their own."
             if self.is_admin
             else "Only admins decide approvals: you see the queue but cannot answer."
         )
-        self.approvals_note = pn.pane.Markdown(f"*{note}*")
-        if not self.can_act:
-            self.summary.object = "*A viewer sees the board but cannot cancel or retry tasks.*"
+        self.approvals_note = UserHTML(text_html(note))
+        self.task_detail = UserHTML("")
         self.refresh()
 
     # -- data ----------------------------------------------------------------------------------------------
@@ -103,8 +125,7 @@ class TasksView(GraceView):
         approvals = self.approval_frame()
         self.approvals.value = frame_for_table(approvals)
         self.pending_approvals = int((approvals["state"] == "pending").sum()) if len(approvals) else 0
-        if self.can_act:
-            self.summary.object = " · ".join(f"**{n}** {s}" for s, n in self.counts.items())
+        self.summary.object = text_html(" · ".join(f"{n} {s}" for s, n in self.counts.items()))
         self._sync_buttons()
 
     def on_event(self, events: list[Event]) -> None:
@@ -122,20 +143,40 @@ class TasksView(GraceView):
     @param.depends("selected_task", "selected_approval", watch=True)
     def _sync_buttons(self) -> None:
         state = None
+        self.task_detail.object = ""
         if self.selected_task:
             try:
-                state = self.ws.tasks.get(self.selected_task).state
+                task = self.ws.tasks.get(self.selected_task)
             except Exception:  # noqa: BLE001 - a stale selection simply disables the buttons
-                state = None
-        self.cancel_button.disabled = not (self.can_act and state in ("pending", "running"))
-        self.retry_button.disabled = not (self.can_act and state == "failed")
+                task = None
+            if task is not None:
+                state = task.state
+                self.task_detail.object = _task_html(task)
+        role_reason = self.cannot("cancel or retry tasks")
+        self.allow(
+            self.cancel_button,
+            self.can_act and state in ("pending", "running"),
+            role_reason if not self.can_act else "Select a pending or running task to cancel it.",
+        )
+        self.allow(
+            self.retry_button,
+            self.can_act and state == "failed",
+            role_reason if not self.can_act else "Select a failed task to retry it.",
+        )
         pending = False
         if self.selected_approval:
             try:
                 pending = self.ws.governance.approval(self.selected_approval).pending
             except Exception:  # noqa: BLE001
                 pending = False
-        self.approve_button.disabled = self.reject_button.disabled = not (self.is_admin and pending)
+        for button, verb in ((self.approve_button, "approve"), (self.reject_button, "reject")):
+            self.allow(
+                button,
+                self.is_admin and pending,
+                self.cannot(f"{verb} requests", needs="an admin")
+                if not self.is_admin
+                else f"Select a pending request to {verb} it.",
+            )
 
     # -- actions -------------------------------------------------------------------------------------------
     def cancel(self) -> Any:
@@ -198,13 +239,16 @@ class TasksView(GraceView):
         decided = pn.widgets.Checkbox.from_param(self.param.show_decided, label="show decided")
         return pn.Column(
             self._status,
-            pn.Row(pn.pane.Markdown("### Task board"), self.summary),
+            self.read_only_note("cancel or retry tasks"),
+            pn.pane.Markdown("### Task board"),
+            self.summary,
             self.board,
-            pn.Row(self.cancel_button, self.retry_button),
+            pn.FlexBox(self.cancel_button, self.retry_button),
+            self.task_detail,
             pn.pane.Markdown("### Approvals"),
             self.approvals_note,
             decided,
             self.approvals,
-            pn.Row(reason, self.approve_button, self.reject_button, align="end"),
+            pn.FlexBox(reason, self.approve_button, self.reject_button, align_items="flex-end"),
             sizing_mode="stretch_width",
         )

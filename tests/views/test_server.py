@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grace_core.server import GraceAuth, _safe_next, claims_for, health, page
+from grace_core.server import GraceAuth, claims_for, health, page, safe_next
 from grace_core.views.hunter import HunterView
 
 
@@ -54,10 +54,21 @@ def test_health_reports_every_component(vws):
 
 
 def test_login_redirects_stay_on_this_server():
-    assert _safe_next("/chat?x=1") == "/chat?x=1"
-    assert _safe_next("https://evil.example/") == "/"
-    assert _safe_next("//evil.example/") == "/"
-    assert _safe_next(None) == "/"
+    assert safe_next("/chat?x=1") == "/chat?x=1"
+    assert safe_next("/memory?path=%2Fnotes%2Fa.md") == "/memory?path=%2Fnotes%2Fa.md"
+    assert safe_next("/") == "/"
+    # Every way to name another host (as the login handler receives them, query-decoded once), and their
+    # encodings: none leaves this server.
+    bypasses = [
+        "https://evil.example/", "//evil.example/", "/\\evil.example", "\\\\evil.example", "/\t/evil.example",
+        "/%09/evil.example", "/%2F%2Fevil.example", "/%5Cevil.example", "https:evil.example", "http:/evil.example",
+        "javascript:alert(1)", "/ /evil.example", "/\n/evil.example", "//%09evil.example", "/.//evil.example",
+        "/dashboard/..//evil.example", "/chat@evil.example", "/chat\x00", "evil.example", "/%2e%2e//evil.example",
+        "/chat?x=%0d%0aSet-Cookie:a=b", "/" + "a" * 3000,
+    ]  # fmt: skip
+    for target in bypasses:
+        assert safe_next(target) == "/", target
+    assert safe_next(None) == "/"
 
 
 def test_demo_passwords_are_generated_per_user_and_workspace_and_kept_off_the_ledger(tmp_path, monkeypatch):
