@@ -537,6 +537,9 @@ class Ledger:
         of them and of the key events, from the verified chain)."""
         keys: list[str] = []
         pins: list[tuple[int, int, bytes]] = []  # (size, seq of the checkpoint event, signed chain hash)
+        unsigned: list[
+            tuple[int, int, bytes | None]
+        ] = []  # the same, as claimed by notes no published key signed
         for seq, topic, payload, *_ in rows:
             body = _json_loads(payload)
             if topic == KEY_TOPIC:
@@ -545,8 +548,8 @@ class Ledger:
                 continue
             cp = open_signed_checkpoint(body.get("note"), keys)
             if cp is None:
-                why = f"the checkpoint at seq {seq} is not signed by a key published on the ledger before it"
-                return len(pins), (SIGNATURE, seq, why)
+                unsigned.append(_claimed(body, seq))
+                continue
             chain = checkpoint_chain_hash(cp)
             if chain is None or cp.size >= seq:
                 return len(pins), (SIGNATURE, seq, f"the signed checkpoint at seq {seq} is malformed")
@@ -558,11 +561,18 @@ class Ledger:
                     f"the checkpoint at seq {seq} records other values than it signed",
                 )
             pins.append((cp.size, seq, chain))
-        stored = hashes_at(p[0] for p in pins)
-        bad = min((p for p in pins if stored[p[0]] != p[2]), default=None)
+        # A note no published key verifies may mean a rewritten key event under it: where its own claim differs
+        # from the chain, report the rewrite (with the signed pins, it is located best); else the signature.
+        claims = pins + [(size, seq, chain) for size, seq, chain in unsigned if chain is not None]
+        stored = hashes_at(p[0] for p in claims)
+        bad = min((p for p in claims if stored[p[0]] != p[2]), default=None)
         if bad is None:
+            if unsigned:
+                seq = unsigned[0][1]
+                why = f"the checkpoint at seq {seq} is not signed by a key published on the ledger before it"
+                return len(pins), (SIGNATURE, seq, why)
             return len(pins), None
-        lo = max((p[0] for p in pins if p[0] < bad[0] and stored[p[0]] == p[2]), default=0)
+        lo = max((p[0] for p in claims if p[0] < bad[0] and stored[p[0]] == p[2]), default=0)
         span = f"seq {bad[0]}" if bad[0] == lo + 1 else f"a seq in {lo + 1}..{bad[0]}"
         why = f"the chain differs from the checkpoint of size {bad[0]} signed at seq {bad[1]}: rewritten from {span}"
         return len(pins), (REWRITTEN, bad[0], why)
@@ -578,7 +588,7 @@ class Ledger:
                                     OR resource = chr(30) OR parent_id = chr(30)),
                    (SELECT min(a.seq) FROM events a LEFT JOIN events b ON b.seq = a.seq - 1
                     WHERE a.prev_hash IS DISTINCT FROM (CASE WHEN a.seq = 1 THEN ?::BLOB ELSE b.hash END)),
-                   list(seq ORDER BY seq) FILTER (WHERE topic IN (?, ?))
+                   list(seq) FILTER (WHERE topic IN (?, ?))
             FROM events""",
             [GENESIS_HASH, KEY_TOPIC, CHECKPOINT_TOPIC],
         ).fetchone()
@@ -587,7 +597,7 @@ class Ledger:
         # n rows numbered 1..n with every row linked to the row numbered one less: no gap (the join would
         # find no predecessor), no repeat (n rows could not reach n), no reordering (the hashes cover seq).
         if count == top and bottom == 1 and altered is None and unlinked is None:
-            return int(count), None, "", [int(s) for s in marked or ()]
+            return int(count), None, "", sorted(int(s) for s in marked or ())
         # Something is wrong: find the first bad row in ledger order, and say what is wrong with it.
         bad = cur.execute(
             f"""
@@ -716,6 +726,18 @@ def _arrow(events: list[Event]) -> pa.Table:
         ],
         schema=EVENTS_ARROW_SCHEMA,
     )
+
+
+def _claimed(body: Mapping[str, Any], seq: int) -> tuple[int, int, bytes | None]:
+    """(size, seq, chain hash) as a checkpoint event's payload states them (None when they cannot hold)."""
+    size, chain = body.get("size"), body.get("chain_hash")
+    if not isinstance(size, int) or not 0 <= size < seq or not isinstance(chain, str):
+        return 0, seq, None
+    try:
+        value = bytes.fromhex(chain)
+    except ValueError:
+        return 0, seq, None
+    return size, seq, value if len(value) == len(GENESIS_HASH) else None
 
 
 def _first(item: tuple[int, Any, Any]) -> int:

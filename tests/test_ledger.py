@@ -392,6 +392,22 @@ def test_rewrite_under_a_checkpoint_is_caught_with_the_checkpoint_rows_deleted(w
     )
 
 
+def test_a_key_event_rewritten_under_a_checkpoint_is_reported_as_a_rewrite(ws: Workspace) -> None:
+    _publish_some(ws, 6)
+    ws.checkpoint()
+    size, _ = ws.latest_checkpoint()
+    [published] = ws.ledger.events(topic="ledger.key_published")
+    assert published.seq == size  # the key is published just before the first checkpoint, which covers it
+    mallory = merkle.SigningKey.generate(ws.origin)
+    forged = canonical_json({"key_name": mallory.name, "verifier_key": mallory.verifier_key()})
+    ws.con.execute("UPDATE events SET payload = ? WHERE seq = ?", [forged, published.seq])
+    rehash_from(ws, published.seq)
+    report = ws.verify()
+    assert not report.ok, report
+    # Not just "not signed by a published key": the checkpoint's own claim pins the chain at its size.
+    assert (report.problem, report.first_bad_seq) == ("rewritten", size)
+
+
 def test_checkpoint_events_removed_from_the_chain_break_it(ws: Workspace) -> None:
     _publish_some(ws, 6)
     ws.checkpoint()
