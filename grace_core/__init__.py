@@ -18,6 +18,7 @@ from .errors import (
     ProofError,
     ReadOnlyError,
     SignatureError,
+    WitnessError,
     WorkspaceError,
     WorkspaceLockedError,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "Subscription",
     "SystemClock",
     "VerifyReport",
+    "WitnessError",
     "Workspace",
     "WorkspaceError",
     "WorkspaceLockedError",

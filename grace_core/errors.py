@@ -47,6 +47,11 @@ class ChainBrokenError(LedgerError):
     """Verification found the first event whose stored form does not match the chain."""
 
 
+class WitnessError(LedgerError):
+    """A witness (a copy of the signed checkpoints kept outside the workspace) refused a checkpoint or cannot be
+    read or written: the ledger forked from it, is shorter than it, or is signed by a key it did not pin."""
+
+
 class ProofError(GraceError):
     """A Merkle proof does not verify or is malformed."""
 

@@ -48,6 +48,7 @@ COMPANION_SUFFIXES = (
     ".snapshot-request",
     ".snapshot-error",
     ".loops-stop",
+    ".witness",
 )
 log = logging.getLogger("grace_core")
 

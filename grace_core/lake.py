@@ -572,14 +572,9 @@ class LakeReader:
         return int(rows["seq"].iloc[0]), bytes(rows["hash"].iloc[0])
 
     def verify(self, *, progress: bool = False) -> VerifyReport:
-        """The ledger's own verification, run on the lake's tables (links, hashes, signed checkpoints)."""
+        """The ledger's own verification, run on the lake's events (links, hashes, the signed checkpoint events)."""
         if "events" not in self.tables:
             raise LakeError("the lake holds no ledger yet; sync the workspace first")
-        for table in ("signing_keys", "checkpoints"):
-            if table not in self.tables:  # an empty table verifies as "no checkpoints"
-                self.con.execute(
-                    f'CREATE VIEW "{table}" AS SELECT NULL AS size, NULL AS note, NULL AS verifier_key WHERE false'
-                )
         ledger = Ledger(self.con, Projections(), read_only=True)
         report = _retrying(lambda: ledger.verify(progress=progress))
         if report.ok and SYNC_TABLE in self.tables:

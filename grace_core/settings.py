@@ -23,6 +23,7 @@ monitor_token   GRACE_MONITOR_TOKEN   --                           none; Bearer 
 no_loops        GRACE_NO_LOOPS        --                           off; panel serve apps/*.py runs loops
 user            GRACE_USER            --                           none; who a notebook/Voila view acts as
 ray_address     RAY_ADDRESS           --                           none: a local Ray (Ray's own variable)
+witness         GRACE_WITNESS         --                           none; a file or folder for checkpoint copies
 ==============  ====================  ===========================  ========================================
 
 Workspace settings are operational configuration, not events: set them with ``ws.settings.set(name, value)``
@@ -54,6 +55,7 @@ __all__ = [
     "RAY_ADDRESS",
     "SETTINGS",
     "USER",
+    "WITNESS",
     "WORKSPACE",
     "Setting",
     "Settings",
@@ -129,6 +131,11 @@ NO_LOOPS = Setting(
 )
 USER = Setting(name="user", env="GRACE_USER", help="the user a notebook or Voila view acts as")
 RAY_ADDRESS = Setting(name="ray_address", env="RAY_ADDRESS", help="the Ray cluster `grace sweep` runs on")
+WITNESS = Setting(
+    name="witness",
+    env="GRACE_WITNESS",
+    help="a second witness of signed checkpoints, outside the workspace: a file, or a folder",
+)
 SETTINGS = {
     s.name: s
     for s in (
@@ -144,6 +151,7 @@ SETTINGS = {
         NO_LOOPS,
         USER,
         RAY_ADDRESS,
+        WITNESS,
     )
 }
 

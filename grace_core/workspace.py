@@ -67,6 +67,7 @@ from .sandbox import Sandbox
 from .settings import DEFAULT_WORKSPACE, Settings, workspace_path
 from .tasks import Tasks
 from .times import TS
+from .witness import Witness, witness_paths
 
 __all__ = [
     "DEFAULT_WORKSPACE",
@@ -436,7 +437,14 @@ class Workspace:
         return self.ledger.frame(since=since, topic=topic, limit=limit)
 
     def verify(self, *, progress: bool = False) -> VerifyReport:
-        return self.ledger.verify(progress=progress)
+        """Check the hash chain, the checkpoint events on it, and every witness of its checkpoints."""
+        origin = self.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = 'origin'").fetchone()
+        return self.ledger.verify(
+            progress=progress,
+            witnesses=[w.read() for w in self.witnesses],
+            origin=str(origin[0]) if origin else None,
+            may_be_behind=self.snapshot_of is not None,  # a copy the owner exported may predate its witness
+        )
 
     def __repr__(self) -> str:
         mode = "snapshot" if self.read_only else ("live" if self.live else "deterministic")
@@ -468,13 +476,23 @@ class Workspace:
         rows = self.ledger.reader().execute("SELECT verifier_key FROM signing_keys").fetchall()
         return [str(r[0]) for r in rows]
 
+    @property
+    def witnesses(self) -> list[Witness]:
+        """Where this workspace's checkpoints are witnessed: ``<file>.witness`` beside it, and ``$GRACE_WITNESS``."""
+        return [Witness(path) for path in witness_paths(self.path)]
+
     def checkpoint(self, *, actor: str = "system") -> str:
-        """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text) and record it."""
+        """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text), have every witness keep
+        a copy, and record it. A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
+        extends what it saw, or a key it did not pin."""
         if self.read_only:
             raise ReadOnlyError("a read-only snapshot cannot sign checkpoints")
         key = self._signing_key()
         cp = self.ledger.make_checkpoint(origin=self.origin)
         note = merkle.sign_checkpoint(cp, key)
+        at = self.clock.now()
+        for witness in self.witnesses:
+            witness.record(self.ledger, cp, note, verifier_key=key.verifier_key(), at=at)
         self.publish(
             "ledger.checkpoint",
             {"size": cp.size, "root": cp.root.hex(), "chain_hash": cp.extensions[0].split()[1], "note": note},
@@ -485,6 +503,19 @@ class Workspace:
     def checkpoints(self) -> pd.DataFrame:
         """The signed checkpoints, largest first: size, ts, event_id, root (hex)."""
         return self.sql("SELECT size, ts, event_id, hex(root) AS root FROM checkpoints ORDER BY size DESC")
+
+    def pin_signing_key(self) -> list[str]:
+        """Pin the current signing key in every witness (after replacing the key on purpose: the witnesses
+        refuse checkpoints signed by a key they did not pin). Returns the witnesses that had not pinned it."""
+        if self.read_only:
+            raise ReadOnlyError("a read-only snapshot cannot pin keys")
+        key = self._signing_key()
+        at = self.clock.now()
+        return [
+            str(w.path)
+            for w in self.witnesses
+            if w.pin(origin=self.origin, verifier_key=key.verifier_key(), at=at)
+        ]
 
     def latest_checkpoint(self, *, covering: int = 1) -> tuple[int, str]:
         row = (

@@ -11,7 +11,7 @@ from typing import Any
 
 GRACE = [sys.executable, "-m", "grace_core.cli"]
 # Settings a developer's shell may carry that must not leak into a test's command.
-_SCRUBBED = ("GRACE_WORKSPACE", "GRACE_JWT_SECRET", "GRACE_LLM")
+_SCRUBBED = ("GRACE_WORKSPACE", "GRACE_JWT_SECRET", "GRACE_LLM", "GRACE_WITNESS")
 
 
 def clean_env(**extra: str) -> dict[str, str]:

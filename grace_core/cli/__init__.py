@@ -225,7 +225,7 @@ def init(ctx: click.Context, demo: bool) -> None:
 @cli.group()
 @workspace_options
 def ledger() -> None:
-    """Verify the hash chain, sign checkpoints, prove inclusion."""
+    """Verify the hash chain, sign checkpoints (kept by the witnesses too), prove inclusion."""
 
 
 @ledger.command()
@@ -234,7 +234,8 @@ def ledger() -> None:
 @workspace_options
 @click.pass_context
 def verify(ctx: click.Context, progress: bool, as_json: bool) -> None:
-    """Recompute every hash; exit 1 and name the first bad seq if the ledger was altered."""
+    """Recompute every hash and hold the chain against its checkpoints and witnesses; exit 1 and name the first
+    bad seq if the ledger was altered, rewritten or shortened."""
     with _workspace(ctx) as ws:
         report = ws.verify(progress=progress)
     if as_json:
@@ -253,6 +254,20 @@ def checkpoint(ctx: click.Context) -> None:
     with _workspace(ctx, writes=True) as ws:
         note = ws.checkpoint(actor="cli")
     click.echo(note, nl=not note.endswith("\n"))
+
+
+@ledger.command("pin-key")
+@workspace_options
+@click.pass_context
+def pin_key(ctx: click.Context) -> None:
+    """Pin the workspace's current signing key in its witnesses (only after replacing the key on purpose)."""
+    with _workspace(ctx, writes=True) as ws:
+        paths = [str(w.path) for w in ws.witnesses]
+        if not paths:
+            raise LedgerError("an in-memory workspace has no witness")
+        pinned = ws.pin_signing_key()
+    for path in paths:
+        click.echo(f"{'pinned in' if path in pinned else 'already pinned in'} {path}")
 
 
 @ledger.command()

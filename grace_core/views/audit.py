@@ -175,13 +175,17 @@ class AuditView(GraceView):
         report = self.ws.verify()
         self.verified = report
         if report.ok:
+            witnessed = f", {report.witnessed} witnessed" if report.witnesses else ""
             self.verify_result.object = (
-                f"✔ Chain verified: {report.size} events, {report.checkpoints_checked} checkpoint(s), "
+                f"✔ Chain verified: {report.size} events, {report.checkpoints_checked} checkpoint(s){witnessed}, "
                 f"{report.seconds * 1000:.0f} ms"
             )
             self.verify_result.alert_type = "success"
         else:
-            self.verify_result.object = f"✘ Chain broken at seq {report.first_bad_seq}: {report.reason}"
+            where = (
+                "not verified" if report.first_bad_seq is None else f"broken at seq {report.first_bad_seq}"
+            )
+            self.verify_result.object = f"✘ Chain {where}: {report.reason}"
             self.verify_result.alert_type = "danger"
         return report
 
