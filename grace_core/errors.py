@@ -137,3 +137,7 @@ class LakeError(GraceError):
 
 class SweepError(GraceError):
     """A sweep configuration is not acceptable, or one of its runs failed."""
+
+
+class ScanError(GraceError):
+    """A text cannot be scanned by Hunter as given (it is longer than Hunter's limit); nothing was recorded."""
