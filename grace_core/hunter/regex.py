@@ -167,7 +167,7 @@ def compile_regex(pattern: str, *, rule: str, ignore_case: bool = False) -> Rege
         reason = (
             exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         )
-        raise RuleError(f"rule {rule}: RE2 cannot compile the regex {pattern!r}: {reason}") from None
+        raise RuleError(f"rule {rule}: bad regex {pattern!r}: RE2 cannot compile it: {reason}") from None
     regex = Regex(pattern, compiled)
     if regex.matches_empty():
         # Every position of every text would be an empty finding.

@@ -15,6 +15,7 @@ A rule is a plain mapping (YAML in the pack, JSON on the ledger)::
     ast: call:eval_of_input          # a named Python AST check (code target), see checks.py
     decode: base64                   # the match is decoded and the decoded text scanned by injection rules
     mask_keep: 4                     # characters of the sensitive text kept in excerpts
+    allow: ['^sk_test_']             # a match whose sensitive text matches one of these is no finding
     examples:
       positive: ['key AKIAIOSFODNN7EXAMPLE']          # each must fire this rule
       negative: [{text: 'AKIA', target: chat}]        # none may; a string uses the rule's first target
@@ -82,6 +83,7 @@ _FIELDS = {
     "decode",
     "mask_keep",
     "same",
+    "allow",
     "examples",
     "enabled",
 }
@@ -125,6 +127,7 @@ class Rule:
     decode: str | None = None
     mask_keep: int = 4
     same: tuple[tuple[str, ...], ...] = ()
+    allow: tuple[str, ...] = ()
     positives: tuple[Example, ...] = ()
     negatives: tuple[Example, ...] = ()
     enabled: bool = field(default=True, compare=False)
@@ -163,6 +166,8 @@ class Rule:
             out["mask_keep"] = self.mask_keep
         if self.same:
             out["same"] = [list(group) for group in self.same]
+        if self.allow:
+            out["allow"] = list(self.allow)
         first = self.targets[0]
         out["examples"] = {
             "positive": [e.as_data(first) for e in self.positives],
@@ -285,6 +290,13 @@ def rule_from_dict(data: Mapping[str, Any], *, enabled: bool | None = None) -> R
             raise RuleError(
                 f"rule {rid}: with ignore_case the regex runs over lower-cased text; write its letters in lower case"
             )
+    allow = _strings(data.get("allow"), what="allow", rule=rid)
+    if allow and regex is None:
+        raise RuleError(
+            f"rule {rid}: allow tells which matches of a regex are no findings; the rule has none"
+        )
+    for pattern in allow:
+        compile_regex(pattern, rule=rid)
     entropy = data.get("entropy")
     if entropy is not None:
         if isinstance(entropy, bool) or not isinstance(entropy, int | float) or not 0 < entropy <= 8:
@@ -320,6 +332,7 @@ def rule_from_dict(data: Mapping[str, Any], *, enabled: bool | None = None) -> R
         decode=decode,
         mask_keep=mask_keep,
         same=same,
+        allow=allow,
         positives=positives,
         negatives=negatives,
         enabled=enabled,

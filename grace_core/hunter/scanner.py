@@ -112,7 +112,7 @@ class _Compiled:
     text), the literal each alternative starts with, and its AST check."""
 
     __slots__ = (
-        "check", "fallbacks", "gates", "index", "keep", "on_lower", "patterns", "rule", "same", "targets",
+        "allow", "check", "fallbacks", "gates", "index", "keep", "on_lower", "patterns", "rule", "same", "targets",
     )  # fmt: skip
 
     def __init__(self, rule: Rule, index: int) -> None:
@@ -121,6 +121,7 @@ class _Compiled:
         self.targets = frozenset(rule.targets)
         self.check: AstCheck | None = CHECKS[rule.ast] if rule.ast else None
         self.same = rule.same
+        self.allow = [compile_regex(p, rule=rule.id) for p in rule.allow]
         regex = rule.regex
         self.on_lower = rule.ignore_case or regex is None
         if regex is None and rule.keywords and rule.ast is None:
@@ -315,6 +316,8 @@ class Scanner:
         secret = chunk[s_start - lo : s_end - lo]
         if rule.entropy is not None and shannon_entropy(secret) < rule.entropy:
             return None
+        if c.allow and any(p.search(secret.encode("utf-8", "surrogatepass")) for p in c.allow):
+            return None  # a value the rule says is not worth an alert (a test-mode key, a placeholder)
         detail = ""
         if rule.decode is not None:
             if depth > 0:
