@@ -20,7 +20,8 @@ completion, which is caused by its start, which is caused by the registration of
 ``ws.causal.lineage(deployed_event_id)`` walks from a deployment back to the data.
 
 Two models the system uses: the prompt-injection classifier (kind ``injection``, model ``prompt-injection``),
-whose champion Hunter runs beside its rules on chat texts, and the metrics anomaly detector (kind ``anomaly``,
+whose champion MLDL registers with Hunter as a detector of chat texts (``hunter.register_detector``; undeploying
+it unregisters the detector), and the metrics anomaly detector (kind ``anomaly``,
 model ``metrics-anomaly``), which ``anomalies()`` uses (self-healing reads it).
 
 Artifacts are pickles, which run code when loaded: a model is loaded only from bytes whose sha256
@@ -220,6 +221,7 @@ class MLDL:
                 "mldl_evaluations",
             ],
         )
+        self._sync_detector()
 
     # -- where artifacts live ----------------------------------------------------------------------------------
     @property
@@ -712,8 +714,8 @@ class MLDL:
         return None if model is None else (model, int(version or 0))
 
     def injection_findings(self, text: str, *, target: str = "chat") -> list[Finding]:
-        """Hunter's model check: a finding ``ml.prompt_injection`` when the deployed champion of
-        ``prompt-injection`` gives ``text`` a probability at or above its threshold. No champion: no cost."""
+        """The detector MLDL registers with Hunter: a finding ``ml.prompt_injection`` when the deployed champion
+        of ``prompt-injection`` gives ``text`` a probability at or above its threshold. No champion: none."""
         found = self.champion(INJECTION_MODEL)
         if found is None or not text.strip():
             return []
@@ -900,6 +902,29 @@ class MLDL:
     def _apply(self, con: Any, events: list[Event]) -> None:
         if _apply(con, events):
             self._aliases_generation += 1
+            for e in events:
+                p = e.payload
+                if e.topic in ("mldl.deployed", "mldl.alias_removed") and (p["name"], p["alias"]) == (
+                    INJECTION_MODEL,
+                    "champion",
+                ):
+                    self._detector(deployed=e.topic == "mldl.deployed")
+
+    def _sync_detector(self) -> None:
+        """Register the injection detector with Hunter when the workspace opens with a champion deployed."""
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT 1 FROM mldl_aliases WHERE name = ? AND alias = 'champion'", [INJECTION_MODEL])
+            .fetchone()
+        )
+        self._detector(deployed=row is not None)
+
+    def _detector(self, *, deployed: bool) -> None:
+        # The model's weights load on the first scan after a deployment (champion() caches them), not here.
+        if deployed:
+            self._ws.hunter.register_detector(INJECTION_RULE, self.injection_findings, targets=("chat",))
+        else:
+            self._ws.hunter.unregister_detector(INJECTION_RULE)
 
 
 def _jsonable(value: Any) -> Any:
