@@ -208,6 +208,7 @@ class Workspace:
         # Governed and guarded from the first minute: each engine publishes its whole default pack in one event.
         self.governance.seed_defaults()
         self.hunter.seed_defaults()
+        self.mldl.seed_defaults()
 
     def _claim(self) -> None:
         if self.path == MEMORY:

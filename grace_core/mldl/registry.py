@@ -24,6 +24,13 @@ whose champion MLDL registers with Hunter as a detector of chat texts (``hunter.
 it unregisters the detector), and the metrics anomaly detector (kind ``anomaly``,
 model ``metrics-anomaly``), which ``anomalies()`` uses (self-healing reads it).
 
+A new workspace is protected from its first event on: genesis installs the prompt-injection model that ships
+with Grace (``mldl/data/prompt-injection.pkl``, trained on external corpora by ``python -m
+grace_core.mldl.external --write``; its manifest holds the sha256, dataset digest, parameters and held-out
+metrics) as version 1 and champion of ``prompt-injection``, in one ``mldl.model_installed`` event (a dataset, a
+finished run, a version and the alias in the projection). Nothing is read but the small manifest: the
+weights load, verified, on the first chat scan.
+
 Artifacts are pickles, which run code when loaded: a model is loaded only from bytes whose sha256
 matches the digest recorded on the ledger when it was registered, so a file changed afterwards is refused.
 """
@@ -77,9 +84,12 @@ INJECTION_MODEL = "prompt-injection"  # the model Hunter consults (its champion)
 ANOMALY_MODEL = "metrics-anomaly"  # the model anomalies() uses (its champion)
 INJECTION_RULE = "ml.prompt_injection"  # the rule id of the classifier's findings
 ARTIFACT = "model.pkl"
+PACKAGED = "package:"  # an artifact path in the package's data folder (the shipped default model)
+DATA = Path(__file__).with_name("data")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _ALIAS = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 _TOPICS = (
+    "mldl.model_installed",
     "mldl.dataset_registered",
     "mldl.run_started",
     "mldl.metric_logged",
@@ -223,6 +233,50 @@ class MLDL:
         )
         self._sync_detector()
 
+    # -- the shipped default ---------------------------------------------------------------------------------
+    def seed_defaults(self) -> None:
+        """Install the shipped prompt-injection model as champion (genesis: one ``mldl.model_installed`` event)."""
+        try:
+            manifest = json.loads((DATA / f"{INJECTION_MODEL}.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"the shipped {INJECTION_MODEL} model's manifest is missing or broken: {exc}"
+            ) from exc
+        report = manifest["metrics"]
+        held = report["held_out"]
+        metrics = jsonable_metrics({"threshold": report["threshold"], **held})
+        dataset = manifest["dataset"]
+        self._ws.publish(
+            "mldl.model_installed",
+            {
+                "name": manifest["name"],
+                "kind": manifest["kind"],
+                "alias": "champion",
+                "run_id": f"installed-{manifest['sha256'][7:19]}",
+                "params": manifest["params"],
+                "seed": manifest["seed"],
+                "code_version": {"grace": manifest["code"]["grace"], "digest": manifest["code"]["trainer"]},
+                "artifact": {
+                    "path": PACKAGED + manifest["artifact"],
+                    "sha256": manifest["sha256"],
+                    "bytes": manifest["bytes"],
+                },
+                "dataset": {
+                    "digest": dataset["digest"],
+                    "name": f"{manifest['name']}/train",
+                    "rows": dataset["rows"],
+                    "schema": {"text": "str", "label": "int64"},
+                    "labels": dataset["labels"],
+                    "source": f"external corpora ({', '.join(dataset['corpora'])}) and Grace's benign chat; "
+                    f"{manifest['command']}",
+                },
+                "metrics": metrics,
+                "description": "shipped default: trained on external corpora, held-out by family",
+            },
+            actor="system",
+            resource=f"model:{manifest['name']}",
+        )
+
     # -- where artifacts live ----------------------------------------------------------------------------------
     @property
     def artifact_root(self) -> Path:
@@ -252,7 +306,11 @@ class MLDL:
         os.replace(tmp, path)
 
     def _read_artifact(self, relative: str, sha256: str, *, what: str) -> bytes:
-        path = self.artifact_root / relative
+        path = (
+            DATA / relative[len(PACKAGED) :]
+            if relative.startswith(PACKAGED)
+            else self.artifact_root / relative
+        )
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -904,11 +962,14 @@ class MLDL:
             self._aliases_generation += 1
             for e in events:
                 p = e.payload
-                if e.topic in ("mldl.deployed", "mldl.alias_removed") and (p["name"], p["alias"]) == (
+                if e.topic in ("mldl.deployed", "mldl.alias_removed", "mldl.model_installed") and (
+                    p["name"],
+                    p["alias"],
+                ) == (
                     INJECTION_MODEL,
                     "champion",
                 ):
-                    self._detector(deployed=e.topic == "mldl.deployed")
+                    self._detector(deployed=e.topic != "mldl.alias_removed")
 
     def _sync_detector(self) -> None:
         """Register the injection detector with Hunter when the workspace opens with a champion deployed."""
@@ -954,7 +1015,10 @@ def _apply(con: Any, events: list[Event]) -> bool:
     aliases_changed = False
     for e in events:
         p = e.payload
-        if e.topic == "mldl.dataset_registered":
+        if e.topic == "mldl.model_installed":
+            aliases_changed = True
+            _apply_installed(con, e)
+        elif e.topic == "mldl.dataset_registered":
             con.execute(
                 f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {_TS}, ?) ON CONFLICT DO NOTHING",
                 [p["digest"], p["name"], p["rows"], json.dumps(p["schema"]),
@@ -1015,3 +1079,38 @@ def _apply(con: Any, events: list[Event]) -> bool:
                  e.actor, e.ts_us],
             )  # fmt: skip
     return aliases_changed
+
+
+def _apply_installed(con: Any, e: Event) -> None:
+    """Projection of ``mldl.model_installed``: its dataset, a finished run, the next version and the alias."""
+    p = e.payload
+    ds, art = p["dataset"], p["artifact"]
+    datasets = json.dumps({"train": ds["digest"]}, sort_keys=True)
+    metrics = json.dumps(p["metrics"], sort_keys=True)
+    con.execute(
+        f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {_TS}, ?) ON CONFLICT DO NOTHING",
+        [ds["digest"], ds["name"], ds["rows"], json.dumps(ds["schema"]), json.dumps(ds["labels"]), ds["source"],
+         e.actor, e.ts_us, e.id],
+    )  # fmt: skip
+    con.execute(
+        "INSERT INTO mldl_runs VALUES (?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, "
+        f"{_TS}, {_TS}, NULL, ?, ?)",
+        [p["run_id"], p["name"], p["kind"], json.dumps(p["params"], sort_keys=True), p["seed"],
+         p["code_version"]["grace"], p["code_version"]["digest"], datasets, metrics, art["path"], art["sha256"],
+         e.actor, e.ts_us, e.ts_us, e.id, e.id],
+    )  # fmt: skip
+    row = con.execute(
+        "SELECT coalesce(max(version), 0) + 1 FROM mldl_model_versions WHERE name = ?", [p["name"]]
+    ).fetchone()
+    version = int(row[0])
+    con.execute(
+        f"INSERT INTO mldl_model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS}, ?)",
+        [p["name"], version, p["kind"], p["run_id"], art["path"], art["sha256"], art["bytes"], metrics, datasets,
+         p.get("description", ""), e.actor, e.ts_us, e.id],
+    )  # fmt: skip
+    con.execute(
+        f"INSERT INTO mldl_aliases VALUES (?, ?, ?, ?, {_TS}, ?) ON CONFLICT (name, alias) DO UPDATE SET "
+        "version = excluded.version, deployed_by = excluded.deployed_by, "
+        "deployed_at = excluded.deployed_at, event_id = excluded.event_id",
+        [p["name"], p["alias"], version, e.actor, e.ts_us, e.id],
+    )
