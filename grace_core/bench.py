@@ -1071,6 +1071,34 @@ def bench_hunter(ctx: Context) -> Iterator[Figure]:
     yield figure("hunter.recall", ours_found / total, "recall", "detect-secrets", max(peer_found, 1) / total)
 
 
+# ``hunter.worst_case_ms``: the slowest of Hunter's scans of inputs made to be slow (the default pack plus an
+# added ``(a+)+$`` rule): 180 KB of near-misses of code-destructive-rm ("rm -" repeated), a 20,000-character chat
+# text of "a" ending in "b", a 1 MB base64 blob and 180 KB of "../". Python's backtracking ``re`` took minutes
+# on the first two; the peer is the goal itself (1 s).
+GOALS = (*GOALS, Goal("hunter.worst_case_ms", 1000, text="a worst-case scan takes <= 1 s"))
+
+
+@benchmark("hunter.worst_case")
+def bench_hunter_worst_case(ctx: Context) -> Iterator[Figure]:
+    """Hunter's scan time on worst-case inputs (RE2 runs in linear time, whatever the rule)."""
+    from .hunter import default_pack
+    from .hunter.rules import rule_from_dict
+    from .hunter.scanner import Scanner
+
+    nested = rule_from_dict(
+        {"id": "nested-quantifier", "description": "an admin's (a+)+$", "severity": "low", "targets": "all",
+         "regex": "(a+)+$", "examples": {"positive": ["aaa"], "negative": ["b"]}}
+    )  # fmt: skip
+    scanner = Scanner([*(r for r in default_pack().rules if r.enabled), nested])
+    inputs = [("rm -" * 45_000, "code"), ("a" * 19_999 + "b", "chat"), ("QUJD" * 250_000, "file")]
+    inputs.append(("../" * 60_000, "file"))
+    worst = max(
+        min(_timed(lambda t=text, g=target: scanner.scan(t, target=g))[0] for _ in range(REPEATS))
+        for text, target in inputs
+    )
+    yield figure("hunter.worst_case_ms", worst * 1e3, "ms", "goal", 1000.0)
+
+
 # -- memory search -------------------------------------------------------------------------------------------
 # ``memory.search_p50_ms`` / ``_p99_ms``: ``ws.memory.search(query)`` (BM25 over the fts extension's index,
 # top 10, snippets included) over 100,000 artifacts (quick: 10,000) of generated prose, one and two-word

@@ -445,3 +445,35 @@ def test_setting_a_field_back_to_its_default_is_a_change(ws: Workspace) -> None:
     assert ws.hunter.rule("jwt").mask_keep == 4
     (updated,) = ws.ledger.events(topic="hunter.rule_updated")
     assert updated.payload["changed"] == ["mask_keep"]
+
+
+# -- detectors other engines register ------------------------------------------------------------------------
+def test_a_registered_detector_runs_beside_the_rules_on_its_targets_and_alerts(ws: Workspace) -> None:
+    from grace_core.hunter import Finding
+
+    def codenames(text: str, *, target: str) -> list[Finding]:
+        at = text.find("nightjar")
+        return (
+            []
+            if at < 0
+            else [Finding("ext.codename", "low", "other", target, at, at + 8, 1, at + 1, "night****")]
+        )
+
+    ws.hunter.register_detector("ext.codename", codenames, targets=["chat", "memory"])
+    assert ws.hunter.detectors["ext.codename"] == ("chat", "memory")
+    assert [f.rule for f in ws.hunter.scan("ship nightjar now", target="chat")] == ["ext.codename"]
+    assert ws.hunter.scan("ship nightjar now", target="task") == []  # not one of its targets
+    ws.hunter.screen("ship nightjar now", target="chat", actor="rita")
+    assert list(ws.hunter.alerts()["rule"]) == ["ext.codename"]
+    ws.hunter.unregister_detector("ext.codename")
+    assert ws.hunter.scan("ship nightjar now", target="chat") == []
+    with pytest.raises(RuleError, match="targets among"):
+        ws.hunter.register_detector("bad", codenames, targets=["email"])
+
+
+def test_hunter_knows_no_engine_above_it() -> None:
+    import inspect
+
+    import grace_core.hunter as hunter
+
+    assert "mldl" not in inspect.getsource(hunter).replace("MLDL registers", "")
