@@ -432,7 +432,8 @@ def test_bench_measures_throughput_and_recall_against_detect_secrets(tmp_path: P
     from grace_core import bench
 
     figs = {f["name"]: f for f in bench.run(quick=True, scale=0.01, only=["hunter.*"], workdir=tmp_path)}
-    assert set(figs) == {"hunter.scan", "hunter.recall"}
+    assert set(figs) == {"hunter.scan", "hunter.recall", "hunter.worst_case_ms"}
+    assert (figs["hunter.worst_case_ms"]["unit"], figs["hunter.worst_case_ms"]["peer"]) == ("ms", "goal")
     assert (figs["hunter.scan"]["unit"], figs["hunter.scan"]["peer"]) == ("MB/s", "detect-secrets")
     assert figs["hunter.recall"]["value"] == 1.0  # every planted secret, at its span
     assert 0 < figs["hunter.recall"]["peer_value"] <= 1
@@ -459,14 +460,14 @@ def test_a_registered_detector_runs_beside_the_rules_on_its_targets_and_alerts(w
             else [Finding("ext.codename", "low", "other", target, at, at + 8, 1, at + 1, "night****")]
         )
 
-    ws.hunter.register_detector("ext.codename", codenames, targets=["chat", "memory"])
-    assert ws.hunter.detectors["ext.codename"] == ("chat", "memory")
-    assert [f.rule for f in ws.hunter.scan("ship nightjar now", target="chat")] == ["ext.codename"]
-    assert ws.hunter.scan("ship nightjar now", target="task") == []  # not one of its targets
-    ws.hunter.screen("ship nightjar now", target="chat", actor="rita")
+    ws.hunter.register_detector("ext.codename", codenames, targets=["memory", "task"])
+    assert ws.hunter.detectors["ext.codename"] == ("memory", "task")
+    assert [f.rule for f in ws.hunter.scan("ship nightjar now", target="memory")] == ["ext.codename"]
+    assert ws.hunter.scan("ship nightjar now", target="file") == []  # not one of its targets
+    ws.hunter.screen("ship nightjar now", target="memory", actor="rita")
     assert list(ws.hunter.alerts()["rule"]) == ["ext.codename"]
     ws.hunter.unregister_detector("ext.codename")
-    assert ws.hunter.scan("ship nightjar now", target="chat") == []
+    assert ws.hunter.scan("ship nightjar now", target="memory") == []
     with pytest.raises(RuleError, match="targets among"):
         ws.hunter.register_detector("bad", codenames, targets=["email"])
 
