@@ -227,6 +227,7 @@ class Scanner:
 
     def fires(self, text: str, *, target: str | None = None) -> set[str]:
         """The ids of the rules that fire on ``text`` (for ``target``, or as any target when None)."""
+        check_size(text)
         return {self._compiled[h.index].rule.id for h in self._hits(text, target, None)}
 
     def _active(
