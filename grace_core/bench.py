@@ -1078,7 +1078,7 @@ def bench_hunter(ctx: Context) -> Iterator[Figure]:
 GOALS = (*GOALS, Goal("hunter.worst_case_ms", 1000, text="a worst-case scan takes <= 1 s"))
 
 
-@benchmark("hunter.worst_case")
+@benchmark("hunter.worst_case", figures=["hunter.worst_case_ms"])
 def bench_hunter_worst_case(ctx: Context) -> Iterator[Figure]:
     """Hunter's scan time on worst-case inputs (RE2 runs in linear time, whatever the rule)."""
     from .hunter import default_pack
