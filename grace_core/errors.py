@@ -172,3 +172,7 @@ class ModelOutputError(LanguageModelError):
 
 class CassetteError(LanguageModelError):
     """A cassette file is malformed, or a replay asked for a completion the cassette does not hold."""
+
+
+class ScanError(GraceError):
+    """A text cannot be scanned by Hunter as given (it is longer than Hunter's limit); nothing was recorded."""

@@ -137,7 +137,7 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("memory", Memory, needs=("governance", "hunter"), close=True),
     EngineSpec("alert_fanout", AlertFanOut, needs=("tasks", "memory"), start=True),
     EngineSpec("chat", Chat, needs=("auth", "governance", "hunter", "modes")),
-    EngineSpec("mldl", MLDL, needs=("governance",), close=True),
+    EngineSpec("mldl", MLDL, needs=("governance", "hunter"), close=True),
     EngineSpec("sandbox", Sandbox, needs=("governance", "hunter", "modes")),
     EngineSpec("remedy", Remedy, needs=("sandbox",)),
     EngineSpec("reflection", Reflection, needs=("loops",)),
@@ -397,6 +397,7 @@ class Workspace:
         # Governed and guarded from the first minute: each engine publishes its whole default pack in one event.
         self.governance.seed_defaults()
         self.hunter.seed_defaults()
+        self.mldl.seed_defaults()
 
     def _claim(self) -> None:
         if self.path == MEMORY:

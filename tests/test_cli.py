@@ -101,8 +101,14 @@ def test_init_creates_then_demo_is_added_once(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert f"workspace  {path}" in first.stdout
     assert "origin     grace-workbench/" in first.stdout
-    assert "events     3" in first.stdout  # genesis: the workspace, the default policy pack, the rule pack
-    assert topics(path) == ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded"]
+    # genesis: the workspace, the default policy pack, the rule pack, the shipped injection model
+    assert "events     4" in first.stdout
+    assert topics(path) == [
+        "workspace.created",
+        "governance.pack_loaded",
+        "hunter.pack_loaded",
+        "mldl.model_installed",
+    ]
 
     demo = grace("init", "--demo", "--workspace", path)
     assert demo.returncode == 0, demo.stderr

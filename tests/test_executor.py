@@ -254,6 +254,8 @@ def _insight(ws: g.Workspace, evidence: list[str], n: int = 1) -> g.Event:
 def test_learned_handler_attaches_the_insights_evidence_and_writes_the_lesson(ws: g.Workspace) -> None:
     raw = [ws.publish("sandbox.failed", {"n": i}, actor="sandbox") for i in range(3)]
     first = _insight(ws, [raw[0].id, raw[1].id], 1)
+    # Insights are ordered by when they were made; their ids break ties, in no set order.
+    ws.clock.advance(seconds=1)
     second = _insight(ws, [raw[1].id, raw[2].id], 2)
     with handling(second):
         task = ws.tasks.create(

@@ -50,8 +50,9 @@ _json = st.recursive(
 _payloads = st.dictionaries(_text, _json, max_size=5)
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=16)
 _topics = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z0-9_]{1,8}){0,3}", fullmatch=True)
-# A new workspace starts with its genesis events: workspace.created, the policy pack and the rule pack.
-GENESIS = 3
+# A new workspace starts with its genesis events: workspace.created, the policy pack, the rule pack and the
+# shipped injection model.
+GENESIS = 4
 
 _event_specs = st.fixed_dictionaries(
     {
@@ -748,10 +749,11 @@ def test_replay_refuses_an_existing_file(ws: Workspace, tmp_path: Path) -> None:
 
 def test_replay_refuses_a_tampered_ledger(ws: Workspace, tmp_path: Path) -> None:
     _publish_some(ws, 10)
-    ws.con.execute("UPDATE events SET actor = 'mallory' WHERE seq = 6")
-    with pytest.raises(LedgerError, match="broken at seq 6"):
+    seq = GENESIS + 3
+    ws.con.execute("UPDATE events SET actor = 'mallory' WHERE seq = ?", [seq])
+    with pytest.raises(LedgerError, match=f"broken at seq {seq}"):
         replay(ws, tmp_path / "r.duckdb")
     assert list(tmp_path.iterdir()) == []  # no half-built copy left to block a retry
-    ws.con.execute("UPDATE events SET actor = 'tester' WHERE seq = 6")
+    ws.con.execute("UPDATE events SET actor = 'tester' WHERE seq = ?", [seq])
     with replay(ws, tmp_path / "r.duckdb") as replayed:
         assert replayed.ledger.head == ws.ledger.head

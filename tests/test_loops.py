@@ -150,7 +150,7 @@ def test_loop_output_is_caught_by_the_tick_and_loop_bookkeeping_is_skipped(ws: W
     ws.loops.step("everything")
     topics = [ws.ledger.get(i).topic for i in loop.seen]
     # it saw the genesis events, then its own summary once, never loop.* events, and nothing twice
-    genesis = ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded"]
+    genesis = ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded", "mldl.model_installed"]
     assert topics == [*genesis, "counting.summary", "counting.summary"]
     assert len(set(loop.seen)) == len(loop.seen)
     assert not any(t.startswith("loop.") for t in topics)

@@ -94,3 +94,33 @@ def bench_hunter(ctx: Context) -> Iterator[Figure]:
             peer_found += any(v and (v in p.value or p.value in v) for v in values)
     total = len(corpus.planted)
     yield figure("hunter.recall", ours_found / total, "recall", "detect-secrets", max(peer_found, 1) / total)
+
+
+# ``hunter.worst_case_ms``: the slowest of Hunter's scans of inputs made to be slow (the default pack plus an
+# added ``(a+)+$`` rule): 180 KB of near-misses of code-destructive-rm ("rm -" repeated), a 20,000-character chat
+# text of "a" ending in "b", a 1 MB base64 blob and 180 KB of "../". Python's backtracking ``re`` took minutes
+# on the first two; the peer is the goal itself (1 s).
+WORST_CASE_GOALS = (Goal("hunter.worst_case_ms", 1000, text="a worst-case scan takes <= 1 s"),)
+
+
+@benchmark("hunter.worst_case", figures=["hunter.worst_case_ms"], goals=WORST_CASE_GOALS)
+def bench_hunter_worst_case(ctx: Context) -> Iterator[Figure]:
+    """Hunter's scan time on worst-case inputs (RE2 runs in linear time, whatever the rule)."""
+    import functools
+
+    from grace_core.hunter import default_pack
+    from grace_core.hunter.rules import rule_from_dict
+    from grace_core.hunter.scanner import Scanner
+
+    nested = rule_from_dict(
+        {"id": "nested-quantifier", "description": "an admin's (a+)+$", "severity": "low", "targets": "all",
+         "regex": "(a+)+$", "examples": {"positive": ["aaa"], "negative": ["b"]}}
+    )  # fmt: skip
+    scanner = Scanner([*(r for r in default_pack().rules if r.enabled), nested])
+    inputs = [("rm -" * 45_000, "code"), ("a" * 19_999 + "b", "chat"), ("QUJD" * 250_000, "file")]
+    inputs.append(("../" * 60_000, "file"))
+    worst = max(
+        min(_timed(functools.partial(scanner.scan, text, target=target))[0] for _ in range(REPEATS))
+        for text, target in inputs
+    )
+    yield figure("hunter.worst_case_ms", worst * 1e3, "ms", "goal", 1000.0)

@@ -43,6 +43,8 @@ def bench_mldl(ctx: Context) -> Iterator[Figure]:
         tp = sum(f and t for f, t in zip(flags, truth, strict=True))
         return 2 * tp / (sum(flags) + int(truth.sum()))
 
+    # A new workspace has the shipped model as champion: the baseline is the rules alone.
+    ws.mldl.undeploy(INJECTION_MODEL, actor="system")
     rules = [any(f.category == "injection" for f in ws.hunter.scan(t, target="chat")) for t in texts]
     rules_times = sorted(_timed(functools.partial(ws.hunter.scan, t, target="chat"))[0] for t in texts[:200])
     run = ws.mldl.train(INJECTION_MODEL, "injection", train, params={"steps": 1}, seed=7, actor="system")

@@ -13,6 +13,11 @@ viewers), so a rule change is logged as a decision first and a refused one publi
 ``findings=`` (what ``scan`` returned for that text), it publishes them without scanning again. Texts entering the
 workspace are screened where they enter (``tasks.create``, ``memory.write``, ``chat.send``, ``sandbox.run``).
 
+Besides its rules, Hunter runs the detectors other engines register with it
+(``register_detector(name, fn, targets=...)``; ``fn(text, target=...)`` returns findings): MLDL registers its
+deployed prompt-injection model for chat texts and unregisters it when the model is undeployed. Hunter itself
+knows no engine above it.
+
 An alert fans out in a durable mesh subscriber (``hunter.fanout``, :mod:`grace_core.hunter.fanout`), never in
 the scanner: a task, a memory entry and a live notification, each caused by the alert.
 """
@@ -21,9 +26,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
@@ -52,6 +57,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SEVERITIES",
     "TARGETS",
+    "Detector",
     "EvalReport",
     "Finding",
     "Hunter",
@@ -76,6 +82,12 @@ _RULE_TOPICS = (
     "hunter.rule_disabled",
     "hunter.rule_enabled",
 )
+
+
+class Detector(Protocol):
+    """A detection another engine adds to Hunter's scans: the findings of ``text`` scanned as ``target``."""
+
+    def __call__(self, text: str, *, target: str) -> list[Finding]: ...
 
 
 def default_scanner() -> Scanner:
@@ -145,6 +157,7 @@ class Hunter:
         self._generation = 0  # bumped whenever the rule table changes; the scanner is rebuilt lazily
         self._built: tuple[int, tuple[Rule, ...], Scanner] | None = None
         self._started = False
+        self._detectors: dict[str, tuple[Detector, frozenset[str]]] = {}
         ws.projections.register("hunter_rules", "hunter.*", self._apply_rules, tables=["hunter_rules"])
         ws.projections.register("hunter_alerts", "hunter.*", _apply_alerts, tables=["hunter_alerts"])
 
@@ -168,18 +181,43 @@ class Hunter:
         return self._current()[2]
 
     def scan(self, text: str, *, target: str) -> list[Finding]:
-        """Every finding of the enabled rules in ``text`` scanned as ``target``; publishes nothing.
+        """Every finding of the enabled rules and the registered detectors in ``text`` scanned as ``target``.
 
-        On chat texts the deployed champion of the prompt-injection model (``ws.mldl``) runs beside the rules
-        and adds a finding ``ml.prompt_injection`` with its probability; with no champion it costs nothing.
+        Publishes nothing. A text over ``MAX_TEXT`` characters is refused (``ScanError``).
         """
         findings = self.scanner.scan(text, target=target)
-        mldl = getattr(self._ws, "mldl", None) if target == "chat" else None
-        if mldl is not None:
-            extra = mldl.injection_findings(text, target=target)
-            if extra:
-                findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
+        for detector, targets in list(self._detectors.values()):
+            if target in targets:
+                extra = detector(text, target=target)
+                if extra:
+                    findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
         return findings
+
+    def register_detector(self, name: str, fn: Detector, *, targets: Iterable[str] = ("chat",)) -> None:
+        """Run ``fn`` beside the rules on texts scanned as one of ``targets`` (replaces a detector of that name).
+
+        Its findings are alerted like a rule's; a finding's ``rule`` should name the detector (``ml.*``).
+        """
+        chosen = frozenset(targets)
+        unknown = sorted(chosen - set(TARGETS))
+        if not name or unknown or not chosen:
+            raise RuleError(
+                f"a detector needs a name and targets among {', '.join(TARGETS)}; got {unknown or name!r}"
+            )
+        with self._lock:
+            self._detectors = {**self._detectors, name: (fn, chosen)}
+
+    def unregister_detector(self, name: str) -> None:
+        """Stop running a detector (nothing if none has that name)."""
+        with self._lock:
+            self._detectors = {k: v for k, v in self._detectors.items() if k != name}
+
+    @property
+    def detectors(self) -> dict[str, tuple[str, ...]]:
+        """The registered detectors and the targets each runs on."""
+        return {
+            name: tuple(t for t in TARGETS if t in targets) for name, (_, targets) in self._detectors.items()
+        }
 
     def screen(
         self,

@@ -460,6 +460,9 @@ class InjectionTrainer:
             # The terms cut by max_features: kept by sklearn for introspection only, and often most of a pickle.
             if hasattr(vectorizer, "stop_words_"):
                 del vectorizer.stop_words_
+            # id() of an object (a cache key sklearn sets again on use): it would make the bytes differ per process.
+            if hasattr(vectorizer, "_stop_words_id"):
+                del vectorizer._stop_words_id
         return InjectionModel(pipeline, threshold)
 
     def evaluate(self, model: InjectionModel, frame: pd.DataFrame) -> dict[str, float]:

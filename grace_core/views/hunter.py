@@ -15,6 +15,7 @@ import panel as pn
 import param
 import yaml
 
+from grace_core.errors import ScanError
 from grace_core.hunter.rules import SEVERITIES, TARGETS, severity_rank
 
 from .base import GraceView, frame_for_table, short
@@ -266,7 +267,11 @@ class HunterView(GraceView):
         if not text.strip():
             self.scan_result.object = text_html("Type some text to scan.")
             return self.findings.value
-        findings = self.ws.hunter.scan(text, target=self.target)
+        try:
+            findings = self.ws.hunter.scan(text, target=self.target)
+        except ScanError as exc:  # over Hunter's size limit: say so, scan nothing
+            self.scan_result.object = str(exc)
+            return self.findings.value
         frame = pd.DataFrame(
             [
                 {"rule": f.rule, "severity": f.severity, "category": f.category, "excerpt": f.excerpt}

@@ -169,6 +169,19 @@ def test_hunter_test_box_scans_without_publishing(vws):
     assert vws.ledger.head[0] == head
 
 
+def test_hunter_test_box_takes_worst_case_and_oversize_texts_from_a_viewer(vws):
+    from grace_core.hunter.scanner import MAX_TEXT
+
+    view = HunterView(ws=vws, user="vic", role="viewer")
+    view.text = "rm -" * 45_000  # froze the server for minutes on the backtracking engine
+    view.selected_rule = "code-destructive-rm"
+    view.scan()
+    assert view.scan_result.object.startswith("**0 finding(s)**")
+    view.text = "x" * (MAX_TEXT + 1)
+    view.scan()
+    assert f"at most {MAX_TEXT:,}" in view.scan_result.object
+
+
 @pytest.mark.slow
 def test_hunter_precision_per_rule(vws):
     view = HunterView(ws=vws, user="vic", role="viewer")
