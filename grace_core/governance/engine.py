@@ -59,13 +59,13 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import yaml
 
-from .causal import handling
-from .errors import EventError, PermissionDenied, PolicyError
-from .events import Event, canonical_json
-from .mesh import Message
+from ..causal import handling
+from ..errors import EventError, PermissionDenied, PolicyError
+from ..events import Event, canonical_json
+from ..mesh import Message
 
 if TYPE_CHECKING:
-    from .workspace import Workspace
+    from ..workspace import Workspace
 
 __all__ = [
     "APPROVER_ROLES",
