@@ -5,8 +5,9 @@ Users
     table is a projection of ``auth.user_registered``, ``auth.role_changed``, ``auth.user_disabled``,
     ``auth.user_enabled`` and ``auth.password_changed`` events. Only an admin, or a service actor of role
     ``system`` (the local operator: the ``grace`` command acts as ``system``), may create users or change
-    roles; the first user of a workspace must be an admin. The last enabled admin cannot be demoted or
-    disabled. When the governance engine offers ``decide``, it is consulted as well and may refuse.
+    roles (governance decides ``auth.user.create``, ``.role``, ``.disable``, ``.enable`` and ``.password`` on
+    ``user:<name>``: the default pack allows them to admins and the system only); the first user of a
+    workspace must be an admin. The last enabled admin cannot be demoted or disabled.
 
 Passwords
     Hashed with argon2id (argon2-cffi, OWASP's minimum: 19 MiB, 2 iterations, 1 lane) and kept in the table
@@ -75,7 +76,6 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from .clock import to_datetime
 from .errors import (
     AuthError,
-    PermissionDenied,
     ReadOnlyError,
     ThrottledError,
     TokenError,
@@ -398,6 +398,15 @@ class Auth:
             "c.name IS NOT NULL AS has_password "
             "FROM users u LEFT JOIN credentials c ON c.name = u.name ORDER BY u.created_at, u.name"
         )
+
+    def active_admins(self) -> list[str]:
+        """The names of the enabled admins, in name order."""
+        rows = (
+            self._reader()
+            .execute("SELECT name FROM users WHERE role = 'admin' AND NOT disabled ORDER BY name")
+            .fetchall()
+        )
+        return [str(r[0]) for r in rows]
 
     def role_of(self, actor: str) -> str | None:
         """``system`` for a service actor, the role of a registered enabled user, else None."""
@@ -733,17 +742,8 @@ class Auth:
 
     # -- internals: authorisation and queries ------------------------------------------------------------------
     def _authorize(self, by: str, action: str, name: str, what: str) -> None:
-        role = self.role_of(by)
-        if role not in ("admin", "system"):
-            raise PermissionDenied(f"{by!r} may not {what}: only an admin can")
-        decide = getattr(self._ws.governance, "decide", None)
-        if decide is not None:
-            decision = decide(by, action, resource=f"user:{name}")
-            refusal = _refusal(decision)
-            if refusal is not None:
-                raise PermissionDenied(
-                    f"governance refused {action} on user:{name} for {by}: {refusal}", decision=decision
-                )
+        # Who manages users is policy (the default pack: admins and the system), decided and recorded.
+        self._ws.governance.check(by, action, f"user:{name}", what=what)
 
     def _other_admins(self, name: str) -> int:
         return self._count(
@@ -813,21 +813,6 @@ def _claims(payload: dict[str, Any]) -> Claims:
         jti=text("jti"),
         pwv=number("pwv"),
     )
-
-
-def _refusal(decision: object) -> str | None:
-    """Why a governance decision refuses the action, or None when it allows it."""
-    allowed = getattr(decision, "allowed", None)
-    effect = getattr(decision, "effect", None)
-    if effect is None:
-        effect = getattr(decision, "outcome", None)
-    if allowed is True or effect == "allow":
-        return None
-    if allowed is False or (isinstance(effect, str) and effect != "allow"):
-        return str(
-            getattr(decision, "reason", None) or getattr(decision, "explanation", None) or effect or "denied"
-        )
-    return None
 
 
 def _seconds(value: float) -> str:

@@ -645,7 +645,7 @@ def bench_prove(ctx: Context) -> Iterator[Figure]:
 
 
 # -- governance ----------------------------------------------------------------------------------------------
-# ``governance.decide``: decisions/s of ``Governance.evaluate`` (the decision without its log event) over a
+# ``governance.decide``: decisions/s of ``Governance.check`` as a what-if (``record="none"``) over a
 # mix of requests against the default pack, decision cache off, against pycasbin on the same policies
 # (RBAC: role links ``g``, ``globMatch`` over actions and resources, an allow-and-deny effect, the request
 # context checked by a registered function) and against cedarpy (the same policies in Cedar, parsed once).
@@ -921,7 +921,7 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
     ws = open_workspace(":memory:", clock=ManualClock(), seed=0)
     try:
         ws.governance.seed_defaults()
-        evaluate = ws.governance.evaluate
+        evaluate = functools.partial(ws.governance.check, record="none", enforce=False)  # a what-if
         policies = default_pack()
         roles = GOVERNANCE_ROLES
         n = ctx.size(200_000, 20_000, minimum=50)

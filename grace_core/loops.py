@@ -70,7 +70,7 @@ class Scheduler:
     """Owns the loops of a workspace: start, stop, pause, step, and simulated time.
 
     With ``governance`` attached (a workspace attaches its own), parameter changes always pass
-    ``governance.require(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
+    ``governance.check(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
     ``loop.start``/``loop.stop``/``loop.step`` when an actor is named (the scheduler's own ticks are not
     governed: they are the schedule the governed start asked for).
     """
@@ -178,7 +178,7 @@ class Scheduler:
             if bounds is not None:
                 within = is_finite_number(value) and bounds[0] <= float(value) <= bounds[1]
                 context.update({"min": bounds[0], "max": bounds[1], "within_bounds": within})
-            self.governance.require(actor, "loop.set_param", resource=f"loop:{name}", context=context)
+            self.governance.check(actor, "loop.set_param", resource=f"loop:{name}", context=context)
         event = self.mesh.publish(
             "loop.param_changed",
             {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
@@ -231,7 +231,7 @@ class Scheduler:
 
     def _govern(self, actor: str | None, action: str, name: str) -> None:
         if actor is not None and self.governance is not None:
-            self.governance.require(actor, action, resource=f"loop:{name}")
+            self.governance.check(actor, action, resource=f"loop:{name}")
 
     def _set_state(self, name: str, state: str, actor: str | None) -> None:
         old = self._status[name].state

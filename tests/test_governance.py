@@ -133,7 +133,7 @@ def test_default_pack_governs_each_role_as_documented(
     effect: str,
     policy: str | None,
 ) -> None:
-    decision = gws.governance.evaluate(actor, action, resource, context)
+    decision = gws.governance.check(actor, action, resource, context, record="none", enforce=False)
     assert decision.effect == effect, decision.reasons
     if policy is not None:
         assert decision.policy_ids[0] == policy
@@ -481,11 +481,11 @@ def test_malformed_policies_are_refused_with_a_clear_policy_error(
 
 def test_bad_requests_are_policy_errors(gws: Workspace) -> None:
     with pytest.raises(PolicyError, match="bad action"):
-        gws.governance.evaluate("ada", "memory.*")
+        gws.governance.check("ada", "memory.*", record="none", enforce=False)
     with pytest.raises(PolicyError, match="context"):
-        gws.governance.decide("ada", "chat.send", None, ["not", "a", "mapping"])  # type: ignore[arg-type]
+        gws.governance.check("ada", "chat.send", None, ["not", "a", "mapping"], enforce=False)  # type: ignore[arg-type]
     with pytest.raises(PolicyError, match="cannot be logged"):
-        gws.governance.decide("ada", "chat.send", None, {"when": object()})
+        gws.governance.check("ada", "chat.send", None, {"when": object()}, enforce=False)
     with pytest.raises(PolicyError, match="duplicate policy id"):
         load_policies("- {id: a, effect: allow, roles: [admin], actions: [x]}\n" * 2)
 
@@ -493,9 +493,11 @@ def test_bad_requests_are_policy_errors(gws: Workspace) -> None:
 # -- decisions are logged ------------------------------------------------------------------------------------
 def test_decide_logs_an_explained_decision_and_evaluate_logs_nothing(gws: Workspace) -> None:
     before = gws.ledger.head[0]
-    gws.governance.evaluate("rita", "memory.write", "/system/a.md")
+    gws.governance.check("rita", "memory.write", "/system/a.md", record="none", enforce=False)
     assert gws.ledger.head[0] == before
-    decision = gws.governance.decide("rita", "memory.write", "/system/a.md", {"reason": "typo fix"})
+    decision = gws.governance.check(
+        "rita", "memory.write", "/system/a.md", {"reason": "typo fix"}, enforce=False
+    )
     event = gws.ledger.events(topic="governance.decision")[-1]
     assert event.seq == before + 1
     assert event.actor == "rita"
@@ -519,28 +521,28 @@ def test_decide_logs_an_explained_decision_and_evaluate_logs_nothing(gws: Worksp
 
 
 def test_require_returns_allowed_decisions_and_raises_on_deny(gws: Workspace) -> None:
-    assert gws.governance.require("rita", "chat.send").policy_ids == ("researchers-chat",)
+    assert gws.governance.check("rita", "chat.send").policy_ids == ("researchers-chat",)
     with pytest.raises(
         PermissionDenied, match=r"rita may not memory\.write on /system/a\.md: policy"
     ) as caught:
-        gws.governance.require("rita", "memory.write", "/system/a.md")
+        gws.governance.check("rita", "memory.write", "/system/a.md")
     assert caught.value.decision.effect == "deny"  # type: ignore[attr-defined]
 
 
 def test_roles_follow_auth_changes_at_once(gws: Workspace) -> None:
-    assert gws.governance.evaluate("rita", "task.create").allowed
+    assert gws.governance.check("rita", "task.create", record="none", enforce=False).allowed
     gws.auth.set_role("rita", "viewer", by="ada")
-    assert not gws.governance.evaluate("rita", "task.create").allowed
-    assert gws.governance.evaluate("rita", "memory.read", "/x").allowed
+    assert not gws.governance.check("rita", "task.create", record="none", enforce=False).allowed
+    assert gws.governance.check("rita", "memory.read", "/x", record="none", enforce=False).allowed
     gws.auth.disable("rita", by="ada")
-    decision = gws.governance.evaluate("rita", "memory.read", "/x")
+    decision = gws.governance.check("rita", "memory.read", "/x", record="none", enforce=False)
     assert "role: none" in decision.reasons[0]
 
 
 # -- policy changes ------------------------------------------------------------------------------------------
 def test_policy_changes_are_events_and_the_index_follows_them(gws: Workspace) -> None:
     gov = gws.governance
-    assert not gov.decide("vic", "task.create").allowed  # also fills the decision cache
+    assert not gov.check("vic", "task.create", enforce=False).allowed  # also fills the decision cache
     old_index = gov.index
     added = gov.add_policy(
         {"id": "viewers-chat", "effect": "allow", "roles": ["viewer"], "actions": ["task.create"]},
@@ -548,16 +550,16 @@ def test_policy_changes_are_events_and_the_index_follows_them(gws: Workspace) ->
         reason="viewers may ask questions",
     )
     assert gov.index is not old_index
-    assert gov.decide("vic", "task.create").policy_ids == ("viewers-chat",)
+    assert gov.check("vic", "task.create", enforce=False).policy_ids == ("viewers-chat",)
     gov.update_policy(
         {**added.as_dict(), "conditions": [{"key": "channel", "op": "eq", "value": "web"}]}, actor="ada"
     )
-    assert not gov.evaluate("vic", "task.create", None, {"channel": "api"}).allowed
-    assert gov.evaluate("vic", "task.create", None, {"channel": "web"}).allowed
+    assert not gov.check("vic", "task.create", None, {"channel": "api"}, record="none", enforce=False).allowed
+    assert gov.check("vic", "task.create", None, {"channel": "web"}, record="none", enforce=False).allowed
     row = gov.policies().set_index("id").loc["viewers-chat"]
     assert (row["version"], row["source"], row["updated_by"]) == (2, "user", "ada")
     gov.remove_policy("viewers-chat", actor="ada")
-    assert not gov.evaluate("vic", "task.create", None, {"channel": "web"}).allowed
+    assert not gov.check("vic", "task.create", None, {"channel": "web"}, record="none", enforce=False).allowed
     assert "viewers-chat" not in set(gov.policies()["id"])
     changes = [t for t in topics(gws, "governance.policy_*")]
     assert changes == ["governance.policy_added", "governance.policy_updated", "governance.policy_removed"]
@@ -614,7 +616,7 @@ def test_review_raises_an_approval_that_an_admin_grants(gws: Workspace) -> None:
     gov = gws.governance
     request = ("rita", "loop.set_param", "loop:reflection", {"key": "interval", "value": 5})
     with pytest.raises(PermissionDenied, match=r"approval \S+ is still pending") as caught:
-        gov.require(*request, wait=30)
+        gov.check(*request, wait=30)
     decision = caught.value.decision
     approval_id = decision.approval_id  # type: ignore[attr-defined]
     assert approval_id in str(caught.value)
@@ -623,11 +625,11 @@ def test_review_raises_an_approval_that_an_admin_grants(gws: Workspace) -> None:
     assert list(pending["id"]) == [approval_id]
     assert pending.iloc[0]["requester"] == "rita"
     # Asking again points at the same request instead of queueing a duplicate.
-    assert gov.decide(*request).approval_id == approval_id
+    assert gov.check(*request, enforce=False).approval_id == approval_id
     assert len(gov.approvals()) == 1
     approved = gov.approve(approval_id, by="ada", note="5 s is fine for this experiment")
     assert (approved.state, approved.decided_by) == ("approved", "ada")
-    granted = gov.require(*request, approval_id=approval_id)
+    granted = gov.check(*request, approval_id=approval_id)
     assert granted.effect == "allow"
     assert granted.approval_id == approval_id
     assert "granted by ada (5 s is fine for this experiment)" in granted.reasons[-1]
@@ -647,11 +649,11 @@ def test_review_raises_an_approval_that_an_admin_grants(gws: Workspace) -> None:
 def test_a_rejected_approval_makes_the_action_fail(gws: Workspace) -> None:
     gov = gws.governance
     with pytest.raises(PermissionDenied) as caught:
-        gov.require("rita", "model.deploy", "model:m1")
+        gov.check("rita", "model.deploy", "model:m1")
     approval_id = caught.value.decision.approval_id  # type: ignore[attr-defined]
     gov.reject(approval_id, by="bob", note="not before the evaluation")
     with pytest.raises(PermissionDenied, match="rejected by bob \\(not before the evaluation\\)") as again:
-        gov.require("rita", "model.deploy", "model:m1", approval_id=approval_id)
+        gov.check("rita", "model.deploy", "model:m1", approval_id=approval_id)
     assert again.value.decision.effect == "deny"  # type: ignore[attr-defined]
     with pytest.raises(PolicyError, match="rejected already"):
         gov.approve(approval_id, by="ada")
@@ -663,13 +665,20 @@ def test_only_admins_or_the_system_decide_and_never_their_own_request(gws: Works
         {"id": "admins-deploy-review", "effect": "review", "roles": ["admin"], "actions": ["model.deploy"]},
         actor="system",
     )
-    rita_asks = gov.decide("rita", "model.deploy", "model:m1").approval_id
-    ada_asks = gov.decide("ada", "model.deploy", "model:m2").approval_id
+    rita_asks = gov.check("rita", "model.deploy", "model:m1", enforce=False).approval_id
+    ada_asks = gov.check("ada", "model.deploy", "model:m2", enforce=False).approval_id
     assert rita_asks
     assert ada_asks
-    for outsider in ("rita", "vic", "mallory"):
-        with pytest.raises(PermissionDenied, match="only admins and the system"):
+    for outsider, why in (
+        ("rita", "approvals-decided-by-admins"),
+        ("vic", "approvals-decided-by-admins"),
+        ("mallory", "default deny"),
+    ):
+        with pytest.raises(PermissionDenied, match=f"{outsider} may not decide approvals: .*{why}"):
             gov.approve(ada_asks, by=outsider)
+    refusals = gws.events(topic="governance.decision")
+    refusals = refusals[refusals["resource"] == f"approval:{ada_asks}"]
+    assert list(refusals["actor"]) == ["rita", "vic", "mallory"]  # decided by policy, refusals recorded
     with pytest.raises(PermissionDenied, match="someone else must decide"):
         gov.approve(ada_asks, by="ada")
     assert gov.approve(ada_asks, by="bob").state == "approved"
@@ -680,7 +689,9 @@ def test_only_admins_or_the_system_decide_and_never_their_own_request(gws: Works
 
 def test_an_approval_covers_only_its_own_request(gws: Workspace) -> None:
     gov = gws.governance
-    approval_id = gov.decide("rita", "loop.set_param", "loop:reflection", {"value": 5}).approval_id
+    approval_id = gov.check(
+        "rita", "loop.set_param", "loop:reflection", {"value": 5}, enforce=False
+    ).approval_id
     assert approval_id is not None
     gov.approve(approval_id, by="ada")
     for other in [
@@ -689,8 +700,8 @@ def test_an_approval_covers_only_its_own_request(gws: Workspace) -> None:
         ("raj", "loop.set_param", "loop:reflection", {"value": 5}),
     ]:
         with pytest.raises(PermissionDenied, match="not for this request"):
-            gov.require(*other, approval_id=approval_id)
-    assert gov.require(
+            gov.check(*other, approval_id=approval_id)
+    assert gov.check(
         "rita", "loop.set_param", "loop:reflection", {"value": 5}, approval_id=approval_id
     ).allowed
 
@@ -698,7 +709,7 @@ def test_an_approval_covers_only_its_own_request(gws: Workspace) -> None:
 def test_a_deterministic_workspace_checks_once_instead_of_waiting(gws: Workspace) -> None:
     started = time.monotonic()
     with pytest.raises(PermissionDenied, match="still pending"):
-        gws.governance.require("rita", "model.deploy", "model:m1", wait=60)
+        gws.governance.check("rita", "model.deploy", "model:m1", wait=60)
     assert time.monotonic() - started < 5
 
 
@@ -722,7 +733,7 @@ def _approve_when_asked(ws: Workspace, state: str, by: str, delay: float = 0.2) 
 def test_a_waiting_require_proceeds_when_an_admin_approves_meanwhile(live_ws: Workspace) -> None:
     admin = _approve_when_asked(live_ws, "approved", "ada")
     started = time.monotonic()
-    decision = live_ws.governance.require("rita", "model.deploy", "model:m1", {"target": "staging"}, wait=20)
+    decision = live_ws.governance.check("rita", "model.deploy", "model:m1", {"target": "staging"}, wait=20)
     waited = time.monotonic() - started
     admin.join()
     assert decision.effect == "allow"
@@ -733,7 +744,7 @@ def test_a_waiting_require_proceeds_when_an_admin_approves_meanwhile(live_ws: Wo
 def test_a_waiting_require_fails_when_an_admin_rejects_meanwhile(live_ws: Workspace) -> None:
     admin = _approve_when_asked(live_ws, "rejected", "bob")
     with pytest.raises(PermissionDenied, match="rejected by bob"):
-        live_ws.governance.require("rita", "model.deploy", "model:m1", wait=20)
+        live_ws.governance.check("rita", "model.deploy", "model:m1", wait=20)
     admin.join()
 
 
@@ -741,14 +752,14 @@ def test_a_waiting_require_times_out_and_can_retry_later(live_ws: Workspace) -> 
     gov = live_ws.governance
     started = time.monotonic()
     with pytest.raises(PermissionDenied, match=r"still pending after waiting 0\.3 s") as caught:
-        gov.require("rita", "loop.set_param", "loop:reflection", wait=0.3)
+        gov.check("rita", "loop.set_param", "loop:reflection", wait=0.3)
     assert 0.3 <= time.monotonic() - started < 5
     approval_id = caught.value.decision.approval_id  # type: ignore[attr-defined]
     assert re.search(rf"approval_id='{approval_id}'", str(caught.value))
     assert gov.wait(approval_id, 0.1).state == "pending"
     threading.Timer(0.2, gov.approve, args=(approval_id,), kwargs={"by": "ada"}).start()
     assert gov.wait(approval_id, 20).state == "approved"
-    assert gov.require("rita", "loop.set_param", "loop:reflection", approval_id=approval_id).allowed
+    assert gov.check("rita", "loop.set_param", "loop:reflection", approval_id=approval_id).allowed
 
 
 # -- replay --------------------------------------------------------------------------------------------------
@@ -758,8 +769,8 @@ def test_replay_rebuilds_policies_and_approvals(gws: Workspace) -> None:
         {"id": "viewers-chat", "effect": "allow", "roles": ["viewer"], "actions": ["chat.*"]}, actor="ada"
     )
     gov.remove_policy("researchers-tasks", actor="ada")
-    first = gov.decide("rita", "model.deploy", "model:m1").approval_id
-    gov.decide("rita", "loop.set_param", "loop:x")
+    first = gov.check("rita", "model.deploy", "model:m1", enforce=False).approval_id
+    gov.check("rita", "loop.set_param", "loop:x", enforce=False)
     assert first is not None
     gov.approve(first, by="ada")
     copy = replay(gws, ":memory:")
@@ -767,7 +778,9 @@ def test_replay_rebuilds_policies_and_approvals(gws: Workspace) -> None:
         assert projection_differences(gws, copy) == {}
         assert len(copy.governance.policies()) == len(gov.policies())
         for request in [("vic", "chat.send"), ("rita", "task.create"), ("rita", "memory.write", "/system/x")]:
-            assert copy.governance.evaluate(*request) == gov.evaluate(*request)
+            assert copy.governance.check(*request, record="none", enforce=False) == gov.check(
+                *request, record="none", enforce=False
+            )
     finally:
         copy.close()
 
@@ -972,7 +985,7 @@ def ws_file(tmp_path: Path) -> Path:
     path = tmp_path / "gov.duckdb"
     with open_workspace(path) as ws:
         _governed(ws)
-        ws.governance.decide("rita", "model.deploy", "model:m1", {"target": "staging"})
+        ws.governance.check("rita", "model.deploy", "model:m1", {"target": "staging"}, enforce=False)
     return path
 
 
@@ -982,7 +995,8 @@ def test_cli_lists_shows_and_checks_policies(ws_file: Path) -> None:
     assert listed.returncode == 0, listed.stderr
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["id", "effect", "priority"]
-    assert lines[1].split()[:2] == ["sandbox-no-network", "deny"]  # denies first
+    effects = [line.split()[1] for line in lines[1:]]
+    assert effects == sorted(effects, key=["deny", "review", "allow"].index)  # denies first, allows last
     assert {line.split()[0] for line in lines[1:]} == {p.id for p in default_pack()}
     shown = grace("policy", "show", "researchers-loop-params-review", path=ws_file)
     assert "effect: review" in shown.stdout
@@ -1062,7 +1076,7 @@ def test_cli_lists_and_decides_approvals(ws_file: Path) -> None:
     assert "researchers-model-deploy-review" in table.stdout
     refused = grace("approvals", "approve", approval_id, "--by", "rita", path=ws_file)
     assert refused.returncode == 2
-    assert "only admins and the system" in refused.stderr
+    assert "rita may not decide approvals" in refused.stderr
     approved = grace("approvals", "approve", approval_id, "--by", "ada", "--note", "ok", path=ws_file)
     assert approved.returncode == 0, approved.stderr
     assert approved.stdout.startswith(f"approved  {approval_id}  (rita: model.deploy on model:m1)")
@@ -1074,7 +1088,7 @@ def test_cli_lists_and_decides_approvals(ws_file: Path) -> None:
         == "no pending approvals"
     )
     with open_workspace(ws_file) as ws:
-        decision = ws.governance.require(
+        decision = ws.governance.check(
             "rita", "model.deploy", "model:m1", {"target": "staging"}, approval_id=approval_id
         )
         assert decision.allowed

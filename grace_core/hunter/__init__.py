@@ -4,7 +4,7 @@ The rules live on the ledger: a new workspace publishes the default pack (``rule
 ``hunter.pack_loaded`` event, and every later change is an event too (``hunter.rule_added``,
 ``hunter.rule_updated``, ``hunter.rule_disabled``, ``hunter.rule_enabled``); table ``hunter_rules`` is their
 projection, and the scanner is compiled from it (again whenever it changes). Every change after genesis is
-governed: it needs ``governance.require(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
+governed: it needs ``governance.check(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
 | "hunter.rule.enable" | "hunter.pack.load", ...)`` to allow it (admins and the engines; not researchers or
 viewers), so a rule change is logged as a decision first and a refused one publishes nothing else.
 
@@ -328,7 +328,7 @@ class Hunter:
         Checked after the rule itself, so a bad rule is refused without logging anything; a refusal raises
         PermissionDenied and leaves only its decision on the ledger. The genesis pack skips this (one event).
         """
-        self._ws.governance.require(actor, action, resource=resource, context=context)
+        self._ws.governance.check(actor, action, resource=resource, context=context)
 
     def _publish_pack(self, pack: Pack, *, actor: str) -> None:
         self._ws.publish(

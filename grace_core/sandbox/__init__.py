@@ -173,7 +173,7 @@ class Sandbox:
                 "max_severity": worst,
             }
             try:
-                ws.governance.require(
+                ws.governance.check(
                     actor,
                     "sandbox.execute",
                     resource=resource,

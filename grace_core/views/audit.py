@@ -72,7 +72,7 @@ def graph_figure(g: nx.DiGraph, selected: str | None = None) -> Any:
 
 
 class AuditView(GraceView):
-    """Read the ledger; check it. Anyone may verify; making a checkpoint is for admins and researchers."""
+    """Read the ledger; check it. Anyone may verify; signing a checkpoint needs ``ledger.checkpoint``."""
 
     title = "Audit"
     live_patterns: ClassVar[tuple[str, ...]] = ("*",)
@@ -93,7 +93,7 @@ class AuditView(GraceView):
         self.verify_button = pn.widgets.Button(label="Verify chain", color="primary")
         self.verify_button.on_click(lambda _e: self.verify())
         self.checkpoint_button = pn.widgets.Button(
-            label="Sign checkpoint", color="light", disabled=not self.can_act
+            label="Sign checkpoint", color="light", disabled=not self.may("ledger.checkpoint")
         )
         self.checkpoint_button.on_click(lambda _e: self.make_checkpoint())
         self.verify_result = pn.pane.Alert("Not verified yet in this session.", alert_type="secondary")
@@ -184,7 +184,7 @@ class AuditView(GraceView):
             self.message = "Checkpoint signed."
             self.refresh()
 
-        self.act("sign checkpoints", sign)
+        self.act("sign checkpoints", sign, action="ledger.checkpoint")
 
     def prove(self) -> dict[str, Any] | None:
         """An inclusion proof of the selected event in the latest checkpoint covering it, checked here."""

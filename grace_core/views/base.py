@@ -25,10 +25,9 @@ import param
 from grace_core.events import Event
 from grace_core.mesh import Subscription
 
-__all__ = ["ACTING_ROLES", "GraceView", "frame_for_table", "short"]
+__all__ = ["GraceView", "frame_for_table", "short"]
 
 log = logging.getLogger(__name__)
-ACTING_ROLES = ("admin", "researcher")  # may change things; a viewer only reads
 _ids = itertools.count(1)
 
 
@@ -85,24 +84,25 @@ class GraceView(pn.viewable.Viewer):
         if self._doc is not None:
             self._doc.on_session_destroyed(lambda _ctx: self.close())
 
-    # -- roles ---------------------------------------------------------------------------------------------
-    @property
-    def can_act(self) -> bool:
-        """Whether the user may change things (run, approve, send, edit): admins and researchers."""
-        return self.role in ACTING_ROLES or self.role == "system"
-
-    def may(self, action: str, resource: str | None = None, context: dict[str, Any] | None = None) -> bool:
-        """Whether governance would allow ``action`` for this user (a what-if: nothing is logged).
+    # -- permissions ---------------------------------------------------------------------------------------
+    def may(
+        self,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        review: bool = False,
+    ) -> bool:
+        """Whether governance would allow ``action`` for this user (a what-if: nothing is recorded); with
+        ``review``, also when it would ask an admin's approval first.
 
         Views ask governance rather than hard-code roles, so a policy change shows in the UI at once; the
         engines still decide (and record) for real when the action runs.
         """
-        decision = self.ws.governance.evaluate(self.actor, action, resource, context, role=self.role)
-        return bool(decision.effect == "allow")
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role in ("admin", "system")
+        decision = self.ws.governance.check(
+            self.actor, action, resource, context, record="none", enforce=False, role=self.role
+        )
+        return bool(decision.effect == "allow" or (review and decision.effect == "review"))
 
     @property
     def actor(self) -> str:
@@ -165,9 +165,19 @@ class GraceView(pn.viewable.Viewer):
         )
         self._status.visible = bool(text)
 
-    def act(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an action the user asked for; errors become the view's message instead of a broken session."""
-        if not self.can_act:
+    def act(
+        self,
+        what: str,
+        fn: Callable[[], Any],
+        *,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        review: bool = False,
+    ) -> Any:
+        """Run an action the user asked for, if governance would allow ``action`` (see ``may``); a refusal or
+        an error becomes the view's message instead of a broken session."""
+        if not self.may(action, resource, context, review=review):
             self.message = f"refused: a {self.role} cannot {what}"
             return None
         try:

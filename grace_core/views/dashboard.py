@@ -29,6 +29,14 @@ SERIES: dict[str, str] = {
 }
 _LOOP_COLUMNS = ["loop", "state", "lag", "ticks", "errors", "alive", "last_tick", "interval", "cursor"]
 PLOT_EVERY = 5.0  # seconds between plot redraws while events stream in (tables update on every batch)
+# The governed action behind each loop control (a pause is a stop that keeps the schedule).
+_LOOP_ACTIONS = {
+    "start": "loop.start",
+    "pause": "loop.stop",
+    "resume": "loop.start",
+    "stop": "loop.stop",
+    "step": "loop.step",
+}
 
 
 def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFrame:
@@ -101,7 +109,7 @@ class DashboardView(GraceView):
         )
         self.loops.param.watch(self._pick_loop, "selection")
         self.buttons = {
-            name: pn.widgets.Button(label=label, color=kind, disabled=not self.can_act)
+            name: pn.widgets.Button(label=label, color=kind, disabled=not self.may(_LOOP_ACTIONS[name]))
             for name, label, kind in (
                 ("start", "Start all", "success"), ("pause", "Pause", "warning"), ("resume", "Resume", "primary"),
                 ("stop", "Stop", "danger"), ("step", "Step selected", "light"),
@@ -241,21 +249,21 @@ class DashboardView(GraceView):
             self.selected_loop = str(self.loops.value.iloc[event.new[0]]["loop"])
 
     def control(self, action: str) -> None:
-        """start | pause | resume | stop every loop, or step the selected one (admins and researchers)."""
+        """start | pause | resume | stop every loop, or step the selected one, as the user (governed)."""
         loops = self.ws.loops
 
         def run() -> None:
             if action == "step":
                 if not self.selected_loop:
                     raise ValueError("select a loop first")
-                n = loops.step(self.selected_loop)
+                n = loops.step(self.selected_loop, actor=self.actor)
                 self.message = f"{self.selected_loop} processed {n} event(s)"
             else:
-                getattr(loops, action)()
+                getattr(loops, action)(actor=self.actor)
                 self.message = f"loops: {action}"
             self.refresh(plot=False)
 
-        self.act(f"{action} loops", run)
+        self.act(f"{action} loops", run, action=_LOOP_ACTIONS[action])
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:

@@ -66,6 +66,11 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=1)
+def _toggle_action(enabled: bool) -> str:
+    """The governed action of switching a rule that is ``enabled`` (off) or not (on)."""
+    return "hunter.rule.disable" if enabled else "hunter.rule.enable"
+
+
 def _labelled_corpus() -> pd.DataFrame:
     """Lines of the seeded secrets corpus, each labelled with the rule ids of the secrets planted in it."""
     from grace_core.hunter.corpus import make_corpus
@@ -187,15 +192,20 @@ class HunterView(GraceView):
         enabled = bool(row.iloc[0]["enabled"])
         self.toggle_button.label = f"{'Disable' if enabled else 'Enable'} {self.selected_rule}"
         self.toggle_button.color = "warning" if enabled else "success"
-        self.toggle_button.disabled = not self.is_admin
+        self.toggle_button.disabled = not self.may(
+            _toggle_action(enabled), f"hunter:rule:{self.selected_rule}"
+        )
 
     def toggle_rule(self) -> None:
-        """Switch the selected rule on or off (admins only)."""
-        if not self.is_admin:
-            self.message = f"refused: a {self.role} cannot change Hunter's rules"
-            return
+        """Switch the selected rule on or off (``hunter.rule.disable`` / ``.enable``: admins in the default pack)."""
         if not self.selected_rule:
             self.message = "error: choose a rule first"
+            return
+        rule_id = self.selected_rule
+        try:
+            enabled = self.ws.hunter.rule(rule_id).enabled
+        except Exception as exc:  # noqa: BLE001 - a stale selection: said, the session goes on
+            self.message = f"error: {exc}"
             return
 
         def switch() -> None:
@@ -210,7 +220,9 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._update_toggle()
 
-        self.act("change Hunter's rules", switch)
+        self.act(
+            "change Hunter's rules", switch, action=_toggle_action(enabled), resource=f"hunter:rule:{rule_id}"
+        )
 
     def _load_rule_text(self) -> None:
         self.rule_text = rule_yaml(self.ws.hunter.rule(self.selected_rule))
@@ -240,7 +252,7 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._load_rule_text()  # as stored (defaults dropped, order normalised)
 
-        self.act(f"save rule {rule_id}", save)
+        self.act(f"save rule {rule_id}", save, action="hunter.rule.update", resource=f"hunter:rule:{rule_id}")
 
     def measure_precision(self) -> pd.DataFrame:
         """Precision and recall of each rule on the seeded corpus, shown in the rule list."""

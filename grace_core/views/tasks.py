@@ -28,6 +28,7 @@ TASK_COLUMNS = ["state", "title", "kind", "priority", "attempts", "last_error", 
                 "updated_at", "id"]  # fmt: skip
 APPROVAL_COLUMNS = ["state", "requester", "action", "resource", "context", "reasons", "requested_at",
                     "decided_by", "note", "id"]  # fmt: skip
+DECIDE = "governance.approval.decide"  # the governed action of answering an approval
 _STATE_ORDER = {s: i for i, s in enumerate(("running", "pending", "failed", "done", "cancelled"))}
 
 
@@ -67,11 +68,11 @@ class TasksView(GraceView):
         self.summary = pn.pane.Markdown("", sizing_mode="stretch_width")
         note = (
             "Approve or reject a request with a reason; governance never lets the requester decide their own."
-            if self.is_admin
+            if self.may(DECIDE)
             else "Only admins decide approvals: you see the queue but cannot answer."
         )
         self.approvals_note = pn.pane.Markdown(f"*{note}*")
-        if not self.can_act:
+        if not self.may("task.cancel"):
             self.summary.object = "*A viewer sees the board but cannot cancel or retry tasks.*"
         self.refresh()
 
@@ -103,7 +104,7 @@ class TasksView(GraceView):
         approvals = self.approval_frame()
         self.approvals.value = frame_for_table(approvals)
         self.pending_approvals = int((approvals["state"] == "pending").sum()) if len(approvals) else 0
-        if self.can_act:
+        if self.may("task.cancel"):
             self.summary.object = " · ".join(f"**{n}** {s}" for s, n in self.counts.items())
         self._sync_buttons()
 
@@ -127,17 +128,23 @@ class TasksView(GraceView):
                 state = self.ws.tasks.get(self.selected_task).state
             except Exception:  # noqa: BLE001 - a stale selection simply disables the buttons
                 state = None
-        self.cancel_button.disabled = not (self.can_act and state in ("pending", "running"))
-        self.retry_button.disabled = not (self.can_act and state == "failed")
+        task = f"task:{self.selected_task}"
+        self.cancel_button.disabled = not (state in ("pending", "running") and self.may("task.cancel", task))
+        self.retry_button.disabled = not (state == "failed" and self.may("task.update", task))
         pending = False
         if self.selected_approval:
             try:
                 pending = self.ws.governance.approval(self.selected_approval).pending
             except Exception:  # noqa: BLE001
                 pending = False
-        self.approve_button.disabled = self.reject_button.disabled = not (self.is_admin and pending)
+        self.approve_button.disabled = self.reject_button.disabled = not (
+            pending and self.may(DECIDE, f"approval:{self.selected_approval}")
+        )
 
     # -- actions -------------------------------------------------------------------------------------------
+    def _task_resource(self) -> str | None:
+        return f"task:{self.selected_task}" if self.selected_task else None
+
     def cancel(self) -> Any:
         def go() -> Any:
             if not self.selected_task:
@@ -147,7 +154,7 @@ class TasksView(GraceView):
             self.refresh()
             return task
 
-        return self.act("cancel a task", go)
+        return self.act("cancel a task", go, action="task.cancel", resource=self._task_resource())
 
     def retry(self) -> Any:
         """Send a failed task back to pending (governed as ``task.update``); the executor runs it again."""
@@ -156,7 +163,7 @@ class TasksView(GraceView):
             if not self.selected_task:
                 raise ValueError("select a task first")
             resource = f"task:{self.selected_task}"
-            self.ws.governance.require(self.actor, "task.update", resource=resource)
+            self.ws.governance.check(self.actor, "task.update", resource)
             task = self.ws.tasks.transition(
                 self.selected_task,
                 "pending",
@@ -167,14 +174,11 @@ class TasksView(GraceView):
             self.refresh()
             return task
 
-        return self.act("retry a task", go)
+        return self.act("retry a task", go, action="task.update", resource=self._task_resource())
 
     def answer(self, state: str) -> Any:
         """Approve (``state="approved"``) or reject the selected approval, with ``reason`` as its note."""
         verb = "approve" if state == "approved" else "reject"
-        if not self.is_admin:
-            self.message = f"refused: a {self.role} cannot {verb} approvals (admins only)"
-            return None
 
         def go() -> Any:
             if not self.selected_approval:
@@ -188,7 +192,8 @@ class TasksView(GraceView):
             self.refresh()
             return approval
 
-        return self.act(f"{verb} an approval", go)
+        resource = f"approval:{self.selected_approval}" if self.selected_approval else None
+        return self.act(f"{verb} approvals", go, action=DECIDE, resource=resource)
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:

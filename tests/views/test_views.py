@@ -278,3 +278,26 @@ def test_dashboard_step_a_loop_as_admin(vws):
     view.selected_loop = names[0]
     view.control("step")
     assert "processed" in view.message
+
+
+def test_dashboard_controls_follow_the_policies_and_the_loops_decide_as_the_user(vws):
+    names = list(DashboardView(ws=vws, user="ada", role="admin").loops.value["loop"])
+    if not names:
+        pytest.skip("no loops registered in this workspace")
+    researcher = DashboardView(ws=vws, user="bob", role="researcher")
+    # The default pack lets researchers step loops (researchers-loops) but not start or stop them.
+    assert not researcher.buttons["step"].disabled
+    assert researcher.buttons["start"].disabled
+    assert researcher.buttons["stop"].disabled
+    researcher.control("start")
+    assert researcher.message.startswith("refused")
+    researcher.selected_loop = names[0]
+    researcher.control("step")
+    assert "processed" in researcher.message
+    # What the view runs, the engine decides again, as the user who clicked.
+    stepped = vws.events(topic="governance.decision").iloc[-1]
+    assert (stepped["actor"], stepped["payload"]["action"], stepped["resource"]) == (
+        "bob",
+        "loop.step",
+        f"loop:{names[0]}",
+    )
