@@ -491,7 +491,7 @@ def test_bad_requests_are_policy_errors(gws: Workspace) -> None:
 
 
 # -- decisions are logged ------------------------------------------------------------------------------------
-def test_decide_logs_an_explained_decision_and_evaluate_logs_nothing(gws: Workspace) -> None:
+def test_check_logs_an_explained_decision_and_a_what_if_logs_nothing(gws: Workspace) -> None:
     before = gws.ledger.head[0]
     gws.governance.check("rita", "memory.write", "/system/a.md", record="none", enforce=False)
     assert gws.ledger.head[0] == before
@@ -520,13 +520,56 @@ def test_decide_logs_an_explained_decision_and_evaluate_logs_nothing(gws: Worksp
     assert frame.to_dict("records") == [{"effect": "deny", "n": 1}]
 
 
-def test_require_returns_allowed_decisions_and_raises_on_deny(gws: Workspace) -> None:
+def test_check_returns_allowed_decisions_and_raises_on_deny(gws: Workspace) -> None:
     assert gws.governance.check("rita", "chat.send").policy_ids == ("researchers-chat",)
     with pytest.raises(
         PermissionDenied, match=r"rita may not memory\.write on /system/a\.md: policy"
     ) as caught:
         gws.governance.check("rita", "memory.write", "/system/a.md")
     assert caught.value.decision.effect == "deny"  # type: ignore[attr-defined]
+
+
+def test_check_records_only_refusals_when_asked_to(gws: Workspace) -> None:
+    gov = gws.governance
+    head = gws.ledger.head[0]
+    allowed = gov.check("rita", "memory.read", "/notes/a.md", record="refusals")
+    assert allowed.allowed
+    assert gws.ledger.head[0] == head  # an allowed read costs no event
+    with pytest.raises(PermissionDenied, match="chat-read-own-only"):
+        gov.check("rita", "chat.read", "conversation:9", {"own": False}, record="refusals")
+    refused = gws.ledger.events(topic="governance.decision")[-1]
+    assert (refused.seq, refused.actor, refused.payload["effect"]) == (head + 1, "rita", "deny")
+    # A review is not an allow: it is recorded and raises its approval request.
+    with pytest.raises(PermissionDenied, match="approval"):
+        gov.check("rita", "model.deploy", "model:m1", record="refusals")
+    assert len(gov.approvals("pending")) == 1
+
+
+def test_a_what_if_records_nothing_and_raises_no_approval(gws: Workspace) -> None:
+    gov = gws.governance
+    head = gws.ledger.head[0]
+    review = gov.check("rita", "model.deploy", "model:m1", record="none", enforce=False)
+    assert (review.effect, review.approval_id) == ("review", None)
+    with pytest.raises(PermissionDenied, match=r"rita may not model\.deploy on model:m1"):
+        gov.check("rita", "model.deploy", "model:m1", record="none")
+    # A what-if may assume another role; a recorded decision always uses the actor's own.
+    assert gov.check("rita", "auth.user.create", "user:x", record="none", enforce=False, role="admin").allowed
+    assert gws.ledger.head[0] == head
+    assert gov.approvals().empty
+    with pytest.raises(PolicyError, match="only in a what-if"):
+        gov.check("rita", "auth.user.create", "user:x", role="admin")
+    with pytest.raises(PolicyError, match="cannot wait"):
+        gov.check("rita", "model.deploy", "model:m1", record="none", wait=1)
+    with pytest.raises(PolicyError, match="record is one of"):
+        gov.check("rita", "chat.send", record="some")  # type: ignore[arg-type]
+
+
+def test_a_denial_is_returned_instead_of_raised_without_enforce(gws: Workspace) -> None:
+    decision = gws.governance.check("vic", "memory.write", "/notes/a.md", enforce=False)
+    assert (decision.effect, decision.policy_ids) == ("deny", ())
+    assert gws.ledger.events(topic="governance.decision")[-1].payload["effect"] == "deny"
+    with pytest.raises(PermissionDenied, match=r"^vic may not write notes: no policy allows"):
+        gws.governance.check("vic", "memory.write", "/notes/a.md", what="write notes")
 
 
 def test_roles_follow_auth_changes_at_once(gws: Workspace) -> None:
@@ -609,6 +652,139 @@ def test_the_decision_cache_keeps_booleans_apart_from_numbers() -> None:
     assert ix.evaluate("vic", "viewer", "a.b", None, {"k": 1}).allowed
     assert not ix.evaluate("vic", "viewer", "a.b", None, {"k": True}).allowed  # True == 1 as a dict key
     assert ix.evaluate("vic", "viewer", "a.b", None, {"k": 1.0}).allowed
+
+
+# -- break-glass ---------------------------------------------------------------------------------------------
+LOCKDOWN = {"id": "lockdown", "effect": "deny", "actors": ["*"], "actions": ["**"], "description": "panic"}
+
+
+def _state(ws: Workspace) -> tuple[Any, list[str]]:
+    return ws.ledger.head, sorted(p.id for p in ws.governance.index.policies)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda gov: gov.add_policy(LOCKDOWN, actor="system"), id="add deny-all"),
+        pytest.param(
+            lambda gov: gov.add_policy(
+                {"id": "no-admin-policy", "effect": "deny", "roles": ["admin"], "actions": ["governance.**"]},
+                actor="ada",
+            ),
+            id="add deny admins governance",
+        ),
+        pytest.param(
+            lambda gov: gov.remove_policy("admins-everything", actor="ada"), id="remove admins' allow"
+        ),
+        pytest.param(
+            lambda gov: gov.update_policy(
+                {**gov.policy("admins-everything").as_dict(), "actions": ["chat.**", "memory.**"]},
+                actor="ada",
+            ),
+            id="narrow admins' allow",
+        ),
+        pytest.param(
+            lambda gov: gov.load_pack([Policy.from_dict(LOCKDOWN)], name="panic", actor="system"),
+            id="load a deny-all pack",
+        ),
+    ],
+)
+def test_a_policy_change_that_locks_every_admin_out_is_refused_and_writes_nothing(
+    gws: Workspace, change: Any
+) -> None:
+    before = _state(gws)
+    with pytest.raises(PolicyError, match=r"no active admin .*could change policy"):
+        change(gws.governance)
+    assert _state(gws) == before  # no policy event, not even a decision
+    assert gws.governance.check("ada", "governance.policy.add", "policy:x", record="none").allowed
+
+
+def test_locking_out_one_admin_is_fine_while_another_can_still_change_policy(gws: Workspace) -> None:
+    gws.governance.add_policy(
+        {"id": "ada-hands-off", "effect": "deny", "actors": ["ada"], "actions": ["governance.**"]},
+        actor="bob",
+    )
+    assert not gws.governance.check(
+        "ada", "governance.policy.remove", "policy:x", record="none", enforce=False
+    ).allowed
+    gws.auth.disable("bob", by="system")  # bob, the other admin, is gone: now ada must keep the keys
+    with pytest.raises(PolicyError, match=r"no active admin \(ada\)"):
+        gws.governance.add_policy({**LOCKDOWN, "id": "more"}, actor="system")
+
+
+def test_without_admins_yet_the_first_admin_is_protected_too() -> None:
+    with open_workspace(":memory:", clock=ManualClock(), seed=7) as ws:
+        with pytest.raises(PolicyError, match="no active admin"):
+            ws.governance.add_policy(LOCKDOWN, actor="system")
+        assert "lockdown" not in {p.id for p in ws.governance.index.policies}
+
+
+def test_the_local_operator_may_always_change_policy(gws: Workspace) -> None:
+    gov = gws.governance
+    # Policies may deny the operator anything else, and even policy changes: the deny is recorded as moot.
+    gov.add_policy(
+        {"id": "no-operator", "effect": "deny", "actors": ["system"], "actions": ["**"]}, actor="ada"
+    )
+    with pytest.raises(PermissionDenied):
+        gov.check("system", "memory.write", "/notes/a.md")
+    decision = gov.check("system", "governance.policy.remove", "policy:no-operator", record="none")
+    assert decision.allowed
+    assert decision.reasons[0].startswith("break-glass: the local operator (system)")
+    assert "no-operator" in decision.reasons[1]
+    gov.remove_policy("no-operator", actor="system")
+    assert "no-operator" not in {p.id for p in gov.index.policies}
+    logged = gws.ledger.events(topic="governance.decision")[-1]
+    assert (logged.actor, logged.payload["action"], logged.payload["effect"]) == (
+        "system",
+        "governance.policy.remove",
+        "allow",
+    )
+    assert logged.payload["reasons"][0].startswith("break-glass")
+    # Only the local operator: another service actor gets no break-glass.
+    gov.add_policy({"id": "no-meta", "effect": "deny", "actors": ["meta"], "actions": ["**"]}, actor="ada")
+    with pytest.raises(PermissionDenied, match="no-meta"):
+        gov.remove_policy("no-meta", actor="meta")
+
+
+def _lock_out(ws: Workspace) -> None:
+    """A workspace locked as one was before the guard existed: the deny-all recorded directly on the ledger."""
+    ws.publish(
+        "governance.policy_added", {"policy": Policy.from_dict(LOCKDOWN).as_dict(), "reason": ""}, actor="ada"
+    )
+
+
+def test_reset_restores_the_default_pack_for_a_locked_out_workspace(gws: Workspace) -> None:
+    gov = gws.governance
+    gov.add_policy(
+        {"id": "custom", "effect": "allow", "roles": ["viewer"], "actions": ["task.create"]}, actor="ada"
+    )
+    _lock_out(gws)
+    with pytest.raises(PermissionDenied, match="lockdown"):
+        gov.remove_policy("lockdown", actor="ada")
+    with pytest.raises(PermissionDenied, match="lockdown"):
+        gov.reset_policies(actor="ada")
+    with pytest.raises(PermissionDenied, match="lockdown"):
+        gov.reset_policies(actor="rita")
+    event = gov.reset_policies(reason="locked out")
+    assert (event.topic, event.actor, event.payload["reason"]) == (
+        "governance.policies_reset",
+        "system",
+        "locked out",
+    )
+    assert sorted(p.id for p in gov.index.policies) == sorted(p.id for p in default_pack())
+    assert set(gov.policies()["source"]) == {"pack:default"}
+    assert gov.check("ada", "governance.policy.add", "policy:x", record="none").allowed
+    decision = gws.ledger.events(topic="governance.decision")[-1]
+    assert (decision.actor, decision.payload["action"], decision.payload["effect"]) == (
+        "system",
+        "governance.policy.reset",
+        "allow",
+    )
+    copy = replay(gws, ":memory:")
+    try:
+        assert projection_differences(gws, copy) == {}
+    finally:
+        copy.close()
 
 
 # -- approvals -----------------------------------------------------------------------------------------------
@@ -730,7 +906,7 @@ def _approve_when_asked(ws: Workspace, state: str, by: str, delay: float = 0.2) 
     return thread
 
 
-def test_a_waiting_require_proceeds_when_an_admin_approves_meanwhile(live_ws: Workspace) -> None:
+def test_a_waiting_check_proceeds_when_an_admin_approves_meanwhile(live_ws: Workspace) -> None:
     admin = _approve_when_asked(live_ws, "approved", "ada")
     started = time.monotonic()
     decision = live_ws.governance.check("rita", "model.deploy", "model:m1", {"target": "staging"}, wait=20)
@@ -741,14 +917,14 @@ def test_a_waiting_require_proceeds_when_an_admin_approves_meanwhile(live_ws: Wo
     assert 0.15 < waited < 10  # it did wait, and woke up on the approval rather than at the deadline
 
 
-def test_a_waiting_require_fails_when_an_admin_rejects_meanwhile(live_ws: Workspace) -> None:
+def test_a_waiting_check_fails_when_an_admin_rejects_meanwhile(live_ws: Workspace) -> None:
     admin = _approve_when_asked(live_ws, "rejected", "bob")
     with pytest.raises(PermissionDenied, match="rejected by bob"):
         live_ws.governance.check("rita", "model.deploy", "model:m1", wait=20)
     admin.join()
 
 
-def test_a_waiting_require_times_out_and_can_retry_later(live_ws: Workspace) -> None:
+def test_a_waiting_check_times_out_and_can_retry_later(live_ws: Workspace) -> None:
     gov = live_ws.governance
     started = time.monotonic()
     with pytest.raises(PermissionDenied, match=r"still pending after waiting 0\.3 s") as caught:
@@ -1063,6 +1239,34 @@ def test_cli_adds_replaces_and_removes_policies(ws_file: Path, tmp_path: Path) -
             "governance.policy_updated",
             "governance.policy_removed",
         ]
+
+
+@pytest.mark.slow  # several CLI processes, about a second each
+def test_cli_refuses_a_lockout_and_the_operator_resets_a_locked_workspace(
+    ws_file: Path, tmp_path: Path
+) -> None:
+    lockdown = tmp_path / "lockdown.yaml"
+    lockdown.write_text("- {id: lockdown, effect: deny, actors: ['*'], actions: ['**']}\n")
+    refused = grace("policy", "add", str(lockdown), path=ws_file)
+    assert refused.returncode == 2
+    assert refused.stderr.count("\n") == 1
+    assert "no active admin (ada, bob) could change policy" in refused.stderr
+    assert "lockdown" not in grace("policy", "list", path=ws_file).stdout
+    with open_workspace(ws_file) as ws:
+        _lock_out(ws)  # as an older workspace could be
+    locked = grace("policy", "remove", "lockdown", "--by", "ada", path=ws_file)
+    assert locked.returncode == 2
+    assert "ada may not governance.policy.remove on policy:lockdown: policy 'lockdown'" in locked.stderr
+    check = grace("policy", "check", "system", "governance.policy.reset", "policy-pack:default", path=ws_file)
+    assert (check.returncode, check.stdout.splitlines()[0]) == (0, "ALLOW")
+    assert "break-glass" in check.stdout
+    reset = grace("policy", "reset", "--reason", "locked out", path=ws_file)
+    assert reset.returncode == 0, reset.stderr
+    assert "removed  lockdown" in reset.stdout
+    with open_workspace(ws_file) as ws:
+        assert sorted(p.id for p in ws.governance.index.policies) == sorted(p.id for p in default_pack())
+        assert topics(ws, "governance.policies_reset") == ["governance.policies_reset"]
+        assert ws.governance.check("ada", "governance.policy.remove", "policy:x", record="none").allowed
 
 
 @pytest.mark.slow  # several CLI processes, about a second each
