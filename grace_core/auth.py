@@ -698,7 +698,7 @@ class Auth:
             raise TokenError(f"the token is of type {payload.get('typ')!r}, not an {TOKEN_TYPE} token")
         try:
             return _claims(payload)
-        except (TypeError, ValueError) as exc:
+        except TokenError as exc:
             raise TokenError(f"malformed token claims: {exc}") from exc
 
     def _revoked(self, jti: str) -> bool:
@@ -793,13 +793,13 @@ def _claims(payload: dict[str, Any]) -> Claims:
     def text(key: str) -> str:
         value = payload[key]
         if not isinstance(value, str):
-            raise ValueError(f"claim {key} is not a string")
+            raise TokenError(f"claim {key} is not a string")
         return value
 
     def number(key: str) -> int:
         value = payload[key]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"claim {key} is not an integer")
+            raise TokenError(f"claim {key} is not an integer")
         return value
 
     return Claims(

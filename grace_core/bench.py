@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from .errors import BenchError
 from .ledger import EVENTS_ARROW_SCHEMA
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def _sig(x: float, digits: int) -> float:
 def figure(name: str, value: float, unit: str, peer: str, peer_value: float) -> Figure:
     """One output line. Values keep 6 significant digits; the ratio is computed from them (4 digits)."""
     if not (value > 0 and peer_value > 0 and math.isfinite(value) and math.isfinite(peer_value)):
-        raise ValueError(f"{name}: measured {value} against {peer_value}; both must be positive")
+        raise BenchError(f"{name}: measured {value} against {peer_value}; both must be positive")
     value, peer_value = _sig(value, 6), _sig(peer_value, 6)
     return {
         "name": name,
@@ -164,7 +165,7 @@ def benchmark(name: str, *, figures: Sequence[str] | None = None) -> Callable[[B
 
     def register(func: BenchFunc) -> BenchFunc:
         if name in REGISTRY:
-            raise ValueError(f"a benchmark named {name!r} is registered already")
+            raise BenchError(f"a benchmark named {name!r} is registered already")
         REGISTRY[name] = Benchmark(name, tuple(figures or (name,)), func)
         return func
 
@@ -237,7 +238,7 @@ def _selected(only: Sequence[str] | None) -> list[tuple[Benchmark, Callable[[str
     ]
     if unknown:
         names = sorted({n for b in REGISTRY.values() for n in (b.name, *b.figures)})
-        raise ValueError(f"no benchmark or figure named {', '.join(unknown)}; choose from {', '.join(names)}")
+        raise BenchError(f"no benchmark or figure named {', '.join(unknown)}; choose from {', '.join(names)}")
     chosen = []
     for b in REGISTRY.values():
         if any(fnmatch.fnmatchcase(b.name, p) for p in patterns):
@@ -263,7 +264,7 @@ def run(
     system's), so a particular disk can be measured. Every file the run creates is removed at the end.
     """
     if not scale > 0:
-        raise ValueError("scale must be positive")
+        raise BenchError("scale must be positive")
     selected = _selected(only)  # raises here, at the call, for an unknown name
     return _run(selected, quick=quick, progress=progress, scale=scale, workdir=workdir)
 
@@ -430,7 +431,7 @@ def bench_verify(ctx: Context) -> Iterator[Figure]:
     for _ in range(REPEATS):
         seconds, report = _timed(ws.verify)
         if not report.ok:
-            raise RuntimeError(f"the benchmark ledger does not verify: {report}")
+            raise BenchError(f"the benchmark ledger does not verify: {report}")
         size = report.size
         ours.append(seconds)
     # The peer hashes exactly what verify hashes: prev_hash || canonical record, one event at a time.
@@ -590,7 +591,7 @@ def bench_merkle(ctx: Context) -> Iterator[Figure]:
     roots = [_timed(root_once) for _ in range(REPEATS)]
     trees = [_timed(tree_once) for _ in range(REPEATS)]
     if roots[0][1] != trees[0][1]:
-        raise RuntimeError("merkle.root and MerkleTree disagree on the root")
+        raise BenchError("merkle.root and MerkleTree disagree on the root")
     peer = _best_rate(n, [_timed(hash_all)[0] for _ in range(REPEATS)])
     yield figure("merkle.root", _best_rate(n, [s for s, _ in roots]), "leaves/s", "hashlib.sha256", peer)
     yield figure(
@@ -630,7 +631,7 @@ def bench_prove(ctx: Context) -> Iterator[Figure]:
     def floor(seq: int) -> None:
         row = reader.execute("SELECT * FROM events WHERE seq = ?", [seq]).fetchone()
         if row is None:
-            raise RuntimeError(f"no event {seq}")
+            raise BenchError(f"no event {seq}")
         public.verify(signature, body)
 
     floor(seqs[0])
@@ -775,14 +776,14 @@ def casbin_enforcer(policies: Sequence[Any], roles: dict[str, str]) -> Any:
     order = {"deny": 0, "review": 1, "allow": 2}
     for p in sorted(policies, key=lambda p: (order[p.effect], -p.priority, p.id)):
         if "*" in p.roles:
-            raise ValueError(f"{p.id}: role '*' has no casbin translation here")
+            raise BenchError(f"{p.id}: role '*' has no casbin translation here")
         subjects = [*p.roles, *p.actors]
         cond = json.dumps([c.as_dict() for c in p.conditions]) if p.conditions else ""
         eft = "allow" if p.effect == "allow" else "deny"
         for entry in p.actions:
             action, sep, entry_resource = entry.partition(":")
             if sep and p.resources:
-                raise ValueError(
+                raise BenchError(
                     f"{p.id}: an action:resource entry and resources together have no translation"
                 )
             objects = [entry_resource] if sep else list(p.resources) or ["any"]
@@ -804,7 +805,7 @@ def casbin_effect(enforcer: Any, actor: str, action: str, resource: str | None, 
 def _cedar_like(glob: str, attr: str) -> str:
     """A glob as a Cedar condition on ``attr`` (``like`` has one wildcard, ``*``, which crosses separators)."""
     if "?" in glob:
-        raise ValueError(f"{glob!r}: Cedar's like has no single-character wildcard")
+        raise BenchError(f"{glob!r}: Cedar's like has no single-character wildcard")
     if glob == "**":
         return "true"
     if "*" not in glob:
@@ -824,7 +825,7 @@ def _cedar_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)
-    raise ValueError(f"{value!r}: no Cedar literal in this translation")
+    raise BenchError(f"{value!r}: no Cedar literal in this translation")
 
 
 def _cedar_condition(c: Any) -> str:
@@ -843,7 +844,7 @@ def _cedar_condition(c: Any) -> str:
     else:
         symbol = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(c.op)
         if symbol is None or (symbol in ("<", "<=", ">", ">=") and not isinstance(c.value, int)):
-            raise ValueError(f"condition {c.text()}: no Cedar translation here")
+            raise BenchError(f"condition {c.text()}: no Cedar translation here")
         test = f"{path} {symbol} {_cedar_value(c.value)}"
     return f"({present} && {test})"
 
@@ -1026,7 +1027,7 @@ def bench_hunter(ctx: Context) -> Iterator[Figure]:
         from detect_secrets.core.secrets_collection import SecretsCollection
         from detect_secrets.settings import default_settings
     except ImportError as exc:  # the peer is a bench extra
-        raise RuntimeError(
+        raise BenchError(
             "hunter.scan measures against detect-secrets: pip install 'grace-workbench[bench]'"
         ) from exc
     from .hunter import default_scanner

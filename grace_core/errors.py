@@ -2,6 +2,43 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ArtifactError",
+    "AuthError",
+    "BenchError",
+    "ChainBrokenError",
+    "ChatError",
+    "ClockError",
+    "DegradedModeError",
+    "EventError",
+    "GraceError",
+    "LakeError",
+    "LedgerError",
+    "LoopError",
+    "MetricsError",
+    "ModeError",
+    "ModelError",
+    "PayloadError",
+    "PermissionDenied",
+    "PolicyError",
+    "ProofError",
+    "ReadOnlyError",
+    "ResponderError",
+    "RuleError",
+    "SandboxError",
+    "ScanError",
+    "SignatureError",
+    "SubscriptionError",
+    "SweepError",
+    "TaskError",
+    "ThrottledError",
+    "TokenError",
+    "ViewError",
+    "WeakPasswordError",
+    "WorkspaceError",
+    "WorkspaceLockedError",
+]
+
 
 class GraceError(Exception):
     """Base of every error grace_core raises."""
@@ -55,6 +92,14 @@ class SignatureError(GraceError):
     """A signed checkpoint is malformed or its signature does not verify."""
 
 
+class ClockError(GraceError):
+    """A clock was asked for something it cannot do (a ManualClock going backwards, a time without a zone)."""
+
+
+class SubscriptionError(GraceError):
+    """A mesh subscription cannot be made as asked (a durable one without a name, a name in use)."""
+
+
 class LoopError(GraceError):
     """A loop or the scheduler was asked for something it cannot do."""
 
@@ -99,6 +144,10 @@ class RuleError(GraceError):
     """A Hunter rule is malformed or its examples do not behave as declared."""
 
 
+class ScanError(GraceError):
+    """Hunter was asked to scan or evaluate something it cannot (an unknown target, not text, a bad frame)."""
+
+
 class TaskError(GraceError):
     """A task cannot be created or moved to the requested state."""
 
@@ -123,6 +172,10 @@ class DegradedModeError(GraceError):
         self.mode = mode
 
 
+class ModeError(GraceError):
+    """A degraded mode is unknown, or a switch of one is not acceptable (e.g. entering one without a reason)."""
+
+
 class ModelError(GraceError):
     """A model, version, alias or run does not exist, or a training request is not acceptable."""
 
@@ -137,3 +190,11 @@ class LakeError(GraceError):
 
 class SweepError(GraceError):
     """A sweep configuration is not acceptable, or one of its runs failed."""
+
+
+class ViewError(GraceError):
+    """A view is unknown, or was asked to act without what it needs (nothing selected, no reason given)."""
+
+
+class BenchError(GraceError):
+    """A benchmark is unknown or registered twice, or a measurement is not acceptable."""

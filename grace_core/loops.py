@@ -49,7 +49,7 @@ class Loop:
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         """Handle a batch of new events; return a small summary for the tick event (or None)."""
-        raise NotImplementedError
+        raise LoopError(f"loop {self.name!r} ({type(self).__name__}) does not implement process()")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import DegradedModeError, ReadOnlyError
+from .errors import DegradedModeError, ModeError, ReadOnlyError
 from .events import Event
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class Modes:
         """Enter ``mode`` (a no-op returning None when it is active already)."""
         self._may_switch(actor, mode, "enter")
         if not reason.strip():
-            raise ValueError("entering a degraded mode needs a reason")
+            raise ModeError("entering a degraded mode needs a reason")
         if self.is_active(mode):
             return None
         return self.ws.publish(
@@ -176,7 +176,7 @@ class Modes:
 
 def _check(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"unknown degraded mode {mode!r}; modes: {', '.join(MODES)}")
+        raise ModeError(f"unknown degraded mode {mode!r}; modes: {', '.join(MODES)}")
 
 
 def _apply(con: Any, events: list[Event]) -> None:

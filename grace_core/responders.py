@@ -320,7 +320,7 @@ class HttpResponder:
         )
         self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or _workspace_secret(ws, "llm_api_key")
         if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be positive; retries and backoff not negative")
+            raise ResponderError("timeout must be positive; retries and backoff not negative")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.temperature, self.max_tokens = temperature, max_tokens
         self.context_k = context_k

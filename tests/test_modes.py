@@ -9,7 +9,7 @@ import pytest
 from support import grace
 
 import grace_core as g
-from grace_core.errors import DegradedModeError, PermissionDenied, ReadOnlyError
+from grace_core.errors import DegradedModeError, ModeError, PermissionDenied, ReadOnlyError
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -61,9 +61,9 @@ def test_only_admins_and_service_actors_switch_modes(ws: g.Workspace) -> None:
     with pytest.raises(PermissionDenied):
         ws.modes.enter("sandbox_disabled", actor="mallory", reason="x")
     assert ws.modes.enter("sandbox_disabled", actor="ada", reason="maintenance") is not None
-    with pytest.raises(ValueError, match="unknown degraded mode"):
+    with pytest.raises(ModeError, match="unknown degraded mode"):
         ws.modes.enter("panic", actor="ada", reason="x")
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(ModeError, match="needs a reason"):
         ws.modes.enter("chat_paused", actor="ada", reason=" ")
 
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from grace_core.errors import ArtifactError, RuleError
+from grace_core.errors import ArtifactError, RuleError, ScanError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
 
@@ -202,7 +202,7 @@ class Hunter:
         being handled (if any). A read-only snapshot only scans.
         """
         if not isinstance(actor, str) or not actor:
-            raise ValueError("screen needs the actor the text came from")
+            raise ScanError("screen needs the actor the text came from")
         findings = self.scan(text, target=target)
         if not findings or self._ws.read_only:
             return findings

@@ -28,7 +28,7 @@ from typing import Any
 
 import ahocorasick
 
-from grace_core.errors import RuleError
+from grace_core.errors import RuleError, ScanError
 
 from .checks import CHECKS, AstCheck
 from .rules import TARGETS, Rule, compile_regex
@@ -168,9 +168,9 @@ class Scanner:
     def scan(self, text: str, *, target: str) -> list[Finding]:
         """Every finding of every applicable rule in ``text``, in text order, with masked excerpts."""
         if target not in TARGETS:
-            raise ValueError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
+            raise ScanError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
         if not isinstance(text, str):
-            raise TypeError(f"Hunter scans text (str), not {type(text).__name__}")
+            raise ScanError(f"Hunter scans text (str), not {type(text).__name__}")
         hits = self._hits(text, target, None)
         if not hits:
             return []

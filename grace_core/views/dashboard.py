@@ -13,6 +13,7 @@ from bokeh.models import HoverTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
+from grace_core.errors import ViewError
 from grace_core.events import Event
 
 from .base import GraceView, frame_for_table, short
@@ -255,7 +256,7 @@ class DashboardView(GraceView):
         def run() -> None:
             if action == "step":
                 if not self.selected_loop:
-                    raise ValueError("select a loop first")
+                    raise ViewError("select a loop first")
                 n = loops.step(self.selected_loop, actor=self.actor)
                 self.message = f"{self.selected_loop} processed {n} event(s)"
             else:

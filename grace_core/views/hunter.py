@@ -15,6 +15,7 @@ import panel as pn
 import param
 import yaml
 
+from grace_core.errors import RuleError
 from grace_core.hunter.rules import SEVERITIES, TARGETS, severity_rank
 
 from .base import GraceView, frame_for_table, short
@@ -51,9 +52,9 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"the rule is not valid YAML: {exc}") from None
+        raise RuleError(f"the rule is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
+        raise RuleError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
     changes = dict(data)
     if changes.get("id") == rule.id:
         del changes["id"]  # unchanged; a different id is refused by update_rule

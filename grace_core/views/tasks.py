@@ -17,6 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from grace_core.errors import ViewError
 from grace_core.events import Event
 from grace_core.tasks import STATES
 
@@ -148,7 +149,7 @@ class TasksView(GraceView):
     def cancel(self) -> Any:
         def go() -> Any:
             if not self.selected_task:
-                raise ValueError("select a task first")
+                raise ViewError("select a task first")
             task = self.ws.tasks.cancel(self.selected_task, actor=self.actor, reason=self.reason or "")
             self.message = f"cancelled “{short(task.title, 60)}”"
             self.refresh()
@@ -161,7 +162,7 @@ class TasksView(GraceView):
 
         def go() -> Any:
             if not self.selected_task:
-                raise ValueError("select a task first")
+                raise ViewError("select a task first")
             resource = f"task:{self.selected_task}"
             self.ws.governance.check(self.actor, "task.update", resource)
             task = self.ws.tasks.transition(
@@ -182,9 +183,9 @@ class TasksView(GraceView):
 
         def go() -> Any:
             if not self.selected_approval:
-                raise ValueError("select an approval first")
+                raise ViewError("select an approval first")
             if not self.reason.strip():
-                raise ValueError(f"give a reason to {verb}")
+                raise ViewError(f"give a reason to {verb}")
             fn = self.ws.governance.approve if state == "approved" else self.ws.governance.reject
             approval = fn(self.selected_approval, by=self.actor, note=self.reason.strip())
             self.message = f"{state} {approval.action} for {approval.requester}: {approval.note}"
