@@ -922,7 +922,7 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
     ws = open_workspace(":memory:", clock=ManualClock(), seed=0)
     try:
         ws.governance.seed_defaults()
-        evaluate = functools.partial(ws.governance.check, record="none", enforce=False)  # a what-if
+        check = ws.governance.check  # as a what-if (record="none"): the decision without its event
         policies = default_pack()
         roles = GOVERNANCE_ROLES
         n = ctx.size(200_000, 20_000, minimum=50)
@@ -932,7 +932,16 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
         def ours_pass(requests: list[Request], cache: bool) -> None:
             get = roles.get
             for actor, action, resource, context in requests:
-                evaluate(actor, action, resource, context, role=get(actor), cache=cache)
+                check(
+                    actor,
+                    action,
+                    resource,
+                    context,
+                    record="none",
+                    enforce=False,
+                    role=get(actor),
+                    cache=cache,
+                )
 
         ours_pass(mix[:1000], False)  # warm up: candidate lists per (action, role)
         uncached = _best_rate(
@@ -945,7 +954,7 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
         for actor, action, resource, context in mix:
             role = roles.get(actor)
             started = clock()
-            evaluate(actor, action, resource, context, role=role, cache=False)
+            check(actor, action, resource, context, record="none", enforce=False, role=role, cache=False)
             latencies.append(clock() - started)
         latencies.sort()
         p99 = _percentile(latencies, 99) * 1e6

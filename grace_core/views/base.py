@@ -23,6 +23,7 @@ import panel as pn
 import param
 
 from grace_core.events import Event
+from grace_core.governance import ROLES
 from grace_core.mesh import Subscription
 
 __all__ = ["GraceView", "frame_for_table", "short"]
@@ -66,7 +67,9 @@ class GraceView(pn.viewable.Viewer):
 
     ws = param.Parameter(doc="The open Workspace.", allow_refs=False)
     user = param.String(default="", doc="Who is looking (the login name).")
-    role = param.Selector(default="viewer", objects=["admin", "researcher", "viewer", "system"])
+    role = param.Selector(
+        default="viewer", objects=list(ROLES), doc="The role governance judges the user by."
+    )
     message = param.String(default="", doc="The last status or error line shown to the user.")
 
     def __init__(self, **params: Any) -> None:
