@@ -66,12 +66,12 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
     return changes
 
 
-@functools.lru_cache(maxsize=1)
 def _toggle_action(enabled: bool) -> str:
     """The governed action of switching a rule that is ``enabled`` (off) or not (on)."""
     return "hunter.rule.disable" if enabled else "hunter.rule.enable"
 
 
+@functools.lru_cache(maxsize=1)
 def _labelled_corpus() -> pd.DataFrame:
     """Lines of the seeded secrets corpus, each labelled with the rule ids of the secrets planted in it."""
     from grace_core.hunter.corpus import make_corpus
