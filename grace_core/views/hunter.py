@@ -205,7 +205,7 @@ class HunterView(GraceView):
         rule_id = self.selected_rule
         try:
             enabled = self.ws.hunter.rule(rule_id).enabled
-        except Exception as exc:  # noqa: BLE001 - a stale selection: said, the session goes on
+        except RuleError as exc:  # a stale selection: said, the session goes on
             self.message = f"error: {exc}"
             return
 
