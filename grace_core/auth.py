@@ -5,8 +5,9 @@ Users
     table is a projection of ``auth.user_registered``, ``auth.role_changed``, ``auth.user_disabled``,
     ``auth.user_enabled`` and ``auth.password_changed`` events. Only an admin, or a service actor of role
     ``system`` (the local operator: the ``grace`` command acts as ``system``), may create users or change
-    roles; the first user of a workspace must be an admin. The last enabled admin cannot be demoted or
-    disabled. When the governance engine offers ``decide``, it is consulted as well and may refuse.
+    roles (governance decides ``auth.user.create``, ``.role``, ``.disable``, ``.enable`` and ``.password`` on
+    ``user:<name>``: the default pack allows them to admins and the system only); the first user of a
+    workspace must be an admin. The last enabled admin cannot be demoted or disabled.
 
 Passwords
     Hashed with argon2id (argon2-cffi, OWASP's minimum: 19 MiB, 2 iterations, 1 lane) and kept in the table
@@ -81,7 +82,6 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from . import settings
 from .errors import (
     AuthError,
-    PermissionDenied,
     ReadOnlyError,
     ThrottledError,
     TokenError,
@@ -415,6 +415,10 @@ class Auth:
             "FROM users u LEFT JOIN credentials c ON c.name = u.name ORDER BY u.created_at, u.name"
         )
 
+    def active_admins(self) -> list[str]:
+        """The names of the enabled admins, in name order."""
+        return active_admins(self._ws.ledger)
+
     def role_of(self, actor: str) -> str | None:
         """``system`` for a service actor, the role of a registered enabled user, else None."""
         return lookup_role(self._ws.ledger, actor)
@@ -715,7 +719,7 @@ class Auth:
             raise TokenError(f"the token is of type {payload.get('typ')!r}, not an {TOKEN_TYPE} token")
         try:
             return _claims(payload)
-        except (TypeError, ValueError) as exc:
+        except TokenError as exc:
             raise TokenError(f"malformed token claims: {exc}") from exc
 
     def _revoked(self, jti: str) -> bool:
@@ -748,15 +752,8 @@ class Auth:
 
     # -- internals: authorisation and queries ------------------------------------------------------------------
     def _authorize(self, by: str, action: str, name: str, what: str) -> None:
-        role = self.role_of(by)
-        if role not in ("admin", "system"):
-            raise PermissionDenied(f"{by!r} may not {what}: only an admin can")
-        decision = self._governance.decide(by, action, resource=f"user:{name}")
-        refusal = _refusal(decision)
-        if refusal is not None:
-            raise PermissionDenied(
-                f"governance refused {action} on user:{name} for {by}: {refusal}", decision=decision
-            )
+        # Who manages users is policy (the default pack: admins and the system), decided and recorded.
+        self._governance.check(by, action, f"user:{name}", what=what)
 
     def _other_admins(self, name: str) -> int:
         return self._count(
@@ -776,6 +773,17 @@ class Auth:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+def active_admins(ledger: Ledger) -> list[str]:
+    """The names of the enabled admins, in name order, straight from the ``users`` table (like
+    ``lookup_role``, for governance, which is built before Auth)."""
+    rows = (
+        ledger.reader()
+        .execute("SELECT name FROM users WHERE role = 'admin' AND NOT disabled ORDER BY name")
+        .fetchall()
+    )
+    return [str(r[0]) for r in rows]
+
+
 def lookup_role(ledger: Ledger, actor: str) -> str | None:
     """``Auth.role_of`` straight from the ``users`` table: governance is given this, so it needs no Auth engine
     (and Auth, whose user management governance decides, can be built after governance)."""
@@ -819,13 +827,13 @@ def _claims(payload: dict[str, Any]) -> Claims:
     def text(key: str) -> str:
         value = payload[key]
         if not isinstance(value, str):
-            raise ValueError(f"claim {key} is not a string")
+            raise TokenError(f"claim {key} is not a string")
         return value
 
     def number(key: str) -> int:
         value = payload[key]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"claim {key} is not an integer")
+            raise TokenError(f"claim {key} is not an integer")
         return value
 
     return Claims(
@@ -839,21 +847,6 @@ def _claims(payload: dict[str, Any]) -> Claims:
         jti=text("jti"),
         pwv=number("pwv"),
     )
-
-
-def _refusal(decision: object) -> str | None:
-    """Why a governance decision refuses the action, or None when it allows it."""
-    allowed = getattr(decision, "allowed", None)
-    effect = getattr(decision, "effect", None)
-    if effect is None:
-        effect = getattr(decision, "outcome", None)
-    if allowed is True or effect == "allow":
-        return None
-    if allowed is False or (isinstance(effect, str) and effect != "allow"):
-        return str(
-            getattr(decision, "reason", None) or getattr(decision, "explanation", None) or effect or "denied"
-        )
-    return None
 
 
 def _seconds(value: float) -> str:

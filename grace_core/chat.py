@@ -123,8 +123,8 @@ class Chat:
         # Alerts, the decision and the answer are all caused by the question.
         with handling(question):
             self._hunter.screen(text, target="chat", actor=user, resource=resource, findings=findings)
-            decision = self._governance.decide(
-                user, "chat.send", resource=resource, context=_context(self._auth.role_of(user), findings)
+            decision = self._governance.check(
+                user, "chat.send", resource, _context(self._auth.role_of(user), findings), enforce=False
             )
             if not decision.allowed:
                 reason = decision.explanation or "governance did not allow this message"
@@ -238,16 +238,12 @@ class Chat:
     def _may_read(self, actor: str | None, resource: str, *, own: bool) -> None:
         """Govern a read of conversations by ``actor`` (None: the workspace's own code, not checked).
 
-        Allowed reads are evaluated without a decision event (reads are frequent); a refused one goes through
-        ``require``, which records the refusal and raises PermissionDenied with the policy's reason.
+        Reads are frequent: an allowed one records no decision event; a refused one is recorded and raises
+        PermissionDenied with the policy's reason.
         """
         if actor is None:
             return
-        governance = self._governance
-        context = {"own": own}
-        if governance.evaluate(actor, "chat.read", resource, context).allowed:
-            return
-        governance.require(actor, "chat.read", resource, context)
+        self._governance.check(actor, "chat.read", resource, {"own": own}, record="refusals")
 
     def _get(self, conversation: str) -> tuple[Any, ...]:
         row = (

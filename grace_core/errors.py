@@ -2,6 +2,43 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ArtifactError",
+    "AuthError",
+    "BenchError",
+    "ChainBrokenError",
+    "ChatError",
+    "ClockError",
+    "DegradedModeError",
+    "EventError",
+    "GraceError",
+    "LakeError",
+    "LedgerError",
+    "LoopError",
+    "MetricsError",
+    "ModeError",
+    "ModelError",
+    "PayloadError",
+    "PermissionDenied",
+    "PolicyError",
+    "ProofError",
+    "ReadOnlyError",
+    "ResponderError",
+    "RuleError",
+    "SandboxError",
+    "ScanError",
+    "SignatureError",
+    "SubscriptionError",
+    "SweepError",
+    "TaskError",
+    "ThrottledError",
+    "TokenError",
+    "ViewError",
+    "WeakPasswordError",
+    "WorkspaceError",
+    "WorkspaceLockedError",
+]
+
 
 class GraceError(Exception):
     """Base of every error grace_core raises."""
@@ -60,6 +97,14 @@ class SignatureError(GraceError):
     """A signed checkpoint is malformed or its signature does not verify."""
 
 
+class ClockError(GraceError):
+    """A clock was asked for something it cannot do (a ManualClock going backwards, a time without a zone)."""
+
+
+class SubscriptionError(GraceError):
+    """A mesh subscription cannot be made as asked (a durable one without a name, a name in use)."""
+
+
 class LoopError(GraceError):
     """A loop or the scheduler was asked for something it cannot do."""
 
@@ -104,6 +149,10 @@ class RuleError(GraceError):
     """A Hunter rule is malformed or its examples do not behave as declared."""
 
 
+class ScanError(GraceError):
+    """Hunter was asked to scan or evaluate something it cannot (an unknown target, not text, a bad frame)."""
+
+
 class TaskError(GraceError):
     """A task cannot be created or moved to the requested state."""
 
@@ -126,6 +175,10 @@ class DegradedModeError(GraceError):
     def __init__(self, message: str, *, mode: str) -> None:
         super().__init__(message)
         self.mode = mode
+
+
+class ModeError(GraceError):
+    """A degraded mode is unknown, or a switch of one is not acceptable (e.g. entering one without a reason)."""
 
 
 class ModelError(GraceError):
@@ -174,5 +227,9 @@ class CassetteError(LanguageModelError):
     """A cassette file is malformed, or a replay asked for a completion the cassette does not hold."""
 
 
-class ScanError(GraceError):
-    """A text cannot be scanned by Hunter as given (it is longer than Hunter's limit); nothing was recorded."""
+class ViewError(GraceError):
+    """A view is unknown, or was asked to act without what it needs (nothing selected, no reason given)."""
+
+
+class BenchError(GraceError):
+    """A benchmark is unknown or registered twice, or a measurement is not acceptable."""

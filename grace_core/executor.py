@@ -5,7 +5,7 @@
 highest priority first, then oldest, and for each one, while handling its ``task.created`` event (so everything
 the run publishes is caused by the task, and through it by whatever created the task):
 
-1. asks governance: ``require("executor", "task.run", resource="task:<id>", context={"kind": ...})`` (a denial
+1. asks governance: ``check("executor", "task.run", "task:<id>", {"kind": ...})`` (a denial
    fails the task with the decision's explanation),
 2. moves it to ``running`` (attempt n), calls the handler,
 3. moves it to ``done`` with the handler's result, or, when the handler raised, back to ``pending`` with a retry
@@ -338,7 +338,7 @@ class Executor:
         attempt = task.attempts + 1
         with handling(created):
             try:
-                self._governance.require(
+                self._governance.check(
                     ACTOR, "task.run", resource=f"task:{task.id}", context={"kind": task.kind}
                 )
             except PermissionDenied as exc:

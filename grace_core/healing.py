@@ -307,7 +307,7 @@ class Healing:
         text = None if isinstance(source, Mapping) else Path(source).read_text(encoding="utf-8")
         data = dict(source) if isinstance(source, Mapping) else yaml.safe_load(text or "")
         rules = rules_from_dict(data)
-        self._governance.require(actor, "healing.rules.load", resource="healing:rules")
+        self._governance.check(actor, "healing.rules.load", resource="healing:rules")
         pack = {"name": str(data.get("name", "custom")), "rules": [r.as_dict() for r in rules]}
         event = self.ws.publish(
             "healing.rules_loaded", {"pack": pack, "reason": reason}, actor=actor, resource="healing:rules"

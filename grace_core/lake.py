@@ -125,15 +125,14 @@ def _attach_sql(
 
 def _retrying(action: Callable[[], _T], *, attempts: int = 8, backoff: float = 0.05) -> _T:
     """Run ``action``, again on a commit conflict or a busy catalog (DuckLake's optimistic concurrency)."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return action()
         except duckdb.Error as exc:
-            message = str(exc).lower()
-            if attempt == attempts - 1 or not any(word in message for word in _RETRYABLE):
+            if not any(word in str(exc).lower() for word in _RETRYABLE):
                 raise
             time.sleep(backoff * (2**attempt))
-    raise AssertionError("unreachable")
+    return action()  # the last attempt: its error, if any, is the caller's
 
 
 def parse_duration(value: str | float | timedelta) -> float:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pandas as pd
 
 from .causal import handling
-from .errors import GraceError
+from .errors import EventError, GraceError
 from .events import Event
 from .loops import Loop, Scheduler
 from .mesh import Message
@@ -329,9 +329,9 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
                 "SELECT votes, text, state FROM learned_rules WHERE id = ?", [rule_id]
             ).fetchone()
             if row is None:
-                raise ValueError(f"{e.topic} names an unknown rule {rule_id}")
+                raise EventError(f"{e.topic} names an unknown rule {rule_id}")
             if row[2] == "dropped":
-                raise ValueError(f"{e.topic}: rule {rule_id} was dropped at zero votes")
+                raise EventError(f"{e.topic}: rule {rule_id} was dropped at zero votes")
             # The votes follow from the history, whatever the payload claims: replay gives the same numbers.
             votes = int(row[0]) + delta
             text = p.get("text", row[1])

@@ -60,7 +60,7 @@ class Loop:
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         """Handle a batch of new events; return a small summary for the tick event (or None)."""
-        raise NotImplementedError
+        raise LoopError(f"loop {self.name!r} ({type(self).__name__}) does not implement process()")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -81,7 +81,7 @@ class Scheduler:
     """Owns the loops of a workspace: start, stop, pause, step, and simulated time.
 
     With ``governance`` (a workspace gives its own), parameter changes always pass
-    ``governance.require(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
+    ``governance.check(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
     ``loop.start``/``loop.stop``/``loop.step`` when an actor is named (the scheduler's own ticks are not
     governed: they are the schedule the governed start asked for).
     """
@@ -189,7 +189,7 @@ class Scheduler:
             if bounds is not None:
                 within = is_finite_number(value) and bounds[0] <= float(value) <= bounds[1]
                 context.update({"min": bounds[0], "max": bounds[1], "within_bounds": within})
-            self.governance.require(actor, "loop.set_param", resource=f"loop:{name}", context=context)
+            self.governance.check(actor, "loop.set_param", resource=f"loop:{name}", context=context)
         event = self.mesh.publish(
             "loop.param_changed",
             {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
@@ -248,7 +248,7 @@ class Scheduler:
 
     def _govern(self, actor: str | None, action: str, name: str) -> None:
         if actor is not None and self.governance is not None:
-            self.governance.require(actor, action, resource=f"loop:{name}")
+            self.governance.check(actor, action, resource=f"loop:{name}")
 
     def _set_state(self, name: str, state: str, actor: str | None) -> None:
         old = self._status[name].state

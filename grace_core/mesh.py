@@ -27,7 +27,7 @@ import pandas as pd
 
 from .causal import current_event, handling
 from .clock import Clock
-from .errors import EventError
+from .errors import EventError, SubscriptionError
 from .events import MAX_PAYLOAD_BYTES, Draft, Event, canonical_json, check_name, check_topic
 from .ledger import Ledger
 from .projections import topic_matcher
@@ -190,11 +190,11 @@ class Mesh:
         first catches up on every matching event after that cursor (from the start for a new name).
         """
         if durable and not name:
-            raise ValueError("a durable subscription needs a name (its cursor is stored under it)")
+            raise SubscriptionError("a durable subscription needs a name (its cursor is stored under it)")
         name = name or getattr(handler, "__qualname__", None) or repr(handler)
         with self._lock:
             if any(s.name == name and s.active for s in self._subs):
-                raise ValueError(f"a subscriber named {name!r} exists already; pick another name")
+                raise SubscriptionError(f"a subscriber named {name!r} exists already; pick another name")
             sub = Subscription(self, name, pattern, handler, durable=durable)
             self._subs.append(sub)
             self._by_topic.clear()

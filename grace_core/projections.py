@@ -9,7 +9,7 @@ from fnmatch import translate
 
 import duckdb
 
-from .errors import EventError
+from .errors import EventError, WorkspaceError
 from .events import Event
 
 __all__ = ["Applier", "Projections", "topic_matcher"]
@@ -50,7 +50,7 @@ class Projections:
 
     def register(self, name: str, pattern: str, applier: Applier, *, tables: Sequence[str]) -> None:
         if any(p.name == name for p in self._items):
-            raise ValueError(f"projection {name!r} is registered already")
+            raise WorkspaceError(f"projection {name!r} is registered already")
         self._items.append(_Projection(name, pattern, applier, tuple(tables), topic_matcher(pattern)))
         self._by_topic.clear()
 
@@ -78,7 +78,7 @@ class Projections:
             if selected:
                 try:
                     projection.applier(con, selected)
-                except (KeyError, TypeError, ValueError) as exc:
+                except (EventError, KeyError, TypeError, ValueError) as exc:
                     # An engine's topic published with a payload its projection cannot use (e.g. a raw
                     # `task.created` without a kind): refuse the whole batch with a clear reason.
                     raise EventError(

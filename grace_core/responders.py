@@ -93,8 +93,10 @@ def workspace_passages(ws: Workspace, user: str | None = None) -> list[Passage]:
     # Plain rows, not DataFrames: this runs for every chat message and pandas would cost more than the queries.
     cur = ws.ledger.reader()
     versions = dict(cur.execute("SELECT path, version FROM memory_items WHERE NOT deleted").fetchall())
+    check = ws.governance.check
     for path in sorted(versions):
-        if user is not None and not ws.governance.evaluate(user, "memory.read", path).allowed:
+        # A filter over every artifact, not a request to read each: a what-if, nothing recorded.
+        if user is not None and not check(user, "memory.read", path, record="none", enforce=False).allowed:
             continue
         paragraphs = _memory_paragraphs(ws, path, versions.get(path))
         if paragraphs is None:  # deleted meanwhile: simply not a source

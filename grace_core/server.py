@@ -40,6 +40,7 @@ from panel.theme.fast import Fast
 from tornado.web import RedirectHandler, RequestHandler
 
 from . import settings
+from .auth import ROLES as USER_ROLES
 from .auth import Claims
 from .errors import GraceError, ThrottledError
 from .views import VIEWS, view_spec
@@ -545,7 +546,7 @@ def notebook_view(slug: str, *, path: str | None = None, user: str | None = None
             "(one writer per workspace), so every action is disabled. Stop that process, or use `grace serve`."
         )
         role = "viewer"
-    elif role not in ("admin", "researcher", "viewer"):
+    elif role not in USER_ROLES:  # no user's role (an unknown name, a service actor): read-only
         note = (
             f"Workspace `{ws.path}`, **read-only**: set `GRACE_USER` to a workspace user to act "
             "(the view then has that user's role)."

@@ -144,7 +144,7 @@ class Tasks:
 
     def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
         """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
-        self._governance.require(actor, "task.cancel", resource=f"task:{task_id}")
+        self._governance.check(actor, "task.cancel", resource=f"task:{task_id}")
         return self.transition(task_id, "cancelled", actor=actor, reason=reason or "cancelled")
 
     def note(self, task_id: str, note: str, *, actor: str) -> Task:

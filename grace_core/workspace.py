@@ -26,7 +26,7 @@ import duckdb
 import pandas as pd
 
 from . import __version__, merkle
-from .auth import Auth, lookup_role
+from .auth import Auth, active_admins, lookup_role
 from .causal import Causal
 from .chat import Chat
 from .clock import Clock, ManualClock, SystemClock
@@ -118,7 +118,11 @@ class EngineSpec:
 def _governance(ws: Workspace) -> Governance:
     # Roles are read straight from auth's projection (users): governance needs no Auth engine, so Auth, whose
     # user management governance decides, is built after it and the two form no cycle.
-    return Governance(ws, role_of=functools.partial(lookup_role, ws.ledger))
+    return Governance(
+        ws,
+        role_of=functools.partial(lookup_role, ws.ledger),
+        admins=functools.partial(active_admins, ws.ledger),
+    )
 
 
 def _scheduler(ws: Workspace, *, governance: Governance) -> Scheduler:
@@ -131,7 +135,7 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("governance", _governance),
     EngineSpec("loops", _scheduler, needs=("governance",)),
     EngineSpec("auth", Auth, needs=("governance",)),
-    EngineSpec("modes", Modes, needs=("auth",)),
+    EngineSpec("modes", Modes, needs=("governance",)),
     EngineSpec("hunter", Hunter, needs=("governance",), start=True),
     EngineSpec("tasks", Tasks, needs=("governance", "hunter")),
     EngineSpec("memory", Memory, needs=("governance", "hunter"), close=True),

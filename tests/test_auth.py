@@ -71,7 +71,7 @@ def _secret(ws: Workspace) -> bytes:
 def test_the_first_user_is_an_admin_made_by_the_operator(ws: Workspace) -> None:
     with pytest.raises(AuthError, match="first user of a workspace must be an admin"):
         ws.auth.register("rita", BOB_PW, role="researcher", by="system")
-    with pytest.raises(PermissionDenied, match="only an admin"):
+    with pytest.raises(PermissionDenied, match="mallory may not create users: no policy allows"):
         ws.auth.register("mallory", BOB_PW, role="admin", by="mallory")  # nobody can make themselves admin
     user = ws.auth.register("alice", ALICE_PW, role="admin", by="system")
     assert (user.name, user.role, user.disabled, user.created_by) == ("alice", "admin", False, "system")
@@ -110,25 +110,30 @@ def test_only_admins_create_users_and_change_roles(alice: Workspace) -> None:
         ws.auth.register("hunter", BOB_PW, role="viewer", by="alice")
 
 
-def test_governance_is_consulted_and_can_refuse(alice: Workspace) -> None:
-    alice.governance.add_policy(
-        {
-            "id": "freeze-users",
-            "actors": ["*"],
-            "effect": "deny",
-            "actions": ["auth.user.create"],
-            "resources": ["user:*"],
-            "description": "user creation is frozen",
-        },
-        actor="alice",
+def test_user_management_is_decided_by_policy_and_recorded(alice: Workspace) -> None:
+    ws = alice
+    ws.auth.register("bob", BOB_PW, role="researcher", by="alice")
+    with pytest.raises(PermissionDenied, match=r"bob may not create users: .*users-managed-by-admins"):
+        ws.auth.register("carol", "carol's passphrase", role="viewer", by="bob")
+    # An admin is governed too: a policy can freeze user creation, and the refusal is explained.
+    ws.governance.add_policy(
+        {"id": "freeze-users", "effect": "deny", "roles": ["admin"], "actions": ["auth.user.create"]},
+        actor="system",
     )
-    with pytest.raises(PermissionDenied, match=r"governance refused .*'freeze-users' forbids"):
-        alice.auth.register("bob", BOB_PW, role="viewer", by="alice")
-    decision = alice.events(topic="governance.decision").iloc[-1]
-    assert (decision["actor"], decision["resource"]) == ("alice", "user:bob")
-    assert decision["payload"]["action"] == "auth.user.create"
-    assert decision["payload"]["effect"] == "deny"
-    assert list(alice.auth.users()["name"]) == ["alice"]
+    with pytest.raises(PermissionDenied, match="alice may not create users: policy 'freeze-users'"):
+        ws.auth.register("carol", "carol's passphrase", role="viewer", by="alice")
+    assert list(ws.auth.users()["name"]) == ["alice", "bob"]
+    decisions = ws.events(topic="governance.decision")
+    asked = [
+        (e.actor, e.payload["action"], e.resource, e.payload["effect"])
+        for e in decisions.itertuples()
+        if e.payload["action"] == "auth.user.create"
+    ]
+    assert asked[-3:] == [
+        ("alice", "auth.user.create", "user:bob", "allow"),
+        ("bob", "auth.user.create", "user:carol", "deny"),
+        ("alice", "auth.user.create", "user:carol", "deny"),
+    ]
 
 
 def test_register_login_verify_logout(alice: Workspace, clock: ManualClock) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from grace_core import ManualClock, Workspace, open_workspace
 from grace_core.causal import handling
-from grace_core.errors import PermissionDenied, RuleError
+from grace_core.errors import PermissionDenied, RuleError, ScanError
 from grace_core.hunter import default_pack
 from grace_core.hunter.corpus import make_secret
 from grace_core.workspace import projection_differences, replay
@@ -400,9 +400,9 @@ def test_evaluate_with_boolean_labels_and_a_candidate_rule() -> None:
     assert report.pack["recall"] == 0.5
     assert report.pack["precision"] == 0.5
     assert "matched_expected" not in report.pack
-    with pytest.raises(ValueError, match="not evaluated"):
+    with pytest.raises(ScanError, match="not evaluated"):
         evaluate(pd.DataFrame({"text": ["x"], "label": ["no-such-rule"]}), rules=["jwt"])
-    with pytest.raises(ValueError, match="not a mix"):
+    with pytest.raises(ScanError, match="not a mix"):
         evaluate(pd.DataFrame({"text": ["x", "y"], "label": [True, "jwt"]}))
 
 

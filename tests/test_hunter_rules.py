@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grace_core.errors import RuleError
+from grace_core.errors import RuleError, ScanError
 from grace_core.hunter import default_pack, default_scanner, shannon_entropy
 from grace_core.hunter.corpus import KINDS, make_corpus, make_secret
 from grace_core.hunter.rules import load_pack, rule_from_dict
@@ -382,7 +382,7 @@ def test_targets_limit_where_a_rule_runs() -> None:
     scanner = Scanner([rule])
     assert scanner.fires("forbidden1", target="memory") == {"demo-rule"}
     assert scanner.fires("forbidden1", target="chat") == set()
-    with pytest.raises(ValueError, match="unknown scan target"):
+    with pytest.raises(ScanError, match="unknown scan target"):
         scanner.scan("x", target="email")
 
 

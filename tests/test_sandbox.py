@@ -158,7 +158,7 @@ def test_bad_requests_are_refused_with_a_clear_error(sws: Workspace) -> None:
         sws.sandbox.run("print(1)", actor="rita", language="cobol")
     with pytest.raises(SandboxError, match="actor"):
         sws.sandbox.run("print(1)", actor="")
-    with pytest.raises(ValueError, match="timeout_s"):
+    with pytest.raises(SandboxError, match="timeout_s"):
         Limits(timeout_s=0)
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import pyarrow as pa
 
+from grace_core.errors import BenchError
 from grace_core.files import remove_workspace_files
 from grace_core.ledger import EVENTS_ARROW_SCHEMA
 
@@ -72,7 +73,7 @@ def _sig(x: float, digits: int) -> float:
 def figure(name: str, value: float, unit: str, peer: str, peer_value: float) -> Figure:
     """One output line. Values keep 6 significant digits; the ratio is computed from them (4 digits)."""
     if not (value > 0 and peer_value > 0 and math.isfinite(value) and math.isfinite(peer_value)):
-        raise ValueError(f"{name}: measured {value} against {peer_value}; both must be positive")
+        raise BenchError(f"{name}: measured {value} against {peer_value}; both must be positive")
     value, peer_value = _sig(value, 6), _sig(peer_value, 6)
     return {
         "name": name,
@@ -134,11 +135,11 @@ def benchmark(
     figure_names = tuple(figures or (name,))
     strays = [g.figure for g in goals if g.figure not in figure_names]
     if strays:
-        raise ValueError(f"benchmark {name!r} has goals for figures it does not yield: {', '.join(strays)}")
+        raise BenchError(f"benchmark {name!r} has goals for figures it does not yield: {', '.join(strays)}")
 
     def register(func: BenchFunc) -> BenchFunc:
         if name in REGISTRY:
-            raise ValueError(f"a benchmark named {name!r} is registered already")
+            raise BenchError(f"a benchmark named {name!r} is registered already")
         REGISTRY[name] = Benchmark(name, figure_names, func, tuple(goals))
         return func
 
@@ -211,7 +212,7 @@ def _selected(only: Sequence[str] | None) -> list[tuple[Benchmark, Callable[[str
     ]
     if unknown:
         names = sorted({n for b in REGISTRY.values() for n in (b.name, *b.figures)})
-        raise ValueError(f"no benchmark or figure named {', '.join(unknown)}; choose from {', '.join(names)}")
+        raise BenchError(f"no benchmark or figure named {', '.join(unknown)}; choose from {', '.join(names)}")
     chosen = []
     for b in REGISTRY.values():
         if any(fnmatch.fnmatchcase(b.name, p) for p in patterns):
@@ -237,7 +238,7 @@ def run(
     system's), so a particular disk can be measured. Every file the run creates is removed at the end.
     """
     if not scale > 0:
-        raise ValueError("scale must be positive")
+        raise BenchError("scale must be positive")
     selected = _selected(only)  # raises here, at the call, for an unknown name
     return _run(selected, quick=quick, progress=progress, scale=scale, workdir=workdir)
 

@@ -20,13 +20,14 @@ from grace_core.bench.core import (
     benchmark,
     figure,
 )
+from grace_core.errors import BenchError
 
 if TYPE_CHECKING:
     pass
 
 
 # -- governance ----------------------------------------------------------------------------------------------
-# ``governance.decide``: decisions/s of ``Governance.evaluate`` (the decision without its log event) over a
+# ``governance.decide``: decisions/s of ``Governance.check`` as a what-if (``record="none"``) over a
 # mix of requests against the default pack, decision cache off, against pycasbin on the same policies
 # (RBAC: role links ``g``, ``globMatch`` over actions and resources, an allow-and-deny effect, the request
 # context checked by a registered function) and against cedarpy (the same policies in Cedar, parsed once).
@@ -155,14 +156,14 @@ def casbin_enforcer(policies: Sequence[Any], roles: dict[str, str]) -> Any:
     order = {"deny": 0, "review": 1, "allow": 2}
     for p in sorted(policies, key=lambda p: (order[p.effect], -p.priority, p.id)):
         if "*" in p.roles:
-            raise ValueError(f"{p.id}: role '*' has no casbin translation here")
+            raise BenchError(f"{p.id}: role '*' has no casbin translation here")
         subjects = [*p.roles, *p.actors]
         cond = json.dumps([c.as_dict() for c in p.conditions]) if p.conditions else ""
         eft = "allow" if p.effect == "allow" else "deny"
         for entry in p.actions:
             action, sep, entry_resource = entry.partition(":")
             if sep and p.resources:
-                raise ValueError(
+                raise BenchError(
                     f"{p.id}: an action:resource entry and resources together have no translation"
                 )
             objects = [entry_resource] if sep else list(p.resources) or ["any"]
@@ -184,7 +185,7 @@ def casbin_effect(enforcer: Any, actor: str, action: str, resource: str | None, 
 def _cedar_like(glob: str, attr: str) -> str:
     """A glob as a Cedar condition on ``attr`` (``like`` has one wildcard, ``*``, which crosses separators)."""
     if "?" in glob:
-        raise ValueError(f"{glob!r}: Cedar's like has no single-character wildcard")
+        raise BenchError(f"{glob!r}: Cedar's like has no single-character wildcard")
     if glob == "**":
         return "true"
     if "*" not in glob:
@@ -204,7 +205,7 @@ def _cedar_value(value: Any) -> str:
         return str(value)
     if isinstance(value, str):
         return json.dumps(value)
-    raise ValueError(f"{value!r}: no Cedar literal in this translation")
+    raise BenchError(f"{value!r}: no Cedar literal in this translation")
 
 
 def _cedar_condition(c: Any) -> str:
@@ -223,7 +224,7 @@ def _cedar_condition(c: Any) -> str:
     else:
         symbol = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}.get(c.op)
         if symbol is None or (symbol in ("<", "<=", ">", ">=") and not isinstance(c.value, int)):
-            raise ValueError(f"condition {c.text()}: no Cedar translation here")
+            raise BenchError(f"condition {c.text()}: no Cedar translation here")
         test = f"{path} {symbol} {_cedar_value(c.value)}"
     return f"({present} && {test})"
 
@@ -301,7 +302,7 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
     ws = open_workspace(":memory:", clock=ManualClock(), seed=0)
     try:
         ws.governance.seed_defaults()
-        evaluate = ws.governance.evaluate
+        check = ws.governance.check  # as a what-if (record="none"): the decision without its event
         policies = default_pack()
         roles = GOVERNANCE_ROLES
         n = ctx.size(200_000, 20_000, minimum=50)
@@ -311,7 +312,16 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
         def ours_pass(requests: list[Request], cache: bool) -> None:
             get = roles.get
             for actor, action, resource, context in requests:
-                evaluate(actor, action, resource, context, role=get(actor), cache=cache)
+                check(
+                    actor,
+                    action,
+                    resource,
+                    context,
+                    record="none",
+                    enforce=False,
+                    role=get(actor),
+                    cache=cache,
+                )
 
         ours_pass(mix[:1000], False)  # warm up: candidate lists per (action, role)
         uncached = _best_rate(
@@ -324,7 +334,7 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
         for actor, action, resource, context in mix:
             role = roles.get(actor)
             started = clock()
-            evaluate(actor, action, resource, context, role=role, cache=False)
+            check(actor, action, resource, context, record="none", enforce=False, role=role, cache=False)
             latencies.append(clock() - started)
         latencies.sort()
         p99 = _percentile(latencies, 99) * 1e6

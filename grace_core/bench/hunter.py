@@ -14,6 +14,7 @@ from grace_core.bench.core import (
     benchmark,
     figure,
 )
+from grace_core.errors import BenchError
 
 if TYPE_CHECKING:
     pass
@@ -51,7 +52,7 @@ def bench_hunter(ctx: Context) -> Iterator[Figure]:
         from detect_secrets.core.secrets_collection import SecretsCollection
         from detect_secrets.settings import default_settings
     except ImportError as exc:  # the peer is a bench extra
-        raise RuntimeError(
+        raise BenchError(
             "hunter.scan measures against detect-secrets: pip install 'grace-workbench[bench]'"
         ) from exc
     from grace_core.hunter import default_scanner

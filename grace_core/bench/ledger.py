@@ -22,6 +22,7 @@ from grace_core.bench.core import (
     benchmark,
     figure,
 )
+from grace_core.errors import BenchError
 
 if TYPE_CHECKING:
     pass
@@ -69,7 +70,7 @@ def bench_verify(ctx: Context) -> Iterator[Figure]:
     for _ in range(REPEATS):
         seconds, report = _timed(ws.verify)
         if not report.ok:
-            raise RuntimeError(f"the benchmark ledger does not verify: {report}")
+            raise BenchError(f"the benchmark ledger does not verify: {report}")
         size = report.size
         ours.append(seconds)
     # The peer hashes exactly what verify hashes: prev_hash || canonical record, one event at a time.

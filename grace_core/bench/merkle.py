@@ -18,6 +18,7 @@ from grace_core.bench.core import (
     benchmark,
     figure,
 )
+from grace_core.errors import BenchError
 
 if TYPE_CHECKING:
     pass
@@ -51,7 +52,7 @@ def bench_merkle(ctx: Context) -> Iterator[Figure]:
     roots = [_timed(root_once) for _ in range(REPEATS)]
     trees = [_timed(tree_once) for _ in range(REPEATS)]
     if roots[0][1] != trees[0][1]:
-        raise RuntimeError("merkle.root and MerkleTree disagree on the root")
+        raise BenchError("merkle.root and MerkleTree disagree on the root")
     peer = _best_rate(n, [_timed(hash_all)[0] for _ in range(REPEATS)])
     yield figure("merkle.root", _best_rate(n, [s for s, _ in roots]), "leaves/s", "hashlib.sha256", peer)
     yield figure(
@@ -91,7 +92,7 @@ def bench_prove(ctx: Context) -> Iterator[Figure]:
     def floor(seq: int) -> None:
         row = reader.execute("SELECT * FROM events WHERE seq = ?", [seq]).fetchone()
         if row is None:
-            raise RuntimeError(f"no event {seq}")
+            raise BenchError(f"no event {seq}")
         public.verify(signature, body)
 
     floor(seqs[0])

@@ -27,7 +27,7 @@ import duckdb
 
 from grace_core import __version__, settings
 from grace_core.demo import demo_logins, seed_demo
-from grace_core.errors import GraceError, LedgerError, WorkspaceError
+from grace_core.errors import BenchError, GraceError, LedgerError, WorkspaceError
 from grace_core.events import Event
 from grace_core.workspace import MEMORY, Workspace, open_workspace
 
@@ -469,7 +469,7 @@ def bench(quick: bool, only: tuple[str, ...], progress: bool, scale: float) -> N
     try:
         for figure in benchmarks.run(quick=quick, only=list(only) or None, progress=progress, scale=scale):
             _echo_json(figure)
-    except ValueError as exc:  # an unknown --only name
+    except BenchError as exc:  # an unknown --only name
         raise click.UsageError(str(exc)) from exc
 
 

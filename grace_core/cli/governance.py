@@ -2,11 +2,13 @@
 
 Like the other engines' commands, the command line acts as the local operator, the service actor ``system``,
 when it changes policies (``--by`` records someone else, who must be allowed to). ``grace policy check`` is a
-what-if: it prints the decision with its reasons and logs nothing.
+what-if: it prints the decision with its reasons and logs nothing. ``grace policy reset`` restores the default
+pack: the break-glass path of the local operator, whom no policy can lock out of changing policy.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -15,9 +17,7 @@ import click
 
 from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
 from grace_core.errors import PolicyError
-from grace_core.governance import ROLES, Decision, load_policies
-
-OPERATOR = "system"
+from grace_core.governance import OPERATOR, ROLES, Decision, load_policies
 
 
 def _context(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -47,7 +47,7 @@ def _print_decision(decision: Decision) -> None:
 @cli.group()
 @workspace_options
 def policy() -> None:
-    """Governance policies: list, show, add, remove, and check a request against them."""
+    """Governance policies: list, show, add, remove, reset, and check a request against them."""
 
 
 @policy.command("list")
@@ -122,6 +122,26 @@ def policy_remove(ctx: click.Context, policy_id: str, by: str, reason: str) -> N
     click.echo(f"removed  {policy_id}")
 
 
+@policy.command("reset")
+@click.option("--by", default=OPERATOR, show_default=True, help="Who resets (the local operator by default).")
+@click.option("--reason", default="", help="Why (kept in the event).")
+@workspace_options
+@click.pass_context
+def policy_reset(ctx: click.Context, by: str, reason: str) -> None:
+    """Replace every policy by the default pack (break-glass: the local operator may always do it).
+
+    For a workspace whose policies lock its admins out: whoever can open the workspace file acts as the local
+    operator (system), whom no policy can stop from changing policy. The reset is one recorded event.
+    """
+    with _workspace(ctx, writes=True) as ws:
+        before = {p.id for p in ws.governance.index.policies}
+        ws.governance.reset_policies(actor=by, reason=reason)
+        after = {p.id for p in ws.governance.index.policies}
+    for policy_id in sorted(before - after):
+        click.echo(f"removed  {policy_id}")
+    click.echo(f"reset    {len(after)} policies of the default pack")
+
+
 @policy.command("check")
 @click.argument("actor")
 @click.argument("action")
@@ -153,11 +173,11 @@ def policy_check(
     """
     context = _context(pairs)
     with _workspace(ctx) as ws:
+        what_if = functools.partial(ws.governance.check, actor, action, resource, context, record="none")
         if as_role is None:
-            decision = ws.governance.evaluate(actor, action, resource, context)
+            decision = what_if(enforce=False)
         else:
-            role = None if as_role == "none" else as_role
-            decision = ws.governance.evaluate(actor, action, resource, context, role=role)
+            decision = what_if(enforce=False, role=None if as_role == "none" else as_role)
     if as_json:
         _echo_json(decision.as_dict())
     else:

@@ -4,7 +4,7 @@ The rules live on the ledger: a new workspace publishes the default pack (``rule
 ``hunter.pack_loaded`` event, and every later change is an event too (``hunter.rule_added``,
 ``hunter.rule_updated``, ``hunter.rule_disabled``, ``hunter.rule_enabled``); table ``hunter_rules`` is their
 projection, and the scanner is compiled from it (again whenever it changes). Every change after genesis is
-governed: it needs ``governance.require(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
+governed: it needs ``governance.check(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
 | "hunter.rule.enable" | "hunter.pack.load", ...)`` to allow it (admins and the engines; not researchers or
 viewers), so a rule change is logged as a decision first and a refused one publishes nothing else.
 
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from grace_core.errors import RuleError
+from grace_core.errors import RuleError, ScanError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
 
@@ -235,7 +235,7 @@ class Hunter:
         that masks the text before recording it), so the text is scanned once. A read-only snapshot only scans.
         """
         if not isinstance(actor, str) or not actor:
-            raise ValueError("screen needs the actor the text came from")
+            raise ScanError("screen needs the actor the text came from")
         findings = self.scan(text, target=target) if findings is None else list(findings)
         if not findings or self._ws.read_only:
             return findings
@@ -361,7 +361,7 @@ class Hunter:
         Checked after the rule itself, so a bad rule is refused without logging anything; a refusal raises
         PermissionDenied and leaves only its decision on the ledger. The genesis pack skips this (one event).
         """
-        self._governance.require(actor, action, resource=resource, context=context)
+        self._governance.check(actor, action, resource=resource, context=context)
 
     def _publish_pack(self, pack: Pack, *, actor: str) -> None:
         self._ws.publish(

@@ -192,9 +192,9 @@ class Scanner:
     def scan(self, text: str, *, target: str) -> list[Finding]:
         """Every finding of every applicable rule in ``text``, in text order, with masked excerpts."""
         if target not in TARGETS:
-            raise ValueError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
+            raise ScanError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
         if not isinstance(text, str):
-            raise TypeError(f"Hunter scans text (str), not {type(text).__name__}")
+            raise ScanError(f"Hunter scans text (str), not {type(text).__name__}")
         check_size(text)
         hits = self._hits(text, target, None)
         if not hits:

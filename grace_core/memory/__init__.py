@@ -129,7 +129,7 @@ class Memory:
         if tags is None:
             tags = current["tags"] if current is not None else ()
         tag_list = sorted({str(t) for t in tags})
-        self._governance.require(actor, f"memory.write:{path}")
+        self._governance.check(actor, f"memory.write:{path}")
         stored, masked = self._screen(content, path=path, actor=actor)
         version = 1 if current is None else int(current["version"]) + 1
         payload: dict[str, Any] = {
@@ -152,7 +152,7 @@ class Memory:
         findings = self._hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
         if not findings:
             return content, []
-        allowed = self._governance.decide(actor, f"memory.write_unmasked:{path}")
+        allowed = self._governance.check(actor, f"memory.write_unmasked:{path}", enforce=False)
         if allowed.effect == "allow":
             return content, []
         return redact(content, findings), sorted({f.rule for f in findings})
@@ -186,8 +186,8 @@ class Memory:
         ).fetchall()
         if taken:
             raise ArtifactError(f"cannot move to {taken[0][0]}: an artifact (maybe deleted) is there")
-        self._governance.require(actor, f"memory.write:{path}")
-        self._governance.require(actor, f"memory.write:{new_path}")
+        self._governance.check(actor, f"memory.write:{path}")
+        self._governance.check(actor, f"memory.write:{new_path}")
         self._ws.publish_many(
             [
                 Message(
@@ -215,7 +215,7 @@ class Memory:
         row = self._row(path)
         if row is None or row["deleted"]:
             raise ArtifactError(f"no memory artifact at {path}")
-        self._governance.require(actor, f"memory.delete:{path}")
+        self._governance.check(actor, f"memory.delete:{path}")
         self._ws.publish(
             "memory.item.deleted",
             {"path": path, "id": row["id"], "reason": reason},
@@ -229,7 +229,7 @@ class Memory:
         row = self._row(path)
         if row is None or not row["deleted"]:
             raise ArtifactError(f"nothing deleted at {path}")
-        self._governance.require(actor, f"memory.write:{path}")
+        self._governance.check(actor, f"memory.write:{path}")
         self._ws.publish(
             "memory.item.restored",
             {"path": path, "id": row["id"], "reason": reason},
@@ -497,15 +497,12 @@ class Memory:
     def _may(self, actor: str | None, action: str, resource: str) -> None:
         """Govern a read by ``actor`` (None: the workspace's own code, e.g. a responder, is not checked).
 
-        Reads are frequent, so an allowed read is evaluated without a decision event; a refused one is
-        decided again through ``require``, which logs the refusal and raises PermissionDenied with the reason.
+        Reads are frequent: an allowed one records no decision event; a refused one is recorded and raises
+        PermissionDenied with the policy's reason.
         """
         if actor is None:
             return
-        governance = self._governance
-        if governance.evaluate(actor, action, resource).allowed:
-            return
-        governance.require(actor, action, resource)
+        self._governance.check(actor, action, resource, record="refusals")
 
 
 def _touched(events: Iterable[Event]) -> builtins.list[str]:

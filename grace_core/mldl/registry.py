@@ -404,7 +404,7 @@ class MLDL:
             )
         merged = {**impl.defaults, **(params or {})}
         seed = int(seed if seed is not None else (self._ws.seed or 0))
-        self._governance.require(actor, "model.train", resource=f"model:{name}", context={"kind": kind})
+        self._governance.check(actor, "model.train", resource=f"model:{name}", context={"kind": kind})
         if dataset is None:
             if kind not in _DEFAULT_DATA:
                 raise ModelError(f"a {kind} trainer needs a dataset")
@@ -571,9 +571,7 @@ class MLDL:
             raise ModelError(f"run {run.run_id} is {run.status}; only a finished run can be registered")
         name = _check_name(name or run.name)
         actor = actor or run.actor
-        self._governance.require(
-            actor, "model.register", resource=f"model:{name}", context={"run": run.run_id}
-        )
+        self._governance.check(actor, "model.register", resource=f"model:{name}", context={"run": run.run_id})
         data = self._read_artifact(run.artifact_path, run.artifact_sha256, what=f"run {run.run_id}")
         row = (
             self._ws.ledger.reader()
@@ -708,7 +706,7 @@ class MLDL:
             "target": _TARGETS.get(mv.kind, mv.kind),
             "metrics": mv.metrics,
         }
-        self._governance.require(
+        self._governance.check(
             actor,
             "model.deploy",
             resource=f"model:{name}",
@@ -739,7 +737,7 @@ class MLDL:
         """Remove an alias (governed like a deployment); a model without a champion is not used."""
         self._writable()
         mv = self.version(name, alias=alias)
-        self._governance.require(
+        self._governance.check(
             actor, "model.deploy", resource=f"model:{name}",
             context={"alias": alias, "version": mv.version, "kind": mv.kind, "remove": True},
         )  # fmt: skip

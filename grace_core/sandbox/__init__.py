@@ -187,7 +187,7 @@ class Sandbox:
                 "max_severity": worst,
             }
             try:
-                self._governance.require(
+                self._governance.check(
                     actor,
                     "sandbox.execute",
                     resource=resource,

@@ -73,7 +73,7 @@ def graph_figure(g: nx.DiGraph, selected: str | None = None) -> Any:
 
 
 class AuditView(GraceView):
-    """Read the ledger; check it. Anyone may verify; making a checkpoint is for admins and researchers."""
+    """Read the ledger; check it. Anyone may verify; signing a checkpoint needs ``ledger.checkpoint``."""
 
     title = "Audit"
     live_patterns: ClassVar[tuple[str, ...]] = ("*",)
@@ -95,7 +95,7 @@ class AuditView(GraceView):
         self.verify_button = pn.widgets.Button(label="Verify chain", color="primary")
         self.verify_button.on_click(lambda _e: self.verify())
         self.checkpoint_button = pn.widgets.Button(label="Sign checkpoint", color="light")
-        self.allow(self.checkpoint_button, self.can_act, self.cannot("sign checkpoints"))
+        self.allow(self.checkpoint_button, self.may("ledger.checkpoint"), self.cannot("sign checkpoints"))
         self.checkpoint_button.on_click(lambda _e: self.make_checkpoint())
         self.verify_result = pn.pane.Alert("Not verified yet in this session.", alert_type="secondary")
         self.checkpoints = pn.widgets.Tabulator(
@@ -195,7 +195,7 @@ class AuditView(GraceView):
             self.message = "Checkpoint signed."
             self.refresh()
 
-        self.act("sign checkpoints", sign)
+        self.act("sign checkpoints", sign, action="ledger.checkpoint")
 
     def prove(self) -> dict[str, Any] | None:
         """An inclusion proof of the selected event in the latest checkpoint covering it, checked here."""
@@ -242,7 +242,7 @@ class AuditView(GraceView):
         )  # fmt: skip
         return pn.Column(
             self._status,
-            self.read_only_note("sign checkpoints"),
+            self.read_only_note("sign checkpoints", allowed=self.may("ledger.checkpoint")),
             side_by_side(browser, chain, min_width=400, grow=(3, 2)),
             event,
             sizing_mode="stretch_width",

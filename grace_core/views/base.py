@@ -23,14 +23,14 @@ import panel as pn
 import param
 
 from grace_core.events import Event
+from grace_core.governance import ROLES
 from grace_core.mesh import Subscription
 
 from .render import UserHTML, note_html
 
-__all__ = ["ACTING_ROLES", "GraceView", "frame_for_table", "short", "side_by_side"]
+__all__ = ["GraceView", "frame_for_table", "short", "side_by_side"]
 
 log = logging.getLogger(__name__)
-ACTING_ROLES = ("admin", "researcher")  # may change things; a viewer only reads
 _ids = itertools.count(1)
 
 
@@ -80,7 +80,9 @@ class GraceView(pn.viewable.Viewer):
 
     ws = param.Parameter(doc="The open Workspace.", allow_refs=False)
     user = param.String(default="", doc="Who is looking (the login name).")
-    role = param.Selector(default="viewer", objects=["admin", "researcher", "viewer", "system"])
+    role = param.Selector(
+        default="viewer", objects=list(ROLES), doc="The role governance judges the user by."
+    )
     message = param.String(default="", doc="The last status or error line shown to the user.")
 
     def __init__(self, **params: Any) -> None:
@@ -99,24 +101,25 @@ class GraceView(pn.viewable.Viewer):
         if self._doc is not None:
             self._doc.on_session_destroyed(lambda _ctx: self.close())
 
-    # -- roles ---------------------------------------------------------------------------------------------
-    @property
-    def can_act(self) -> bool:
-        """Whether the user may change things (run, approve, send, edit): admins and researchers."""
-        return self.role in ACTING_ROLES or self.role == "system"
-
-    def may(self, action: str, resource: str | None = None, context: dict[str, Any] | None = None) -> bool:
-        """Whether governance would allow ``action`` for this user (a what-if: nothing is logged).
+    # -- permissions ---------------------------------------------------------------------------------------
+    def may(
+        self,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        review: bool = False,
+    ) -> bool:
+        """Whether governance would allow ``action`` for this user (a what-if: nothing is recorded); with
+        ``review``, also when it would ask an admin's approval first.
 
         Views ask governance rather than hard-code roles, so a policy change shows in the UI at once; the
         engines still decide (and record) for real when the action runs.
         """
-        decision = self.ws.governance.evaluate(self.actor, action, resource, context, role=self.role)
-        return bool(decision.effect == "allow")
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role in ("admin", "system")
+        decision = self.ws.governance.check(
+            self.actor, action, resource, context, record="none", enforce=False, role=self.role
+        )
+        return bool(decision.effect == "allow" or (review and decision.effect == "review"))
 
     def cannot(self, what: str, *, needs: str = "a researcher or an admin") -> str:
         """Why this user may not do ``what``, in one sentence (for a disabled button's tooltip and notes)."""
@@ -129,11 +132,10 @@ class GraceView(pn.viewable.Viewer):
         button.description = None if allowed else why
 
     def read_only_note(
-        self, what: str, *, allowed: bool | None = None, needs: str = "a researcher or an admin"
+        self, what: str, *, allowed: bool, needs: str = "a researcher or an admin"
     ) -> pn.viewable.Viewable:
         """A note above (part of) a view for a user who may only look there: what they cannot do and why.
-        Hidden when ``allowed`` (default: the user may act at all)."""
-        allowed = self.can_act if allowed is None else allowed
+        Hidden when ``allowed`` (what the view's ``may`` says of the actions it offers)."""
         text = f"You are signed in as a {self.role}: you can look around but not {what}; that needs {needs}."
         return UserHTML(note_html(text, "warning"), visible=not allowed, margin=(0, 10))
 
@@ -196,9 +198,19 @@ class GraceView(pn.viewable.Viewer):
         self._status.object = note_html(text, kind) if text else ""
         self._status.visible = bool(text)
 
-    def act(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an action the user asked for; errors become the view's message instead of a broken session."""
-        if not self.can_act:
+    def act(
+        self,
+        what: str,
+        fn: Callable[[], Any],
+        *,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        review: bool = False,
+    ) -> Any:
+        """Run an action the user asked for, if governance would allow ``action`` (see ``may``); a refusal or
+        an error becomes the view's message instead of a broken session."""
+        if not self.may(action, resource, context, review=review):
             self.message = f"refused: a {self.role} cannot {what}"
             return None
         try:

@@ -13,6 +13,7 @@ from bokeh.models import HoverTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
+from grace_core.errors import ViewError
 from grace_core.events import Event
 
 from .base import GraceView, frame_for_table, short, side_by_side
@@ -41,6 +42,14 @@ SERIES: dict[str, str] = {
 _WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _LOOP_COLUMNS = ["loop", "state", "lag", "ticks", "errors", "alive", "last_tick", "interval", "cursor"]
 PLOT_EVERY = 5.0  # seconds between plot redraws while events stream in (tables update on every batch)
+# The governed action behind each loop control (a pause is a stop that keeps the schedule).
+_LOOP_ACTIONS = {
+    "start": "loop.start",
+    "pause": "loop.stop",
+    "resume": "loop.start",
+    "stop": "loop.stop",
+    "step": "loop.step",
+}
 
 
 def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFrame:
@@ -107,7 +116,11 @@ class DashboardView(GraceView):
             )
         }  # fmt: skip
         for name, button in self.buttons.items():
-            self.allow(button, self.can_act, self.cannot("start, pause, stop or step the loops"))
+            self.allow(
+                button,
+                self.may(_LOOP_ACTIONS[name]),
+                self.cannot("start, pause, stop or step the loops", needs="an admin"),
+            )
             button.on_click(lambda _e, name=name: self.control(name))
         self.health = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.health_table = pn.widgets.Tabulator(
@@ -228,21 +241,21 @@ class DashboardView(GraceView):
             self.selected_loop = str(self.loops.value.iloc[event.new[0]]["loop"])
 
     def control(self, action: str) -> None:
-        """start | pause | resume | stop every loop, or step the selected one (admins and researchers)."""
+        """start | pause | resume | stop every loop, or step the selected one, as the user (governed)."""
         loops = self.ws.loops
 
         def run() -> None:
             if action == "step":
                 if not self.selected_loop:
-                    raise ValueError("select a loop first")
-                n = loops.step(self.selected_loop)
+                    raise ViewError("select a loop first")
+                n = loops.step(self.selected_loop, actor=self.actor)
                 self.message = f"{self.selected_loop} processed {n} event(s)"
             else:
-                getattr(loops, action)()
+                getattr(loops, action)(actor=self.actor)
                 self.message = f"loops: {action}"
             self.refresh(plot=False)
 
-        self.act(f"{action} loops", run)
+        self.act(f"{action} loops", run, action=_LOOP_ACTIONS[action])
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
@@ -257,7 +270,11 @@ class DashboardView(GraceView):
         insights = pn.Column(pn.pane.Markdown("### Latest insights"), self.insights_note, self.insights)
         return pn.Column(
             self._status,
-            self.read_only_note("start, pause, stop or step the loops"),
+            self.read_only_note(
+                "start, pause, stop or step the loops",
+                allowed=any(self.may(a) for a in set(_LOOP_ACTIONS.values())),
+                needs="an admin",
+            ),
             pn.FlexBox(*self.numbers.values()),
             side_by_side(loops, health, min_width=420),
             pn.Row(pn.pane.Markdown("### Activity"), minutes),

@@ -15,7 +15,7 @@ import panel as pn
 import param
 import yaml
 
-from grace_core.errors import ScanError
+from grace_core.errors import RuleError, ScanError
 from grace_core.hunter.rules import SEVERITIES, TARGETS, severity_rank
 
 from .base import GraceView, frame_for_table, short
@@ -54,9 +54,9 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"the rule is not valid YAML: {exc}") from None
+        raise RuleError(f"the rule is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
+        raise RuleError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
     changes = dict(data)
     if changes.get("id") == rule.id:
         del changes["id"]  # unchanged; a different id is refused by update_rule
@@ -66,6 +66,14 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
         if key not in data and key in _FIELD_DEFAULTS:
             changes[key] = _FIELD_DEFAULTS[key]  # a field deleted in the editor goes back to its default
     return changes
+
+
+_ANY_RULE = "hunter:rule:*"  # asking whether the user may change rules at all, before one is selected
+
+
+def _toggle_action(enabled: bool) -> str:
+    """The governed action of switching a rule that is ``enabled`` (off) or not (on)."""
+    return "hunter.rule.disable" if enabled else "hunter.rule.enable"
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,10 +199,16 @@ class HunterView(GraceView):
         enabled = bool(row.iloc[0]["enabled"])
         self.toggle_button.label = f"{'Disable' if enabled else 'Enable'} {self.selected_rule}"
         self.toggle_button.color = "warning" if enabled else "success"
-        self.allow(self.toggle_button, self.is_admin, self.cannot("switch Hunter's rules", needs="an admin"))
+        self.allow(
+            self.toggle_button,
+            self.may(_toggle_action(enabled), f"hunter:rule:{self.selected_rule}"),
+            self.cannot("switch Hunter's rules", needs="an admin"),
+        )
 
     def _no_rule_selected(self) -> None:
-        if not self.is_admin:  # say the lasting reason (the role) rather than the passing one
+        if not self.may(
+            "hunter.rule.update", _ANY_RULE
+        ):  # say the lasting reason (policy), not the passing one
             self.allow(self.toggle_button, False, self.cannot("switch Hunter's rules", needs="an admin"))
             self.allow(self.save_button, False, self.cannot("edit Hunter's rules", needs="an admin"))
         else:
@@ -203,12 +217,15 @@ class HunterView(GraceView):
         self.rule_editor.readonly = True
 
     def toggle_rule(self) -> None:
-        """Switch the selected rule on or off (admins only)."""
-        if not self.is_admin:
-            self.message = f"refused: a {self.role} cannot change Hunter's rules"
-            return
+        """Switch the selected rule on or off (``hunter.rule.disable`` / ``.enable``: admins in the default pack)."""
         if not self.selected_rule:
             self.message = "error: choose a rule first"
+            return
+        rule_id = self.selected_rule
+        try:
+            enabled = self.ws.hunter.rule(rule_id).enabled
+        except RuleError as exc:  # a stale selection: said, the session goes on
+            self.message = f"error: {exc}"
             return
 
         def switch() -> None:
@@ -223,7 +240,9 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._update_toggle()
 
-        self.act("change Hunter's rules", switch)
+        self.act(
+            "change Hunter's rules", switch, action=_toggle_action(enabled), resource=f"hunter:rule:{rule_id}"
+        )
 
     def _load_rule_text(self) -> None:
         self.rule_text = rule_yaml(self.ws.hunter.rule(self.selected_rule))
@@ -253,7 +272,7 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._load_rule_text()  # as stored (defaults dropped, order normalised)
 
-        self.act(f"save rule {rule_id}", save)
+        self.act(f"save rule {rule_id}", save, action="hunter.rule.update", resource=f"hunter:rule:{rule_id}")
 
     def measure_precision(self) -> pd.DataFrame:
         """Precision and recall of each rule on the seeded corpus, shown in the rule list."""
@@ -303,7 +322,11 @@ class HunterView(GraceView):
         )  # fmt: skip
         rules = pn.Column(
             pn.pane.Markdown("### Rules"),
-            self.read_only_note("switch or edit Hunter's rules", allowed=self.is_admin, needs="an admin"),
+            self.read_only_note(
+                "switch or edit Hunter's rules",
+                allowed=self.may("hunter.rule.update", _ANY_RULE),
+                needs="an admin",
+            ),
             pn.FlexBox(self.toggle_button, self.precision_button),
             self.rules_table,
             pn.pane.Markdown("#### Selected rule (YAML)"),

@@ -82,14 +82,17 @@ class IDEView(GraceView):
         )
         self.editor.link(self, value="code", bidirectional=True)
         self.run_button = pn.widgets.Button(
-            label="▶ Run", color="primary", disabled=not self.can_act, description=self._why_not()
+            label="▶ Run", color="primary", disabled=not self._may_run(), description=self._why_not()
         )
         self.run_button.on_click(lambda _e: self.run())
         self.save_button = pn.widgets.Button(
-            label="Save to memory", color="light", disabled=not self.can_act, description=self._why_not()
+            label="Save to memory",
+            color="light",
+            disabled=not self.may("memory.write"),
+            description=self._why_not(),
         )
         self.save_button.on_click(lambda _e: self.save())
-        self.role_note = UserHTML(note_html(VIEWER_NOTE, "warning"), visible=not self.can_act)
+        self.role_note = UserHTML(note_html(VIEWER_NOTE, "warning"), visible=not self._may_run())
         self.console = UserHTML(
             f'<div class="grace-muted">{text_html("Run the code to see its output here.")}</div>',
             min_height=120,
@@ -98,7 +101,14 @@ class IDEView(GraceView):
         self.saved = UserHTML("")
 
     def _why_not(self) -> str | None:
-        return None if self.can_act else VIEWER_NOTE
+        return None if self._may_run() else VIEWER_NOTE
+
+    def _run_context(self) -> dict[str, Any]:
+        return {"network": False, "timeout_s": float(self.timeout_s), "language": "python"}
+
+    def _may_run(self) -> bool:
+        # A run that needs an admin's approval may still be asked for: the view then shows the pending approval.
+        return self.may("sandbox.execute", context=self._run_context(), review=True)
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -106,7 +116,7 @@ class IDEView(GraceView):
         from grace_core.errors import PermissionDenied
         from grace_core.sandbox import Limits
 
-        if not self.can_act:
+        if not self._may_run():
             self.message = f"refused: a {self.role} cannot run code"
             return None
         code, timeout = self.code, float(self.timeout_s)
@@ -187,7 +197,7 @@ class IDEView(GraceView):
                 button = pn.widgets.Button(
                     label=f"Apply and re-run ({row['state']})" if done else "Apply and re-run",
                     color="success",
-                    disabled=done or not self.can_act,
+                    disabled=done or not self._may_run(),
                     description=self._why_not(),
                 )
                 button.on_click(lambda _e, pid=row["id"]: self.apply(pid))
@@ -215,7 +225,9 @@ class IDEView(GraceView):
             )
             return application
 
-        return self.act("apply a remedy", go)
+        return self.act(
+            "apply a remedy", go, action="sandbox.execute", context=self._run_context(), review=True
+        )
 
     # -- saving --------------------------------------------------------------------------------------------
     def save(self) -> Any:
@@ -240,7 +252,7 @@ class IDEView(GraceView):
             self.message = f"saved {artifact.path} v{artifact.version}" + (" (masked)" if masked else "")
             return artifact
 
-        return self.act("save to memory", go)
+        return self.act("save to memory", go, action="memory.write")
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:

@@ -17,6 +17,7 @@ import pandas as pd
 import panel as pn
 import param
 
+from grace_core.errors import ViewError
 from grace_core.events import Event
 from grace_core.tasks import STATES
 
@@ -30,6 +31,7 @@ TASK_COLUMNS = ["state", "title", "kind", "priority", "attempts", "last_error", 
 APPROVAL_COLUMNS = ["state", "requester", "action", "resource", "context", "reasons", "requested_at",
                     "decided_by", "note", "id"]  # fmt: skip
 _WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
+DECIDE = "governance.approval.decide"  # the governed action of answering an approval
 _STATE_ORDER = {s: i for i, s in enumerate(("running", "pending", "failed", "done", "cancelled"))}
 
 
@@ -90,7 +92,7 @@ class TasksView(GraceView):
         self.summary = UserHTML("")
         note = (
             "Approve or reject a request with a reason; governance never lets the requester decide their own."
-            if self.is_admin
+            if self.may(DECIDE)
             else "Only admins decide approvals: you see the queue but cannot answer."
         )
         self.approvals_note = UserHTML(text_html(note))
@@ -152,16 +154,18 @@ class TasksView(GraceView):
             if task is not None:
                 state = task.state
                 self.task_detail.object = _task_html(task)
+        resource = f"task:{self.selected_task}"
         role_reason = self.cannot("cancel or retry tasks")
+        may_cancel, may_retry = self.may("task.cancel", resource), self.may("task.update", resource)
         self.allow(
             self.cancel_button,
-            self.can_act and state in ("pending", "running"),
-            role_reason if not self.can_act else "Select a pending or running task to cancel it.",
+            may_cancel and state in ("pending", "running"),
+            role_reason if not may_cancel else "Select a pending or running task to cancel it.",
         )
         self.allow(
             self.retry_button,
-            self.can_act and state == "failed",
-            role_reason if not self.can_act else "Select a failed task to retry it.",
+            may_retry and state == "failed",
+            role_reason if not may_retry else "Select a failed task to retry it.",
         )
         pending = False
         if self.selected_approval:
@@ -169,35 +173,39 @@ class TasksView(GraceView):
                 pending = self.ws.governance.approval(self.selected_approval).pending
             except Exception:  # noqa: BLE001
                 pending = False
+        may_decide = self.may(DECIDE, f"approval:{self.selected_approval}")
         for button, verb in ((self.approve_button, "approve"), (self.reject_button, "reject")):
             self.allow(
                 button,
-                self.is_admin and pending,
+                may_decide and pending,
                 self.cannot(f"{verb} requests", needs="an admin")
-                if not self.is_admin
+                if not may_decide
                 else f"Select a pending request to {verb} it.",
             )
 
     # -- actions -------------------------------------------------------------------------------------------
+    def _task_resource(self) -> str | None:
+        return f"task:{self.selected_task}" if self.selected_task else None
+
     def cancel(self) -> Any:
         def go() -> Any:
             if not self.selected_task:
-                raise ValueError("select a task first")
+                raise ViewError("select a task first")
             task = self.ws.tasks.cancel(self.selected_task, actor=self.actor, reason=self.reason or "")
             self.message = f"cancelled “{short(task.title, 60)}”"
             self.refresh()
             return task
 
-        return self.act("cancel a task", go)
+        return self.act("cancel a task", go, action="task.cancel", resource=self._task_resource())
 
     def retry(self) -> Any:
         """Send a failed task back to pending (governed as ``task.update``); the executor runs it again."""
 
         def go() -> Any:
             if not self.selected_task:
-                raise ValueError("select a task first")
+                raise ViewError("select a task first")
             resource = f"task:{self.selected_task}"
-            self.ws.governance.require(self.actor, "task.update", resource=resource)
+            self.ws.governance.check(self.actor, "task.update", resource)
             task = self.ws.tasks.transition(
                 self.selected_task,
                 "pending",
@@ -208,20 +216,17 @@ class TasksView(GraceView):
             self.refresh()
             return task
 
-        return self.act("retry a task", go)
+        return self.act("retry a task", go, action="task.update", resource=self._task_resource())
 
     def answer(self, state: str) -> Any:
         """Approve (``state="approved"``) or reject the selected approval, with ``reason`` as its note."""
         verb = "approve" if state == "approved" else "reject"
-        if not self.is_admin:
-            self.message = f"refused: a {self.role} cannot {verb} approvals (admins only)"
-            return None
 
         def go() -> Any:
             if not self.selected_approval:
-                raise ValueError("select an approval first")
+                raise ViewError("select an approval first")
             if not self.reason.strip():
-                raise ValueError(f"give a reason to {verb}")
+                raise ViewError(f"give a reason to {verb}")
             fn = self.ws.governance.approve if state == "approved" else self.ws.governance.reject
             approval = fn(self.selected_approval, by=self.actor, note=self.reason.strip())
             self.message = f"{state} {approval.action} for {approval.requester}: {approval.note}"
@@ -229,7 +234,8 @@ class TasksView(GraceView):
             self.refresh()
             return approval
 
-        return self.act(f"{verb} an approval", go)
+        resource = f"approval:{self.selected_approval}" if self.selected_approval else None
+        return self.act(f"{verb} approvals", go, action=DECIDE, resource=resource)
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
@@ -239,7 +245,7 @@ class TasksView(GraceView):
         decided = pn.widgets.Checkbox.from_param(self.param.show_decided, label="show decided")
         return pn.Column(
             self._status,
-            self.read_only_note("cancel or retry tasks"),
+            self.read_only_note("cancel or retry tasks", allowed=self.may("task.cancel")),
             pn.pane.Markdown("### Task board"),
             self.summary,
             self.board,

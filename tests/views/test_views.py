@@ -176,7 +176,7 @@ def test_hunter_test_box_takes_worst_case_and_oversize_texts_from_a_viewer(vws):
     view.text = "rm -" * 45_000  # froze the server for minutes on the backtracking engine
     view.selected_rule = "code-destructive-rm"
     view.scan()
-    assert view.scan_result.object.startswith("**0 finding(s)**")
+    assert "0 finding(s) as chat" in view.scan_result.object
     view.text = "x" * (MAX_TEXT + 1)
     view.scan()
     assert f"at most {MAX_TEXT:,}" in view.scan_result.object
@@ -332,3 +332,26 @@ def test_dashboard_step_a_loop_as_admin(vws):
     view.selected_loop = names[0]
     view.control("step")
     assert "processed" in view.message
+
+
+def test_dashboard_controls_follow_the_policies_and_the_loops_decide_as_the_user(vws):
+    names = list(DashboardView(ws=vws, user="ada", role="admin").loops.value["loop"])
+    if not names:
+        pytest.skip("no loops registered in this workspace")
+    researcher = DashboardView(ws=vws, user="bob", role="researcher")
+    # The default pack lets researchers step loops (researchers-loops) but not start or stop them.
+    assert not researcher.buttons["step"].disabled
+    assert researcher.buttons["start"].disabled
+    assert researcher.buttons["stop"].disabled
+    researcher.control("start")
+    assert researcher.message.startswith("refused")
+    researcher.selected_loop = names[0]
+    researcher.control("step")
+    assert "processed" in researcher.message
+    # What the view runs, the engine decides again, as the user who clicked.
+    stepped = vws.events(topic="governance.decision").iloc[-1]
+    assert (stepped["actor"], stepped["payload"]["action"], stepped["resource"]) == (
+        "bob",
+        "loop.step",
+        f"loop:{names[0]}",
+    )
