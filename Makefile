@@ -1,12 +1,14 @@
 # Two entry points, both from a fresh clone with only Python 3.11+:
 #   make run    install into .venv and serve the workbench (every view) on the default workspace (grace.duckdb)
 #   make test   install into .venv and run every test (unit, property, fault, notebook)
+# `grace` itself is .venv/bin/grace; `make shell` opens a shell with it on PATH.
+# Screenshots from the browser tests go to build/screenshots; `make screenshots` refreshes docs/screenshots.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run lab test lint bench clean
+.PHONY: install run shell lab test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +19,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
+	@echo "the grace command is $(BIN)/grace; 'make shell' opens a shell with it on PATH"
 	$(BIN)/grace serve
+
+shell: $(STAMP)
+	@echo "a shell with $(BIN) first on PATH (grace, python, pytest); 'exit' leaves it"
+	@PATH="$(abspath $(BIN)):$$PATH" VIRTUAL_ENV="$(abspath $(VENV))" $${SHELL:-/bin/sh} -i
 
 lab: $(STAMP)
 	$(BIN)/grace lab
@@ -31,6 +38,10 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/grace bench
+
+screenshots: $(STAMP)
+	GRACE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest tests/ui/test_app.py tests/ui/test_app_round2.py \
+		-q -k "not voila"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache .hypothesis

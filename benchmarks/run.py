@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main(argv: list[str] | None = None) -> int:
     from grace_core import bench
+    from grace_core.errors import BenchError
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about 10x smaller sizes")
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             scale=args.scale,
             workdir=args.dir,
         )
-    except ValueError as exc:  # an unknown name or a bad scale
+    except BenchError as exc:  # an unknown name or a bad scale
         parser.error(str(exc))  # exits with status 2
     for fig in figures:
         print(json.dumps(fig), flush=True)

@@ -5,8 +5,9 @@ Users
     table is a projection of ``auth.user_registered``, ``auth.role_changed``, ``auth.user_disabled``,
     ``auth.user_enabled`` and ``auth.password_changed`` events. Only an admin, or a service actor of role
     ``system`` (the local operator: the ``grace`` command acts as ``system``), may create users or change
-    roles; the first user of a workspace must be an admin. The last enabled admin cannot be demoted or
-    disabled. When the governance engine offers ``decide``, it is consulted as well and may refuse.
+    roles (governance decides ``auth.user.create``, ``.role``, ``.disable``, ``.enable`` and ``.password`` on
+    ``user:<name>``: the default pack allows them to admins and the system only); the first user of a
+    workspace must be an admin. The last enabled admin cannot be demoted or disabled.
 
 Passwords
     Hashed with argon2id (argon2-cffi, OWASP's minimum: 19 MiB, 2 iterations, 1 lane) and kept in the table
@@ -33,6 +34,12 @@ Logins and throttling
     3. Per account, over all sources (a distributed attack): 100 failures in the last hour refuse the account
        until the oldest of them leave the hour.
 
+    Refused attempts are aggregated on the ledger: an ``auth.login_throttled`` event is written at most once
+    per ``THROTTLE_REPORT_EVERY`` seconds for each rule and what it limits (the pair, the source or the
+    account), its ``attempts`` counting the refusals since the previous one. So hammering a throttled login
+    grows the ledger by a few events a minute, not one per request; the failures themselves are bounded by
+    the rules above. (The throttle is computed from failures and successes only, never from these events.)
+
     A *trusted* pair -- one that logged in successfully within the last 30 days -- is exempt from rules 2 and
     3 (rule 1 still applies). So an attacker cannot lock the owner out: from one source an attacker never
     reaches the account cap (rule 1 allows about a dozen failures an hour), and even a distributed attack
@@ -49,14 +56,14 @@ Tokens
     another audience or issuer, of another type, expired, issued in the future, logged out (``auth.logout``
     events, projection ``revoked_tokens``), or when its user is gone, disabled, has another role now or has
     changed the password since. The secret is ``$GRACE_JWT_SECRET`` (at least 32 bytes) or else 64 random
-    bytes kept in ``workspace_secrets`` (generated when a writable workspace is opened, so ``grace init``
-    makes one). Secrets are not copied into snapshots or replays: tokens verify only where they were issued.
+    bytes kept among the workspace's secrets (``ws.secrets``, the ``.keys`` file; generated when a writable
+    workspace is opened, so ``grace init`` makes one). Secrets are not copied into snapshots or replays:
+    tokens verify only where they were issued.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import secrets
 import threading
@@ -72,18 +79,20 @@ import pandas as pd
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from .clock import to_datetime
+from . import settings
 from .errors import (
     AuthError,
-    PermissionDenied,
     ReadOnlyError,
     ThrottledError,
     TokenError,
     WeakPasswordError,
 )
 from .events import Event
+from .times import TS, from_us, to_datetime, to_us
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .ledger import Ledger
     from .workspace import Workspace
 
 __all__ = [
@@ -94,6 +103,7 @@ __all__ = [
     "Claims",
     "Session",
     "User",
+    "lookup_role",
     "password_problem",
 ]
 
@@ -122,8 +132,8 @@ TOKEN_TYPE = "access"  # noqa: S105 - the typ claim, not a secret
 DEFAULT_TTL = 3600.0
 MAX_TTL = 30 * 86400.0
 REQUIRED_CLAIMS = ["iss", "aud", "sub", "role", "typ", "iat", "exp", "jti", "pwv"]
-SECRET_ENV = "GRACE_JWT_SECRET"  # noqa: S105 - the variable's name
-SECRET_NAME = "jwt_secret"  # noqa: S105 - the row's name in workspace_secrets
+SECRET_ENV = str(settings.JWT_SECRET.env)
+SECRET_NAME = str(settings.JWT_SECRET.secret)
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_CHARS = 8192
 
@@ -144,6 +154,8 @@ SOURCE_LIMIT = 50
 ACCOUNT_WINDOW = 3600.0
 ACCOUNT_LIMIT = 100
 TRUSTED_FOR = 30 * 86400.0
+THROTTLE_REPORT_EVERY = 60.0
+_REPORTS_KEPT = 10_000  # throttle reports remembered at most (older ones are forgotten first)
 
 INVALID_LOGIN = "invalid user name or password"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
@@ -198,11 +210,11 @@ class Claims:
 
     @property
     def issued_at(self) -> datetime:
-        return to_datetime(self.iat * 1_000_000)
+        return to_datetime(to_us(self.iat))
 
     @property
     def expires_at(self) -> datetime:
-        return to_datetime(self.exp * 1_000_000)
+        return to_datetime(to_us(self.exp))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -265,8 +277,9 @@ def _normalise(text: str) -> str:
 class Auth:
     """Users, passwords, throttled logins and access tokens of one workspace (``ws.auth``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance) -> None:
         self._ws = ws
+        self._governance = governance
         self.hasher = PasswordHasher(
             time_cost=ARGON2_TIME_COST,
             memory_cost=ARGON2_MEMORY_KIB,
@@ -280,8 +293,11 @@ class Auth:
         self._stored_secret: bytes | None = None
         self._manage = threading.RLock()
         self._stripes = [threading.Lock() for _ in range(_LOCK_STRIPES)]
+        # (rule, name, source) -> (when its last auth.login_throttled event was written, refusals since)
+        self._throttle_reports: dict[tuple[str, str, str], tuple[float, int]] = {}
+        self._reports_lock = threading.Lock()
         ws.projections.register("auth", "auth.*", _apply, tables=["users", "revoked_tokens", "auth_logins"])
-        if not ws.read_only and SECRET_ENV not in os.environ:
+        if not ws.read_only and settings.from_env(settings.JWT_SECRET) is None:
             self._workspace_secret()
 
     def seed_defaults(self) -> None:
@@ -399,16 +415,13 @@ class Auth:
             "FROM users u LEFT JOIN credentials c ON c.name = u.name ORDER BY u.created_at, u.name"
         )
 
+    def active_admins(self) -> list[str]:
+        """The names of the enabled admins, in name order."""
+        return active_admins(self._ws.ledger)
+
     def role_of(self, actor: str) -> str | None:
         """``system`` for a service actor, the role of a registered enabled user, else None."""
-        if actor in SERVICE_ACTORS:
-            return "system"
-        if not isinstance(actor, str):
-            return None
-        row = self._reader().execute("SELECT role, disabled FROM users WHERE name = ?", [actor]).fetchone()
-        if row is None or row[1]:
-            return None
-        return str(row[0])
+        return lookup_role(self._ws.ledger, actor)
 
     # -- logins --------------------------------------------------------------------------------------------
     def login(self, name: str, password: str, *, source: str = "local", ttl: float | None = None) -> Session:
@@ -510,17 +523,20 @@ class Auth:
         refusal = self._throttle(key, source, now)
         if refusal is not None:
             rule, retry_after = refusal
-            self._ws.publish(
-                "auth.login_throttled",
-                {
-                    "name": key,
-                    "source": source,
-                    "rule": rule,
-                    "retry_after": round(retry_after, 3),
-                    "purpose": purpose,
-                },
-                actor=actor,
-            )
+            attempts = self._throttle_report(rule, key, source, now)
+            if attempts:
+                self._ws.publish(
+                    "auth.login_throttled",
+                    {
+                        "name": key,
+                        "source": source,
+                        "rule": rule,
+                        "retry_after": round(retry_after, 3),
+                        "purpose": purpose,
+                        "attempts": attempts,
+                    },
+                    actor=actor,
+                )
             raise ThrottledError(
                 f"too many failed logins; try again in {_seconds(retry_after)}", retry_after=retry_after
             )
@@ -535,6 +551,20 @@ class Auth:
         row = self._reader().execute("SELECT password_version FROM users WHERE name = ?", [name]).fetchone()
         assert row is not None
         return int(row[0])
+
+    def _throttle_report(self, rule: str, name: str, source: str, now: float) -> int:
+        """How many refused attempts the ``auth.login_throttled`` event written now reports, or 0 when none is
+        due (one was written for the same rule and key less than ``THROTTLE_REPORT_EVERY`` seconds ago)."""
+        key = (rule, "" if rule == "source" else name, "" if rule == "account" else source)
+        with self._reports_lock:
+            last, pending = self._throttle_reports.pop(key, (None, 0))
+            if last is not None and now - last < THROTTLE_REPORT_EVERY:
+                self._throttle_reports[key] = (last, pending + 1)
+                return 0
+            self._throttle_reports[key] = (now, 0)
+            while len(self._throttle_reports) > _REPORTS_KEPT:  # oldest first (insertion order)
+                del self._throttle_reports[next(iter(self._throttle_reports))]
+            return pending + 1
 
     def _check_password(self, name: str, password: str) -> str | None:
         """None when right; else the internal reason. Costs one argon2 verification in every case."""
@@ -581,9 +611,9 @@ class Auth:
             self._reader()
             .execute(
                 "SELECT epoch_us(ts), name, source, outcome FROM auth_logins "
-                "WHERE ts > make_timestamptz(?::BIGINT) AND outcome IN ('failed', 'succeeded') "
+                f"WHERE ts > {TS} AND outcome IN ('failed', 'succeeded') "
                 "AND (name = ? OR source = ?) ORDER BY seq",
-                [round((now - horizon) * 1e6), name, source],
+                [to_us(now - horizon), name, source],
             )
             .fetchall()
         )
@@ -591,33 +621,33 @@ class Auth:
         # 1. the (account, source) pair: exponential backoff after PAIR_FREE_FAILURES recent failures
         pair: list[float] = []
         for ts_us, n, s, outcome in rows:
-            if n == name and s == source and ts_us / 1e6 > now - PAIR_WINDOW:
+            if n == name and s == source and from_us(ts_us) > now - PAIR_WINDOW:
                 if outcome == "succeeded":
                     pair.clear()
                 else:
-                    pair.append(ts_us / 1e6)
+                    pair.append(from_us(ts_us))
         if len(pair) >= PAIR_FREE_FAILURES:
             delay = min(PAIR_BASE_DELAY * 2 ** (len(pair) - PAIR_FREE_FAILURES), PAIR_MAX_DELAY)
             if pair[-1] + delay > now:
                 refusals.append(("account_source", pair[-1] + delay - now))
         trusted = self._count(
             "SELECT count(*) FROM auth_logins WHERE name = ? AND source = ? AND outcome = 'succeeded' "
-            "AND ts > make_timestamptz(?::BIGINT)",
-            [name, source, round((now - TRUSTED_FOR) * 1e6)],
+            f"AND ts > {TS}",
+            [name, source, to_us(now - TRUSTED_FOR)],
         )
         if not trusted:
             # 2. the source over all accounts, 3. the account over all sources: sliding hard caps
             by_source = sorted(
-                ts / 1e6
+                from_us(ts)
                 for ts, _, s, o in rows
-                if o == "failed" and s == source and ts / 1e6 > now - SOURCE_WINDOW
+                if o == "failed" and s == source and from_us(ts) > now - SOURCE_WINDOW
             )
             if len(by_source) >= SOURCE_LIMIT:
                 refusals.append(("source", by_source[len(by_source) - SOURCE_LIMIT] + SOURCE_WINDOW - now))
             by_account = sorted(
-                ts / 1e6
+                from_us(ts)
                 for ts, n, _, o in rows
-                if o == "failed" and n == name and ts / 1e6 > now - ACCOUNT_WINDOW
+                if o == "failed" and n == name and from_us(ts) > now - ACCOUNT_WINDOW
             )
             if len(by_account) >= ACCOUNT_LIMIT:
                 refusals.append(
@@ -639,9 +669,9 @@ class Auth:
 
     def _store_hash(self, name: str, hashed: str) -> None:
         self._ws.con.cursor().execute(
-            "INSERT INTO credentials VALUES (?, ?, make_timestamptz(?::BIGINT)) "
+            f"INSERT INTO credentials VALUES (?, ?, {TS}) "
             "ON CONFLICT (name) DO UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at",
-            [name, hashed, round(self._ws.clock.time() * 1e6)],
+            [name, hashed, to_us(self._ws.clock.time())],
         )
 
     def _delete_hash(self, name: str) -> None:
@@ -689,14 +719,14 @@ class Auth:
             raise TokenError(f"the token is of type {payload.get('typ')!r}, not an {TOKEN_TYPE} token")
         try:
             return _claims(payload)
-        except (TypeError, ValueError) as exc:
+        except TokenError as exc:
             raise TokenError(f"malformed token claims: {exc}") from exc
 
     def _revoked(self, jti: str) -> bool:
         return bool(self._count("SELECT count(*) FROM revoked_tokens WHERE jti = ?", [jti]))
 
     def _secret(self) -> bytes:
-        env = os.environ.get(SECRET_ENV)
+        env = settings.from_env(settings.JWT_SECRET)
         if env is not None:
             key = env.encode("utf-8")
             if len(key) < MIN_SECRET_BYTES:
@@ -709,23 +739,12 @@ class Auth:
 
     def _workspace_secret(self) -> bytes:
         if self._stored_secret is None:
-            cur = self._ws.con.cursor()
-            row = cur.execute("SELECT value FROM workspace_secrets WHERE name = ?", [SECRET_NAME]).fetchone()
-            if row is None:
-                if self._ws.read_only:
-                    raise TokenError(
-                        "this read-only snapshot holds no token secret (secrets are never copied); "
-                        f"verify tokens where they were issued, or set {SECRET_ENV}"
-                    )
-                cur.execute(
-                    "INSERT INTO workspace_secrets VALUES (?, ?) ON CONFLICT DO NOTHING",
-                    [SECRET_NAME, secrets.token_bytes(64)],
+            if self._ws.read_only and SECRET_NAME not in self._ws.secrets:
+                raise TokenError(
+                    "this read-only snapshot holds no token secret (secrets are never copied); "
+                    f"verify tokens where they were issued, or set {SECRET_ENV}"
                 )
-                row = cur.execute(
-                    "SELECT value FROM workspace_secrets WHERE name = ?", [SECRET_NAME]
-                ).fetchone()
-                assert row is not None
-            key = bytes(row[0])
+            key = self._ws.secrets.generate(SECRET_NAME, nbytes=64)
             if len(key) < MIN_SECRET_BYTES:
                 raise AuthError(f"the workspace's token secret is shorter than {MIN_SECRET_BYTES} bytes")
             self._stored_secret = key
@@ -733,17 +752,8 @@ class Auth:
 
     # -- internals: authorisation and queries ------------------------------------------------------------------
     def _authorize(self, by: str, action: str, name: str, what: str) -> None:
-        role = self.role_of(by)
-        if role not in ("admin", "system"):
-            raise PermissionDenied(f"{by!r} may not {what}: only an admin can")
-        decide = getattr(self._ws.governance, "decide", None)
-        if decide is not None:
-            decision = decide(by, action, resource=f"user:{name}")
-            refusal = _refusal(decision)
-            if refusal is not None:
-                raise PermissionDenied(
-                    f"governance refused {action} on user:{name} for {by}: {refusal}", decision=decision
-                )
+        # Who manages users is policy (the default pack: admins and the system), decided and recorded.
+        self._governance.check(by, action, f"user:{name}", what=what)
 
     def _other_admins(self, name: str) -> int:
         return self._count(
@@ -763,6 +773,30 @@ class Auth:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------
+def active_admins(ledger: Ledger) -> list[str]:
+    """The names of the enabled admins, in name order, straight from the ``users`` table (like
+    ``lookup_role``, for governance, which is built before Auth)."""
+    rows = (
+        ledger.reader()
+        .execute("SELECT name FROM users WHERE role = 'admin' AND NOT disabled ORDER BY name")
+        .fetchall()
+    )
+    return [str(r[0]) for r in rows]
+
+
+def lookup_role(ledger: Ledger, actor: str) -> str | None:
+    """``Auth.role_of`` straight from the ``users`` table: governance is given this, so it needs no Auth engine
+    (and Auth, whose user management governance decides, can be built after governance)."""
+    if actor in SERVICE_ACTORS:
+        return "system"
+    if not isinstance(actor, str):
+        return None
+    row = ledger.reader().execute("SELECT role, disabled FROM users WHERE name = ?", [actor]).fetchone()
+    if row is None or row[1]:
+        return None
+    return str(row[0])
+
+
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _NAME.match(name):
         raise AuthError(
@@ -793,13 +827,13 @@ def _claims(payload: dict[str, Any]) -> Claims:
     def text(key: str) -> str:
         value = payload[key]
         if not isinstance(value, str):
-            raise ValueError(f"claim {key} is not a string")
+            raise TokenError(f"claim {key} is not a string")
         return value
 
     def number(key: str) -> int:
         value = payload[key]
         if not isinstance(value, int) or isinstance(value, bool):
-            raise ValueError(f"claim {key} is not an integer")
+            raise TokenError(f"claim {key} is not an integer")
         return value
 
     return Claims(
@@ -815,21 +849,6 @@ def _claims(payload: dict[str, Any]) -> Claims:
     )
 
 
-def _refusal(decision: object) -> str | None:
-    """Why a governance decision refuses the action, or None when it allows it."""
-    allowed = getattr(decision, "allowed", None)
-    effect = getattr(decision, "effect", None)
-    if effect is None:
-        effect = getattr(decision, "outcome", None)
-    if allowed is True or effect == "allow":
-        return None
-    if allowed is False or (isinstance(effect, str) and effect != "allow"):
-        return str(
-            getattr(decision, "reason", None) or getattr(decision, "explanation", None) or effect or "denied"
-        )
-    return None
-
-
 def _seconds(value: float) -> str:
     total = max(1, int(-(-value // 1)))  # round up: waiting less than asked would be throttled again
     minutes, seconds = divmod(total, 60)
@@ -842,35 +861,32 @@ def _apply(con: Any, events: list[Event]) -> None:
         topic = e.topic
         if topic == "auth.user_registered":
             con.execute(
-                "INSERT INTO users VALUES (?, ?, false, 0, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
+                f"INSERT INTO users VALUES (?, ?, false, 0, ?, {TS}, {TS}, ?)",
                 [p["name"], p["role"], e.actor, e.ts_us, e.ts_us, e.id],
             )
         elif topic == "auth.role_changed":
             con.execute(
-                "UPDATE users SET role = ?, updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET role = ?, updated_at = {TS} WHERE name = ?",
                 [p["to"], e.ts_us, p["name"]],
             )
         elif topic in ("auth.user_disabled", "auth.user_enabled"):
             con.execute(
-                "UPDATE users SET disabled = ?, updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET disabled = ?, updated_at = {TS} WHERE name = ?",
                 [topic == "auth.user_disabled", e.ts_us, p["name"]],
             )
         elif topic == "auth.password_changed":
             con.execute(
-                "UPDATE users SET password_version = password_version + 1, "
-                "updated_at = make_timestamptz(?::BIGINT) WHERE name = ?",
+                f"UPDATE users SET password_version = password_version + 1, updated_at = {TS} WHERE name = ?",
                 [e.ts_us, p["name"]],
             )
         elif topic == "auth.logout":
             con.execute(
-                "INSERT INTO revoked_tokens VALUES (?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
-                [p["jti"], p["name"], int(p["exp"]) * 1_000_000, e.ts_us, e.id],
+                f"INSERT INTO revoked_tokens VALUES (?, ?, {TS}, {TS}, ?)",
+                [p["jti"], p["name"], to_us(int(p["exp"])), e.ts_us, e.id],
             )
         elif topic in _LOGIN_OUTCOMES:
             con.execute(
-                "INSERT INTO auth_logins VALUES (make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO auth_logins VALUES ({TS}, ?, ?, ?, ?, ?, ?)",
                 [
                     e.ts_us,
                     e.seq,

@@ -90,7 +90,7 @@ class Causal:
     def graph(self, event_id: str, *, direction: str = "both") -> nx.DiGraph:
         """A directed graph (cause -> effect) around an event: its lineage, its impact, or both."""
         if direction not in {"lineage", "impact", "both"}:
-            raise ValueError("direction is 'lineage', 'impact' or 'both'")
+            raise LedgerError("direction is 'lineage', 'impact' or 'both'")
         frames = []
         if direction in {"lineage", "both"}:
             frames.append(self.lineage(event_id))

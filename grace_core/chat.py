@@ -10,19 +10,25 @@ Tables ``conversations`` and ``chat_messages`` are projections of those events, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .bm25 import BM25, tokenize
 from .causal import handling
 from .errors import ChatError, ResponderError
 from .events import Event
 from .hunter import Finding, severity_rank
 from .hunter.scanner import redact
-from .responders import BM25, Responder, Turn, responder_for, tokenize
+from .responders import RETRIEVAL, Responder, Turn, responder_for
+from .times import TS
 
 if TYPE_CHECKING:
+    from .auth import Auth
+    from .governance import Governance
+    from .hunter import Hunter
+    from .modes import Modes
     from .workspace import Workspace
 
 __all__ = ["Chat", "Reply", "mask_secrets"]
@@ -57,8 +63,14 @@ def mask_secrets(text: str, findings: list[Finding]) -> str:
 class Chat:
     """Conversations of the workspace's users (``ws.chat``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(
+        self, ws: Workspace, *, auth: Auth, governance: Governance, hunter: Hunter, modes: Modes
+    ) -> None:
         self._ws = ws
+        self._auth = auth
+        self._governance = governance
+        self._hunter = hunter
+        self._modes = modes
         ws.projections.register("chat", "chat.*", _apply, tables=["conversations", "chat_messages"])
 
     # -- writing -----------------------------------------------------------------------------------------------
@@ -66,8 +78,12 @@ class Chat:
         """Open a new conversation for ``user``; returns its id."""
         _check_user(user)
         title = (title or "New conversation").strip()[:200] or "New conversation"
-        title = mask_secrets(title, self._ws.hunter.scan(title, target="chat"))
-        event = self._ws.publish("chat.conversation.started", {"user": user, "title": title}, actor=user)
+        return self._open(user, mask_secrets(title, self._hunter.scan(title, target="chat")))
+
+    def _open(self, user: str, masked_title: str) -> str:
+        event = self._ws.publish(
+            "chat.conversation.started", {"user": user, "title": masked_title}, actor=user
+        )
         return event.id
 
     def send(
@@ -82,22 +98,21 @@ class Chat:
 
         Refused outright (nothing recorded) while the workspace is in the ``chat_paused`` degraded mode.
         """
-        modes = getattr(self._ws, "modes", None)
-        if modes is not None:
-            modes.guard("chat_paused")
+        self._modes.guard("chat_paused")
         _check_user(user)
         if not isinstance(text, str) or not text.strip():
             raise ChatError("a chat message is non-empty text")
         if len(text) > MAX_TEXT:
             raise ChatError(f"a chat message has at most {MAX_TEXT} characters, not {len(text)}")
         engine = responder_for(responder, self._ws)  # a bad responder fails before anything is written
-        if conversation is None:
-            conversation = self.start(user, title=text.strip().splitlines()[0][:80])
-        else:
+        if conversation is not None:
             self._owned(conversation, user)
         ws = self._ws
+        # One scan: it masks the question (and the title of a new conversation) and raises the alerts.
+        findings = self._hunter.scan(text, target="chat")
+        if conversation is None:
+            conversation = self._open(user, _title(text, findings))
         resource = f"conversation:{conversation}"
-        findings = ws.hunter.scan(text, target="chat")
         recorded = mask_secrets(text, findings)
         question = ws.publish(
             "chat.message.received",
@@ -107,9 +122,9 @@ class Chat:
         )
         # Alerts, the decision and the answer are all caused by the question.
         with handling(question):
-            ws.hunter.screen(text, target="chat", actor=user, resource=resource)
-            decision = ws.governance.decide(
-                user, "chat.send", resource=resource, context=_context(ws, user, findings)
+            self._hunter.screen(text, target="chat", actor=user, resource=resource, findings=findings)
+            decision = self._governance.check(
+                user, "chat.send", resource, _context(self._auth.role_of(user), findings), enforce=False
             )
             if not decision.allowed:
                 reason = decision.explanation or "governance did not allow this message"
@@ -213,7 +228,7 @@ class Chat:
         terms = tokenize(query)
         if frame.empty or not terms:
             return frame.assign(score=pd.Series(dtype=float)).iloc[0:0]
-        index = BM25([tokenize(t) for t in frame["text"]])
+        index = BM25([tokenize(t) for t in frame["text"]], params=RETRIEVAL)
         hits = index.top(terms, limit)
         out = frame.iloc[[i for i, _ in hits]].copy()
         out["score"] = [s for _, s in hits]
@@ -223,16 +238,12 @@ class Chat:
     def _may_read(self, actor: str | None, resource: str, *, own: bool) -> None:
         """Govern a read of conversations by ``actor`` (None: the workspace's own code, not checked).
 
-        Allowed reads are evaluated without a decision event (reads are frequent); a refused one goes through
-        ``require``, which records the refusal and raises PermissionDenied with the policy's reason.
+        Reads are frequent: an allowed one records no decision event; a refused one is recorded and raises
+        PermissionDenied with the policy's reason.
         """
         if actor is None:
             return
-        governance = self._ws.governance
-        context = {"own": own}
-        if governance.evaluate(actor, "chat.read", resource, context).allowed:
-            return
-        governance.require(actor, "chat.read", resource, context)
+        self._governance.check(actor, "chat.read", resource, {"own": own}, record="refusals")
 
     def _get(self, conversation: str) -> tuple[Any, ...]:
         row = (
@@ -262,16 +273,29 @@ class Chat:
         return [Turn("user" if k == "received" else "assistant", t) for k, t in rows]
 
 
+def _title(text: str, findings: list[Finding]) -> str:
+    """A new conversation's title: the message's first line (80 characters at most), masked like the message."""
+    offset = len(text) - len(text.lstrip())
+    title = text.strip().splitlines()[0][:80].strip()
+    end = offset + len(title)
+    inside = [
+        replace(f, start=max(f.start, offset) - offset, end=min(f.end, end) - offset)
+        for f in findings
+        if f.start < end and f.end > offset
+    ]
+    return mask_secrets(title, inside)
+
+
 def _check_user(user: str) -> None:
     if not isinstance(user, str) or not user:
         raise ChatError("a chat message needs the user who sends it")
 
 
-def _context(ws: Workspace, user: str, findings: list[Finding]) -> dict[str, Any]:
+def _context(role: str | None, findings: list[Finding]) -> dict[str, Any]:
     worst = max((f.severity for f in findings), key=severity_rank, default="none")
     threats = [f.severity for f in findings if f.category in _THREATS]
     return {
-        "role": ws.auth.role_of(user),
+        "role": role,
         "findings": len(findings),
         "max_severity": worst,
         # The worst injection or secret: the default pack refuses a message whose threat is high or critical.
@@ -288,8 +312,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             if not (isinstance(p.get("user"), str) and isinstance(p.get("title"), str)):
                 continue
             con.execute(
-                "INSERT INTO conversations VALUES (?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), 0)",
+                f"INSERT INTO conversations VALUES (?, ?, ?, {TS}, {TS}, 0)",
                 [e.id, p["user"], p["title"], e.ts_us, e.ts_us],
             )
             continue
@@ -306,7 +329,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         settings = json.dumps(p["settings"], sort_keys=True) if "settings" in p else None
         citations = json.dumps(p["citations"]) if "citations" in p else None
         con.execute(
-            "INSERT INTO chat_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+            f"INSERT INTO chat_messages VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS})",
             [
                 e.id,
                 conv,
@@ -323,7 +346,6 @@ def _apply(con: Any, events: list[Event]) -> None:
             ],
         )
         con.execute(
-            "UPDATE conversations SET messages = messages + 1, updated_at = make_timestamptz(?::BIGINT) "
-            "WHERE id = ?",
+            f"UPDATE conversations SET messages = messages + 1, updated_at = {TS} WHERE id = ?",
             [e.ts_us, conv],
         )

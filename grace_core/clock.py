@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Protocol
+
+from .errors import ClockError
 
 
 class Clock(Protocol):
@@ -46,7 +48,7 @@ class ManualClock:
     def __init__(self, start: datetime | float = DEFAULT_START) -> None:
         if isinstance(start, datetime):
             if start.tzinfo is None:
-                raise ValueError("ManualClock needs an aware datetime (e.g. tzinfo=UTC)")
+                raise ClockError("ManualClock needs an aware datetime (e.g. tzinfo=UTC)")
             start = start.timestamp()
         self._t = float(start)
         self._lock = threading.Lock()
@@ -65,7 +67,7 @@ class ManualClock:
         """Move forward; returns the new time. Time never goes backwards."""
         delta = seconds + 60.0 * minutes + 3600.0 * hours
         if delta < 0:
-            raise ValueError("a ManualClock cannot go backwards")
+            raise ClockError("a ManualClock cannot go backwards")
         with self._lock:
             self._t += delta
             return self._t
@@ -74,13 +76,8 @@ class ManualClock:
         t = when.timestamp() if isinstance(when, datetime) else float(when)
         with self._lock:
             if t < self._t:
-                raise ValueError("a ManualClock cannot go backwards")
+                raise ClockError("a ManualClock cannot go backwards")
             self._t = t
 
     def __repr__(self) -> str:
         return f"ManualClock({self.now().isoformat()})"
-
-
-def to_datetime(ts_us: int) -> datetime:
-    """Microseconds since the epoch (how the ledger stores time) to an aware datetime."""
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ts_us)

@@ -2,6 +2,51 @@
 
 from __future__ import annotations
 
+__all__ = [
+    "ArtifactError",
+    "AuthError",
+    "BenchError",
+    "CassetteError",
+    "ChainBrokenError",
+    "ChatError",
+    "ClockError",
+    "DegradedModeError",
+    "EventError",
+    "GraceError",
+    "LakeError",
+    "LanguageModelError",
+    "LedgerError",
+    "LessonError",
+    "LoopError",
+    "MetricsError",
+    "ModeError",
+    "ModelCallError",
+    "ModelError",
+    "ModelOutputError",
+    "PayloadError",
+    "PermissionDenied",
+    "PolicyError",
+    "PromptError",
+    "ProofError",
+    "ReadOnlyError",
+    "ResponderError",
+    "RuleError",
+    "SandboxError",
+    "ScanError",
+    "ScenarioError",
+    "SignatureError",
+    "SubscriptionError",
+    "SweepError",
+    "TaskError",
+    "ThrottledError",
+    "TokenError",
+    "ViewError",
+    "WeakPasswordError",
+    "WitnessError",
+    "WorkspaceError",
+    "WorkspaceLockedError",
+]
+
 
 class GraceError(Exception):
     """Base of every error grace_core raises."""
@@ -47,12 +92,25 @@ class ChainBrokenError(LedgerError):
     """Verification found the first event whose stored form does not match the chain."""
 
 
+class WitnessError(LedgerError):
+    """A witness (a copy of the signed checkpoints kept outside the workspace) refused a checkpoint or cannot be
+    read or written: the ledger forked from it, is shorter than it, or is signed by a key it did not pin."""
+
+
 class ProofError(GraceError):
     """A Merkle proof does not verify or is malformed."""
 
 
 class SignatureError(GraceError):
     """A signed checkpoint is malformed or its signature does not verify."""
+
+
+class ClockError(GraceError):
+    """A clock was asked for something it cannot do (a ManualClock going backwards, a time without a zone)."""
+
+
+class SubscriptionError(GraceError):
+    """A mesh subscription cannot be made as asked (a durable one without a name, a name in use)."""
 
 
 class LoopError(GraceError):
@@ -99,6 +157,10 @@ class RuleError(GraceError):
     """A Hunter rule is malformed or its examples do not behave as declared."""
 
 
+class ScanError(GraceError):
+    """Hunter was asked to scan or evaluate something it cannot (an unknown target, not text, a bad frame)."""
+
+
 class TaskError(GraceError):
     """A task cannot be created or moved to the requested state."""
 
@@ -123,6 +185,10 @@ class DegradedModeError(GraceError):
         self.mode = mode
 
 
+class ModeError(GraceError):
+    """A degraded mode is unknown, or a switch of one is not acceptable (e.g. entering one without a reason)."""
+
+
 class ModelError(GraceError):
     """A model, version, alias or run does not exist, or a training request is not acceptable."""
 
@@ -137,6 +203,44 @@ class LakeError(GraceError):
 
 class SweepError(GraceError):
     """A sweep configuration is not acceptable, or one of its runs failed."""
+
+
+class LanguageModelError(GraceError):
+    """A language model is not configured as asked (backend, server URL, model file)."""
+
+
+class PromptError(LanguageModelError):
+    """A prompt is unknown, its file is malformed, or the inputs or parameters do not fit it. Nothing was called."""
+
+
+class ModelCallError(LanguageModelError):
+    """A model call failed (unreachable server, timeout, HTTP error, missing backend); recorded as ``llm.failed``."""
+
+    def __init__(self, message: str, *, kind: str, attempts: int = 1, waited_s: float = 0.0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.attempts = attempts
+        self.waited_s = waited_s
+
+
+class ModelOutputError(LanguageModelError):
+    """A model answered, but not in the form its prompt asks for; recorded as ``llm.output_rejected``."""
+
+    def __init__(self, message: str, *, completion: object = None) -> None:
+        super().__init__(message)
+        self.completion = completion
+
+
+class CassetteError(LanguageModelError):
+    """A cassette file is malformed, or a replay asked for a completion the cassette does not hold."""
+
+
+class ViewError(GraceError):
+    """A view is unknown, or was asked to act without what it needs (nothing selected, no reason given)."""
+
+
+class BenchError(GraceError):
+    """A benchmark is unknown or registered twice, or a measurement is not acceptable."""
 
 
 class LessonError(GraceError):

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from .clock import to_datetime
 from .errors import EventError, PayloadError
+from .times import to_datetime
 
 __all__ = ["GENESIS_HASH", "MAX_PAYLOAD_BYTES", "Draft", "Event", "canonical_json", "record_bytes"]
 
@@ -23,7 +23,8 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _unserialisable(value: object) -> object:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+    # The encoder's ``default`` hook: what it raises propagates out of the encoder as is.
+    raise PayloadError(f"payload is not JSON-serialisable: it holds a {type(value).__name__}")
 
 
 # One C encoder, reused: json.dumps with options builds a new encoder per call, which dominates small

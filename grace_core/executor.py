@@ -12,7 +12,7 @@ the run publishes is caused by the task, and through it by whatever created the 
    backoff. A seeded share of tasks (``learning.holdout_share``, ``learning.held_out``) is held out of every
    lesson: the baseline the lessons are measured against. Which lessons applied to the run, or would have, is
    recorded on the run (``policy``), so outcomes can be attributed (table ``lesson_runs``);
-2. asks governance: ``require("executor", "task.run", resource="task:<id>", context={"kind": ...})`` (a denial
+2. asks governance: ``check("executor", "task.run", "task:<id>", {"kind": ...})`` (a denial
    fails the task with the decision's explanation),
 3. moves it to ``running`` (attempt n), calls the handler,
 4. moves it to ``done`` with the handler's result, or, when the handler raised, back to ``pending`` with a retry
@@ -39,7 +39,6 @@ Two handlers come built in, for the tasks the system creates itself:
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 import threading
@@ -54,12 +53,15 @@ from .diagnosis import diagnose, error_type
 from .effects import applies, combine, next_allowed
 from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
-from .learning import ActiveEffect, describe_effect, held_out
+from .learning import ActiveEffect, Learning, describe_effect, held_out
 from .loops import Loop, Scheduler
 from .mesh import Message
 from .tasks import COLUMNS, Task, _task
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .modes import Modes
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["ACTOR", "Executor", "ExecutorLoop", "HandlerSpec", "TaskHandler"]
@@ -186,8 +188,22 @@ class ExecutorLoop(Loop):
 class Executor:
     """``ws.executor``: handlers per task kind, and the loop that runs the tasks."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        loops: Scheduler,
+        governance: Governance,
+        modes: Modes,
+        tasks: Tasks,
+        learning: Learning,
+    ) -> None:
         self.ws = ws
+        self._loops = loops
+        self._governance = governance
+        self._modes = modes
+        self._tasks = tasks
+        self._learning = learning
         self._handlers: dict[str, HandlerSpec] = {}
         self._lock = threading.RLock()  # one run at a time per workspace (the loop thread, the CLI, a test)
         self._running: set[str] = set()
@@ -197,7 +213,7 @@ class Executor:
         ws.projections.register(
             "executor_kinds", "executor.kind_adjusted", _apply_kinds, tables=["executor_kinds"]
         )
-        self.loop = ws.loops.add(ExecutorLoop(self))
+        self.loop = loops.add(ExecutorLoop(self))
         self.register("security_alert", handle_security_alert, max_attempts=3, backoff=30.0)
         self.register("learned", handle_learned, max_attempts=3, backoff=60.0)
 
@@ -336,7 +352,7 @@ class Executor:
         failed, waiting, deferred) for the loop's tick event: empty when there was nothing to do, so an idle tick
         records nothing."""
         counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0, "deferred": 0}
-        if self.ws.modes.is_active("read_only"):
+        if self._modes.is_active("read_only"):
             return {}  # nothing may change; healing lifts the mode
         with self._lock:
             if not self._recovered:
@@ -362,15 +378,15 @@ class Executor:
 
     def run(self, task_id: str) -> Task:
         """Run one pending task now, whatever its retry time (``grace tasks run``); returns it afterwards."""
-        self.ws.modes.guard("read_only")
+        self._modes.guard("read_only")
         with self._lock:
-            task = self.ws.tasks.get(task_id)
+            task = self._tasks.get(task_id)
             if task.state != "pending":
                 raise TaskError(f"task {task_id} is {task.state}; only a pending task can run")
             prepared = self._prepare(task, self._context(), deferrable=False)
             if isinstance(prepared, _Start):
                 self._run_all([prepared])
-            task = self.ws.tasks.get(task_id)
+            task = self._tasks.get(task_id)
             if prepared == "waiting":
                 raise TaskError(f"task {task_id} cannot run: {task.note}")
             return task
@@ -390,9 +406,9 @@ class Executor:
             error = "interrupted: the process stopped while the task ran"
             with handling(self.ws.ledger.get(task.id)):
                 if spec is not None and task.attempts >= spec.max_attempts:
-                    self.ws.tasks.transition(task.id, "failed", actor=ACTOR, error=error, reason=error)
+                    self._tasks.transition(task.id, "failed", actor=ACTOR, error=error, reason=error)
                 else:
-                    self.ws.tasks.transition(
+                    self._tasks.transition(
                         task.id, "pending", actor=ACTOR, error=error, reason="retry after an interruption"
                     )
 
@@ -403,7 +419,7 @@ class Executor:
         parameters or retries, or the run would start in an hour it avoids. Of those, the ones the task is held
         out of (``learning.held_out``, drawn for each lesson) are recorded as ``held_out``; the others apply.
         """
-        candidates = (self.ws.learning.effects() if lessons is None else lessons).get(task.kind)
+        candidates = (self._learning.effects() if lessons is None else lessons).get(task.kind)
         if not candidates:
             return _NO_POLICY
         params = task.details.get("params") if isinstance(task.details.get("params"), Mapping) else {}
@@ -420,7 +436,7 @@ class Executor:
         ]
         if not relevant:
             return _NO_POLICY
-        share = float(self.ws.loops.param("learning", "holdout_share"))
+        share = float(self._loops.param("learning", "holdout_share"))
         held = [lesson for lesson in relevant if held_out(self.ws.seed, task, share, lesson.key)]
         applied = [lesson for lesson in relevant if lesson not in held]
         return Policy(
@@ -431,7 +447,7 @@ class Executor:
 
     def _context(self) -> _Context:
         """What every run of one tick reads: the lessons' effects and the kinds' adjustments (read once)."""
-        return _Context(self.ws.learning.effects(), self._adjustments())
+        return _Context(self._learning.effects(), self._adjustments())
 
     def _prepare(self, task: Task, context: _Context, *, deferrable: bool = True) -> str | _Start:
         """Everything before a run: a kind without handler or paused waits, a lesson may defer it, governance
@@ -444,7 +460,7 @@ class Executor:
                 "ws.executor.register"
             )
             if task.note != note:
-                ws.tasks.note(task.id, note, actor=ACTOR)
+                self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         adjusted = context.kinds.get(task.kind)
         now = ws.clock.time()
@@ -452,7 +468,7 @@ class Executor:
             until = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
             note = f"kind {task.kind!r} paused by {adjusted.by} until {until} UTC: {adjusted.reason}"
             if task.note != note:
-                ws.tasks.note(task.id, note, actor=ACTOR)
+                self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         created = ws.ledger.get(task.id)
         policy = self.policy(task, context.lessons)
@@ -461,7 +477,7 @@ class Executor:
             until = next_allowed(now, effect["avoid_hours"])
             if until is not None:
                 with handling(created):
-                    ws.tasks.defer(
+                    self._tasks.defer(
                         task,
                         until,
                         actor=ACTOR,
@@ -473,11 +489,11 @@ class Executor:
             spec = dataclasses.replace(spec, **effect["retry"])
         with handling(created):
             try:
-                ws.governance.require(
+                self._governance.check(
                     ACTOR, "task.run", resource=f"task:{task.id}", context={"kind": task.kind}
                 )
             except PermissionDenied as exc:
-                ws.tasks.move(task, "failed", actor=ACTOR, error=str(exc), reason="governance denied")
+                self._tasks.move(task, "failed", actor=ACTOR, error=str(exc), reason="governance denied")
                 return "failed"
         return _Start(task, spec, 1.0 if adjusted is None else adjusted.factor, created, policy)
 
@@ -490,7 +506,7 @@ class Executor:
         ws = self.ws
         ws.publish_many(
             [
-                ws.tasks.message(
+                self._tasks.message(
                     s.task, "running", attempt=s.attempt, policy=s.policy.record(), cause=s.created
                 )
                 for s in starts
@@ -537,12 +553,12 @@ class Executor:
             except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
                 error = f"{type(exc).__name__}: {exc}"
             else:
-                done = ws.tasks.message(
+                done = self._tasks.message(
                     running, "done", result=result, attempt=attempt, policy=ended, cause=s.created
                 )
                 return "done", done
         if attempt >= spec.max_attempts:
-            failed = ws.tasks.message(
+            failed = self._tasks.message(
                 running,
                 "failed",
                 attempt=attempt,
@@ -553,7 +569,7 @@ class Executor:
             )
             return "failed", failed
         delay = spec.delay(attempt, s.factor)
-        retry = ws.tasks.message(
+        retry = self._tasks.message(
             running,
             "pending",
             attempt=attempt,
@@ -588,60 +604,6 @@ class Executor:
             sql += " AND ts < make_timestamptz(?::BIGINT)"
             params.append(round(until * 1e6))
         return self.ws.sql(sql + " ORDER BY seq", params)
-
-    def runs(
-        self, *, kinds: Sequence[str] | None = None, since: float | None = None, unaffected: bool = False
-    ) -> list[dict[str, Any]]:
-        """Ended runs as JSON-able records, the input of ``grace_core.diagnosis.diagnose``, oldest first.
-
-        Each: ``id`` (the event that ended it), ``task``, ``kind``, ``attempt``, ``ok``, ``error``, ``hour`` (of the
-        day, UTC) and ``features``: the task's ``details.params`` values and its ``details.size``. With
-        ``unaffected`` only runs no lesson changed (held-out runs and those before any lesson), so that what
-        the lessons did does not blur what the runs show.
-        """
-        sql = (
-            "SELECT e.id, e.payload->>'$.task_id', e.payload->>'$.kind', "
-            "TRY_CAST(e.payload->>'$.attempt' AS INTEGER), (e.payload->>'$.to') = 'done', "
-            "e.payload->>'$.error', hour(e.ts), t.details FROM events e JOIN tasks t "
-            "ON t.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
-            "AND (e.payload->>'$.from') = 'running'"
-        )
-        params: list[Any] = []
-        if since is not None:
-            sql += " AND e.ts >= make_timestamptz(?::BIGINT)"
-            params.append(round(since * 1e6))
-        if kinds is not None:
-            sql += " AND (e.payload->>'$.kind') IN (SELECT unnest(?::VARCHAR[]))"
-            params.append(list(kinds))
-        if unaffected:
-            sql += " AND json_extract(e.payload, '$.policy.lessons') IS NULL"
-        out = []
-        for event_id, task_id, kind, attempt, ok, error, hour, details in (
-            self.ws.ledger.reader().execute(sql + " ORDER BY e.seq", params).fetchall()
-        ):
-            d = json.loads(details)
-            features = {
-                k: v for k, v in (d.get("params") or {}).items() if isinstance(v, str | bool) or _finite(v)
-            }
-            if _finite(d.get("size")) and not isinstance(d.get("size"), bool):
-                features["size"] = d["size"]
-            out.append(
-                {
-                    "id": event_id,
-                    "task": task_id,
-                    "kind": kind,
-                    "attempt": int(attempt or 1),
-                    "ok": bool(ok),
-                    "error": error,
-                    "hour": int(hour),
-                    "features": features,
-                }
-            )
-        return out
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def _hhmm(t: float) -> str:
@@ -829,8 +791,8 @@ def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:
 def investigate_kind(ws: Workspace, kind: str) -> dict[str, Any]:
     """Why do runs of ``kind`` fail? Failure rates by error type and feature over its whole history, the causes
     the failure analysis finds in the runs no lesson changed, and the lessons acting on the kind."""
-    runs = ws.executor.runs(kinds=[kind])
-    unaffected = ws.executor.runs(kinds=[kind], unaffected=True)
+    runs = ws.tasks.runs(kinds=[kind])
+    unaffected = ws.tasks.runs(kinds=[kind], unaffected=True)
     failed = [r for r in runs if not r["ok"]]
     errors: dict[str, int] = {}
     for r in failed:

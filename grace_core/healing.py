@@ -47,8 +47,13 @@ from .events import Event
 from .loops import Loop, Scheduler
 from .mesh import Message
 from .modes import MODES
+from .times import TS, from_us, to_us
 
 if TYPE_CHECKING:
+    from .executor import Executor
+    from .governance import Governance
+    from .modes import Modes
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["ACTOR", "STATUSES", "Check", "Healing", "HealingLoop", "RemediationRule", "default_rules"]
@@ -236,9 +241,8 @@ class HealingLoop(Loop):
         row = (
             ws.ledger.reader()
             .execute(
-                "SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= make_timestamptz(?::BIGINT) "
-                "AND resolved_at < make_timestamptz(?::BIGINT)",
-                [round(since * 1e6), round(until * 1e6)],
+                f"SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= {TS} AND resolved_at < {TS}",
+                [to_us(since), to_us(until)],
             )
             .fetchone()
         )
@@ -248,8 +252,22 @@ class HealingLoop(Loop):
 class Healing:
     """``ws.healing``: health checks, incidents and remediation."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        loops: Scheduler,
+        governance: Governance,
+        modes: Modes,
+        tasks: Tasks,
+        executor: Executor,
+    ) -> None:
         self.ws = ws
+        self._loops = loops
+        self._governance = governance
+        self._modes = modes
+        self._tasks = tasks
+        self._executor = executor
         self._lock = threading.RLock()
         # Host measurements (write latency, file size) differ run to run: a ManualClock run, which must give the
         # same ledger for the same seed, leaves them out unless a caller turns them on.
@@ -258,7 +276,7 @@ class Healing:
         self._params: dict[str, Any] | None = None
         ws.projections.register("health_status", "healing.checked", _apply_health, tables=["health_status"])
         ws.projections.register("incidents", "healing.*", _apply_incidents, tables=["incidents"])
-        self.loop = ws.loops.add(HealingLoop(self))
+        self.loop = loops.add(HealingLoop(self))
         self._rules: tuple[RemediationRule, ...] = default_rules()
         self._rules_seq = 0  # seq of the healing.rules_loaded event in force (0: the default pack)
         self._rules_head = -1  # ledger head when that was last looked up
@@ -289,7 +307,7 @@ class Healing:
         text = None if isinstance(source, Mapping) else Path(source).read_text(encoding="utf-8")
         data = dict(source) if isinstance(source, Mapping) else yaml.safe_load(text or "")
         rules = rules_from_dict(data)
-        self.ws.governance.require(actor, "healing.rules.load", resource="healing:rules")
+        self._governance.check(actor, "healing.rules.load", resource="healing:rules")
         pack = {"name": str(data.get("name", "custom")), "rules": [r.as_dict() for r in rules]}
         event = self.ws.publish(
             "healing.rules_loaded", {"pack": pack, "reason": reason}, actor=actor, resource="healing:rules"
@@ -304,7 +322,7 @@ class Healing:
         cached = self._params
         if cached is not None:
             return float(cached[key])
-        return float(self.ws.loops.param(HealingLoop.name, key))
+        return float(self._loops.param(HealingLoop.name, key))
 
     def _load_params(self) -> dict[str, Any]:
         # One query for all thresholds (a check reads a dozen of them).
@@ -328,7 +346,7 @@ class Healing:
 
     def _check_loops(self) -> list[Check]:
         ws = self.ws
-        sched = ws.loops
+        sched = self._loops
         now = ws.clock.time()
         factor = self._p("stall_factor")
         lags = self._lags([n for n in sched.names if sched.state(n).state == "running"])
@@ -378,7 +396,7 @@ class Healing:
         """Events after each loop's cursor that it would process (not ``loop.*``), in one scan for all loops."""
         if not names:
             return {}
-        cursors = [self.ws.loops.cursor(n) for n in names]
+        cursors = [self._loops.cursor(n) for n in names]
         select = ", ".join(["count(*) FILTER (WHERE seq > ?)"] * len(names))
         row = (
             self.ws.ledger.reader()
@@ -452,8 +470,8 @@ class Healing:
                 "SELECT payload->>'$.kind' AS kind, count(*) AS runs, "
                 "count(*) FILTER (WHERE (payload->>'$.to') <> 'done') AS failures, max(seq) AS last "
                 "FROM events WHERE topic = 'task.state_changed' AND (payload->>'$.from') = 'running' "
-                "AND ts >= make_timestamptz(?::BIGINT) GROUP BY 1 ORDER BY 1",
-                [round((now - window) * 1e6)],
+                f"AND ts >= {TS} GROUP BY 1 ORDER BY 1",
+                [to_us(now - window)],
             )
             .fetchall()
         )
@@ -528,8 +546,8 @@ class Healing:
                 "max(id) FILTER (WHERE topic = 'chat.message.failed' AND seq = (SELECT max(seq) FROM events "
                 "WHERE topic = 'chat.message.failed')) "
                 "FROM events WHERE topic IN ('chat.message.failed', 'chat.message.responded') "
-                "AND ts >= make_timestamptz(?::BIGINT)",
-                [round((now - window) * 1e6)],
+                f"AND ts >= {TS}",
+                [to_us(now - window)],
             )
             .fetchone()
         )
@@ -643,7 +661,7 @@ class Healing:
             event = ws.ledger.get(str(incident["id"]))
             actions = json.loads(incident["actions"])
             if c.status == "ok":
-                self._resolve(event, c, actions, now, float(incident["detected_us"]) / 1e6)
+                self._resolve(event, c, actions, now, from_us(float(incident["detected_us"])))
             elif RANK[c.status] > RANK[str(incident["status"])] or c.reason != incident["reason"]:
                 with handling(event):
                     ws.publish(
@@ -730,8 +748,8 @@ class Healing:
             loop = str(args.get("loop") or data.get("loop") or "")
             if not loop or loop == HealingLoop.name:
                 return False, "no loop to restart (healing does not restart itself)"
-            ws.loops.stop(loop, actor=ACTOR, timeout=5.0)
-            ws.loops.start(loop, actor=ACTOR)
+            self._loops.stop(loop, actor=ACTOR, timeout=5.0)
+            self._loops.start(loop, actor=ACTOR)
             return True, f"restarted loop {loop}"
         if name == "replay_dead_letters":
             pending = len(ws.mesh.dead_letters())
@@ -743,20 +761,22 @@ class Healing:
                 return False, "no task kind named by the check"
             if name == "backoff_kind":
                 factor = float(args.get("factor", 4.0))
-                ws.executor.adjust(kind, actor=ACTOR, reason=reason, backoff_factor=factor)
+                self._executor.adjust(kind, actor=ACTOR, reason=reason, backoff_factor=factor)
                 return True, f"backoff of {kind!r} x{factor:g}"
             if name == "pause_kind":
                 seconds = float(args.get("seconds", 600.0))
-                ws.executor.adjust(kind, actor=ACTOR, reason=reason, pause_for=seconds)
+                self._executor.adjust(kind, actor=ACTOR, reason=reason, pause_for=seconds)
                 return True, f"paused {kind!r} for {seconds:g} s"
-            ws.executor.adjust(kind, actor=ACTOR, reason=reason, backoff_factor=1.0, resume=True)
+            self._executor.adjust(kind, actor=ACTOR, reason=reason, backoff_factor=1.0, resume=True)
             return True, f"resumed {kind!r} with its registered backoff"
         if name in ("enter_mode", "leave_mode"):
             mode = str(args.get("mode") or "")
             if name == "enter_mode":
-                entered = ws.modes.enter(mode, actor=ACTOR, reason=reason, details={"incident": incident.id})
+                entered = self._modes.enter(
+                    mode, actor=ACTOR, reason=reason, details={"incident": incident.id}
+                )
                 return True, f"entered {mode}" if entered else f"{mode} was active already"
-            left = ws.modes.leave(mode, actor=ACTOR, reason=reason)
+            left = self._modes.leave(mode, actor=ACTOR, reason=reason)
             return True, f"left {mode}" if left else f"{mode} was not active"
         if name == "alert":
             self._alert(incident, check, "a rule asks for a person")
@@ -768,7 +788,7 @@ class Healing:
         task_id = None
         with handling(incident):
             try:
-                task = ws.tasks.create(
+                task = self._tasks.create(
                     f"Health: {check.component} is {check.status} ({check.reason})",
                     kind="healing_alert",
                     actor=ACTOR,
@@ -900,9 +920,7 @@ def _apply_health(con: Any, events: list[Event]) -> None:
         if not rows:
             continue
         # One statement per check (not one per component): this runs on every healing tick.
-        values = ", ".join(
-            ["(?, ?, ?, make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT))"] * len(rows)
-        )
+        values = ", ".join([f"(?, ?, ?, {TS}, {TS})"] * len(rows))
         params = [v for component, c in rows for v in (component, c["status"], c["detail"], e.ts_us, e.ts_us)]
         con.execute(
             f"INSERT INTO health_status VALUES {values} "
@@ -918,7 +936,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "healing.incident_opened":
             con.execute(
-                "INSERT INTO incidents VALUES (?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), '[]', false, NULL, NULL)",
+                f"INSERT INTO incidents VALUES (?, ?, ?, ?, ?, {TS}, '[]', false, NULL, NULL)",
                 [e.id, p["component"], p["status"], p["reason"], p["detail"], e.ts_us],
             )
         elif e.topic == "healing.incident_escalated":
@@ -934,7 +952,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                 "status": p["status"],
                 "ok": p["ok"],
                 "detail": p["detail"],
-                "at": e.ts_us / 1e6,
+                "at": from_us(e.ts_us),
                 "event": e.id,
                 "data": _action_data(p),
             }
@@ -954,7 +972,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                     "status": p["status"],
                     "ok": True,
                     "detail": p["why"],
-                    "at": e.ts_us / 1e6,
+                    "at": from_us(e.ts_us),
                     "event": e.id,
                     "data": {},
                 }
@@ -964,7 +982,7 @@ def _apply_incidents(con: Any, events: list[Event]) -> None:
                 )
         elif e.topic == "healing.incident_resolved":
             con.execute(
-                "UPDATE incidents SET resolved_at = make_timestamptz(?::BIGINT), mttr_s = ? WHERE id = ?",
+                f"UPDATE incidents SET resolved_at = {TS}, mttr_s = ? WHERE id = ?",
                 [e.ts_us, p["mttr_s"], p["incident"]],
             )
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 import duckdb
 import pandas as pd
 
-from .db import load_extension
+from .db import load_extension, sql_string
 from .errors import LakeError
 from .ledger import Ledger, VerifyReport
 from .loops import Loop
@@ -57,7 +57,7 @@ ALIAS = "grace_lake"  # the name the lake is attached under in the owner's DuckD
 DEFAULT_RETENTION = 7 * 24 * 3600.0  # seconds of snapshots kept for time travel
 SYNC_TABLE = "lake_syncs"  # one row per sync: which seqs, which head, which workspace
 _APPENDED = ("events", SYNC_TABLE)  # the tables syncs append to (all others are replaced)
-# Never published: key material and password hashes (the same tables snapshots leave out).
+# Never published: password hashes and a pre-key-file secrets table (the same tables snapshots leave out).
 _SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _META = {"catalog": "lake.catalog", "data": "lake.data", "retention": "lake.retention"}
 _SECRET = "lake.catalog"  # noqa: S105 - the name of the secret, not its value
@@ -102,10 +102,6 @@ def _normalise_data(data: str | os.PathLike[str]) -> str:
     return str(Path(text).expanduser().resolve()) + "/"
 
 
-def _quote(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def _attach_sql(
     catalog: str,
     data: str | None,
@@ -116,28 +112,27 @@ def _attach_sql(
 ) -> str:
     options = []
     if data is not None:
-        options.append(f"DATA_PATH {_quote(data)}")
+        options.append(f"DATA_PATH {sql_string(data)}")
     if read_only:
         options.append("READ_ONLY")
     if isinstance(snapshot, datetime):
-        options.append(f"SNAPSHOT_TIME {_quote(snapshot.isoformat())}")
+        options.append(f"SNAPSHOT_TIME {sql_string(snapshot.isoformat())}")
     elif snapshot is not None:
         options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
     suffix = f" ({', '.join(options)})" if options else ""
-    return f"ATTACH {_quote('ducklake:' + catalog)} AS {alias}{suffix}"
+    return f"ATTACH {sql_string('ducklake:' + catalog)} AS {alias}{suffix}"
 
 
 def _retrying(action: Callable[[], _T], *, attempts: int = 8, backoff: float = 0.05) -> _T:
     """Run ``action``, again on a commit conflict or a busy catalog (DuckLake's optimistic concurrency)."""
-    for attempt in range(attempts):
+    for attempt in range(attempts - 1):
         try:
             return action()
         except duckdb.Error as exc:
-            message = str(exc).lower()
-            if attempt == attempts - 1 or not any(word in message for word in _RETRYABLE):
+            if not any(word in str(exc).lower() for word in _RETRYABLE):
                 raise
             time.sleep(backoff * (2**attempt))
-    raise AssertionError("unreachable")
+    return action()  # the last attempt: its error, if any, is the caller's
 
 
 def parse_duration(value: str | float | timedelta) -> float:
@@ -182,8 +177,9 @@ class SyncReport:
 class Lake:
     """``ws.lake``: the workspace's DuckLake, if one is attached (``attached``), and the verbs of its owner."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler) -> None:
         self.ws = ws
+        self._loops = loops
         self._lock = threading.Lock()  # one sync (or maintenance) at a time in this process
         self._attached_as: str | None = None  # the catalog the owner's DuckDB instance has attached now
         if not ws.read_only and self.attached:
@@ -217,13 +213,9 @@ class Lake:
 
     def _catalog(self) -> str:
         """The full catalog URL (with its password, kept among the workspace's secrets if it has one)."""
-        row = (
-            self.ws.con.cursor()
-            .execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SECRET])
-            .fetchone()
-        )
-        if row is not None:
-            return bytes(row[0]).decode()
+        stored = self.ws.secrets.text(_SECRET)
+        if stored is not None:
+            return stored
         config = self.config
         if not config:
             raise LakeError(
@@ -255,6 +247,11 @@ class Lake:
         finally:
             probe.close()
         public = redact(catalog)
+        # The password first: a lake recorded without it (a crash in between) would not open.
+        if public != catalog:
+            self.ws.secrets.put(_SECRET, catalog)
+        else:
+            self.ws.secrets.delete(_SECRET)
         cur = self.ws.con.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
@@ -263,9 +260,6 @@ class Lake:
                     "INSERT INTO workspace_meta VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     [_META[key], value],
                 )
-            cur.execute("DELETE FROM workspace_secrets WHERE name = ?", [_SECRET])
-            if public != catalog:
-                cur.execute("INSERT INTO workspace_secrets VALUES (?, ?)", [_SECRET, catalog.encode()])
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -278,8 +272,8 @@ class Lake:
         return self.config
 
     def _add_loop(self) -> None:
-        if "lake" not in self.ws.loops.names:
-            self.ws.loops.add(LakeLoop(self))
+        if "lake" not in self._loops.names:
+            self._loops.add(LakeLoop(self))
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor of the workspace's DuckDB instance with the lake attached (attached once, kept)."""
@@ -392,13 +386,10 @@ class Lake:
     def _touched(self, topics: Sequence[str], existing: Iterable[str]) -> list[str]:
         """Projection tables whose topics occur among ``topics``, plus any not in the lake yet."""
         present = set(existing)
-        items = getattr(self.ws.projections, "_items", None)
         tables: list[str] = []
-        for projection in items or []:
+        for projection in self.ws.projections:
             if any(projection.matches(t) for t in topics) or not set(projection.tables) <= present:
                 tables.extend(projection.tables)
-        if items is None:  # no registry detail to go by: replace them all
-            tables = list(self.ws.projections.tables)
         return [t for t in dict.fromkeys(tables) if t not in _SECRET_TABLES]  # in order, once each
 
     # -- maintenance -------------------------------------------------------------------------------------------
@@ -580,14 +571,9 @@ class LakeReader:
         return int(rows["seq"].iloc[0]), bytes(rows["hash"].iloc[0])
 
     def verify(self, *, progress: bool = False) -> VerifyReport:
-        """The ledger's own verification, run on the lake's tables (links, hashes, signed checkpoints)."""
+        """The ledger's own verification, run on the lake's events (links, hashes, the signed checkpoint events)."""
         if "events" not in self.tables:
             raise LakeError("the lake holds no ledger yet; sync the workspace first")
-        for table in ("signing_keys", "checkpoints"):
-            if table not in self.tables:  # an empty table verifies as "no checkpoints"
-                self.con.execute(
-                    f'CREATE VIEW "{table}" AS SELECT NULL AS size, NULL AS note, NULL AS verifier_key WHERE false'
-                )
         ledger = Ledger(self.con, Projections(), read_only=True)
         report = _retrying(lambda: ledger.verify(progress=progress))
         if report.ok and SYNC_TABLE in self.tables:

@@ -50,13 +50,13 @@ import pandas as pd
 
 from .causal import handling
 from .effects import validate_effect
-from .errors import GraceError, LessonError
+from .errors import EventError, GraceError, LessonError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
 
 if TYPE_CHECKING:
-    from .tasks import Task
+    from .tasks import Task, Tasks
     from .workspace import Workspace
 
 __all__ = [
@@ -300,9 +300,11 @@ class LearningLoop(Loop):
         "decay_after": (1.0, 50.0),
     }
 
-    def __init__(self, learning: Learning) -> None:
+    def __init__(self, learning: Learning, loops: Scheduler, tasks: Tasks) -> None:
         self.learning = learning
         self._ws = learning.ws
+        self._loops = loops
+        self._tasks = tasks
 
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Share of the votes cast in [since, until) that were upvotes (None with fewer than 3 votes)."""
@@ -320,7 +322,7 @@ class LearningLoop(Loop):
         return good / total if total >= 3 else None
 
     def _param(self, key: str) -> float:
-        return float(self._ws.loops.param(self.name, key))
+        return float(self._loops.param(self.name, key))
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         tasks = rules = 0
@@ -386,7 +388,7 @@ class LearningLoop(Loop):
         window = max(1, math.floor(self._param("task_window")))
         task_key = f"learned:{key}"
         reader = self._ws.ledger.reader()
-        if self._ws.tasks._open_with_key(task_key) is not None:
+        if self._tasks._open_with_key(task_key) is not None:
             return False
         # Only insights after the pattern's last task count: a task that was done is not reopened by the
         # very insights that made it, only by the pattern recurring again.
@@ -401,7 +403,7 @@ class LearningLoop(Loop):
         p = latest.payload
         with handling(latest):
             try:
-                self._ws.tasks.create(
+                self._tasks.create(
                     _task_title(p["kind"], key, p.get("data", {})),
                     kind="learned",
                     actor=ACTOR,
@@ -433,14 +435,15 @@ class LearningLoop(Loop):
 class Learning:
     """``ws.learning``: the loop, the lessons it keeps, their history and the outcomes they are judged by."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
         self.ws = ws
+        self._tasks = tasks
         ws.projections.register(
             "learned_rules", "learning.*", _apply, tables=["learned_rules", "learned_rule_history"]
         )
         ws.projections.register("lesson_runs", "task.*", _apply_runs, tables=["lesson_runs"])
-        self.loop = LearningLoop(self)
-        ws.loops.add(self.loop)
+        self.loop = LearningLoop(self, loops, tasks)
+        loops.add(self.loop)
 
     # -- reading ---------------------------------------------------------------------------------------------
     def rules(self, *, include_dropped: bool = False) -> pd.DataFrame:
@@ -456,7 +459,7 @@ class Learning:
 
     def tasks(self) -> pd.DataFrame:
         """The tasks learning created."""
-        return self.ws.tasks.list(kind="learned")
+        return self._tasks.list(kind="learned")
 
     def lessons(self, *, state: str = "active", with_effect: bool = False) -> list[dict[str, Any]]:
         """Lessons as JSON-able dicts (id, key, text, votes, effect, last_reflection), oldest first."""
@@ -597,9 +600,9 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
                 "SELECT votes, text, state, effect FROM learned_rules WHERE id = ?", [rule_id]
             ).fetchone()
             if row is None:
-                raise ValueError(f"{e.topic} names an unknown rule {rule_id}")
+                raise EventError(f"{e.topic} names an unknown rule {rule_id}")
             if row[2] == "dropped":
-                raise ValueError(f"{e.topic}: rule {rule_id} was dropped at zero votes")
+                raise EventError(f"{e.topic}: rule {rule_id} was dropped at zero votes")
             # The votes follow from the history, whatever the payload claims: replay gives the same numbers.
             votes = int(row[0]) + delta
             text = p.get("text", row[1])
@@ -649,11 +652,11 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
 
 
 def _valid(effect: Any) -> dict[str, Any]:
-    """An effect in its normal form; a malformed one makes the projection refuse the event (ValueError)."""
+    """An effect in its normal form; a malformed one makes the projection refuse the event."""
     try:
         return validate_effect(effect)
     except LessonError as exc:
-        raise ValueError(str(exc)) from exc
+        raise EventError(str(exc)) from exc
 
 
 def _apply_runs(con: Any, events: Sequence[Event]) -> None:

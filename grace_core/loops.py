@@ -1,11 +1,20 @@
-"""Loops: durable subscribers with a schedule, run live in threads or stepped on a ManualClock."""
+"""Loops: durable subscribers with a schedule, run live in threads or stepped on a ManualClock.
+
+A process that owns a workspace runs its loops with ``run_foreground`` (what ``grace loops start`` does); another
+process asks it to stop them with ``request_stop``: a request file beside the workspace (``<workspace>.loops-stop``,
+JSON ``{"loop", "by"}``, mode 0600) that the running process honours within a fraction of a second -- it stops
+the loops as the requester (governed, recorded as ``loop.stopped`` events) -- and removes.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
@@ -13,15 +22,17 @@ import pandas as pd
 from .clock import ManualClock
 from .errors import LoopError, PayloadError
 from .events import Event, canonical_json, is_finite_number
+from .files import write_private
 from .mesh import Message
 from .projections import topic_matcher
+from .times import TS
 
 if TYPE_CHECKING:
     from .governance import Governance
     from .mesh import Mesh
     from .workspace import Workspace
 
-__all__ = ["Loop", "LoopStatus", "Scheduler"]
+__all__ = ["STOP_SUFFIX", "Loop", "LoopStatus", "Scheduler", "request_stop", "run_foreground"]
 
 STATES = ("stopped", "running", "paused")
 
@@ -49,7 +60,7 @@ class Loop:
 
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
         """Handle a batch of new events; return a small summary for the tick event (or None)."""
-        raise NotImplementedError
+        raise LoopError(f"loop {self.name!r} ({type(self).__name__}) does not implement process()")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
@@ -69,13 +80,13 @@ class LoopStatus:
 class Scheduler:
     """Owns the loops of a workspace: start, stop, pause, step, and simulated time.
 
-    With ``governance`` attached (a workspace attaches its own), parameter changes always pass
-    ``governance.require(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
+    With ``governance`` (a workspace gives its own), parameter changes always pass
+    ``governance.check(actor, "loop.set_param", ...)``, and start, stop, pause, resume and step pass
     ``loop.start``/``loop.stop``/``loop.step`` when an actor is named (the scheduler's own ticks are not
     governed: they are the schedule the governed start asked for).
     """
 
-    def __init__(self, mesh: Mesh, *, actor: str = "scheduler") -> None:
+    def __init__(self, mesh: Mesh, *, governance: Governance | None = None, actor: str = "scheduler") -> None:
         self.mesh = mesh
         self.ledger = mesh.ledger
         self.clock = mesh.clock
@@ -85,7 +96,7 @@ class Scheduler:
         self._threads: dict[str, tuple[threading.Thread, threading.Event]] = {}
         self._tick_locks: dict[str, threading.Lock] = {}
         self._lock = threading.RLock()
-        self.governance: Governance | None = None
+        self.governance = governance
         # Parameter values read from loop_params; set_param keeps it current (a tick reads several each time).
         self._param_cache: dict[tuple[str, str], Any] = {}
         self._cursors: dict[str, int] = {}  # loop -> its cursor (see cursor())
@@ -178,7 +189,7 @@ class Scheduler:
             if bounds is not None:
                 within = is_finite_number(value) and bounds[0] <= float(value) <= bounds[1]
                 context.update({"min": bounds[0], "max": bounds[1], "within_bounds": within})
-            self.governance.require(actor, "loop.set_param", resource=f"loop:{name}", context=context)
+            self.governance.check(actor, "loop.set_param", resource=f"loop:{name}", context=context)
         event = self.mesh.publish(
             "loop.param_changed",
             {"loop": name, "name": key, "old": old, "new": value, "reason": reason},
@@ -199,15 +210,21 @@ class Scheduler:
             if status.state == "running":
                 continue
             self._govern(actor, "loop.start", n)
-            self._set_state(n, "running", actor)
             status.next_due = self.clock.time()
             if not isinstance(self.clock, ManualClock):
+                # The thread runs before the loop is marked running (it idles until then): a health check
+                # between the two must never find a running loop without its thread ("thread is gone").
                 stop = threading.Event()
                 thread = threading.Thread(
                     target=self._live, args=(n, stop), name=f"grace-loop-{n}", daemon=True
                 )
                 self._threads[n] = (thread, stop)
                 thread.start()
+            try:
+                self._set_state(n, "running", actor)
+            except BaseException:
+                self._join(n, 10.0)
+                raise
 
     def stop(self, name: str | None = None, *, actor: str | None = None, timeout: float = 10.0) -> None:
         for n in self._select(name):
@@ -231,7 +248,7 @@ class Scheduler:
 
     def _govern(self, actor: str | None, action: str, name: str) -> None:
         if actor is not None and self.governance is not None:
-            self.governance.require(actor, action, resource=f"loop:{name}")
+            self.governance.check(actor, action, resource=f"loop:{name}")
 
     def _set_state(self, name: str, state: str, actor: str | None) -> None:
         old = self._status[name].state
@@ -412,6 +429,66 @@ class Scheduler:
         return self._status[self[name].name]
 
 
+# -- running in the foreground, stopped from another process ----------------------------------------------------
+STOP_SUFFIX = ".loops-stop"  # beside the workspace file: the stop request a running process polls for
+_POLL_S = 0.2
+
+
+def run_foreground(
+    ws: Workspace,
+    name: str | None = None,
+    *,
+    actor: str,
+    seconds: float | None = None,
+    started: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Run the loops (or loop ``name``) live until ``seconds`` pass, a stop request stops them all, or the
+    caller is interrupted (KeyboardInterrupt propagates); the loops are stopped as ``actor`` on the way out.
+
+    ``started`` is called with the names of the loops running once they started.
+    """
+    request = Path(ws.path + STOP_SUFFIX)
+    ws.loops.start(name, actor=actor)
+    if started is not None:
+        started([n for n in ws.loops.names if ws.loops.state(n).state == "running"])
+    deadline = None if seconds is None else time.monotonic() + seconds
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+            if request.exists():
+                asked = _read_request(request)
+                ws.loops.stop(asked.get("loop"), actor=asked.get("by") or actor)
+                with contextlib.suppress(OSError):
+                    request.unlink()
+                if not any(ws.loops.state(n).state == "running" for n in ws.loops.names):
+                    return
+    finally:
+        ws.loops.stop(name, actor=actor)
+
+
+def request_stop(path: str, *, loop: str | None = None, by: str, wait: float = 10.0) -> None:
+    """Ask the process running the loops of the workspace at ``path`` to stop them (or ``loop``), and wait for
+    it to do so; raises LoopError (and withdraws the request) when it does not within ``wait`` seconds."""
+    request = Path(path + STOP_SUFFIX)
+    write_private(request, json.dumps({"loop": loop, "by": by}))
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if not request.exists():
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(OSError):
+        request.unlink()
+    raise LoopError(f"the process that owns {path} did not honour the stop request within {wait:g} s")
+
+
+def _read_request(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 _VERB = {"running": "started", "stopped": "stopped", "paused": "paused"}
 _MISSING = object()
 _IDLE_SKIP_LIMIT = 256  # bookkeeping events an idle tick may leave after its cursor before it records a tick
@@ -427,6 +504,6 @@ def apply_loop_params(con: Any, events: list[Event]) -> None:
         p = e.payload
         con.execute("DELETE FROM loop_params WHERE loop = ? AND name = ?", [p["loop"], p["name"]])
         con.execute(
-            "INSERT INTO loop_params VALUES (?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+            f"INSERT INTO loop_params VALUES (?, ?, ?, ?, {TS})",
             [p["loop"], p["name"], canonical_json({"v": p["new"]})[5:-1], e.id, e.ts_us],
         )

@@ -27,10 +27,11 @@ import pandas as pd
 
 from .causal import current_event, handling
 from .clock import Clock
-from .errors import EventError
+from .errors import EventError, SubscriptionError
 from .events import MAX_PAYLOAD_BYTES, Draft, Event, canonical_json, check_name, check_topic
 from .ledger import Ledger
 from .projections import topic_matcher
+from .times import TS, to_us
 
 __all__ = ["Handler", "Mesh", "Message", "Subscription"]
 
@@ -134,7 +135,7 @@ class Mesh:
         The clock is read once: the events of one ``publish_many`` share their publication instant.
         """
         check_name("actor", actor, required=True)
-        ts_us = round(self.clock.time() * 1_000_000)
+        ts_us = to_us(self.clock.time())
         limit = self.max_payload_bytes
         new_id = self.new_id
         out = []
@@ -189,11 +190,11 @@ class Mesh:
         first catches up on every matching event after that cursor (from the start for a new name).
         """
         if durable and not name:
-            raise ValueError("a durable subscription needs a name (its cursor is stored under it)")
+            raise SubscriptionError("a durable subscription needs a name (its cursor is stored under it)")
         name = name or getattr(handler, "__qualname__", None) or repr(handler)
         with self._lock:
             if any(s.name == name and s.active for s in self._subs):
-                raise ValueError(f"a subscriber named {name!r} exists already; pick another name")
+                raise SubscriptionError(f"a subscriber named {name!r} exists already; pick another name")
             sub = Subscription(self, name, pattern, handler, durable=durable)
             self._subs.append(sub)
             self._by_topic.clear()
@@ -460,7 +461,7 @@ def apply_dead_letters(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "mesh.delivery_failed":
             con.execute(
-                "INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), NULL)",
+                f"INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, {TS}, NULL)",
                 [
                     e.id,
                     p["event_id"],
@@ -474,6 +475,6 @@ def apply_dead_letters(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "mesh.dead_letter_replayed":
             con.execute(
-                "UPDATE dead_letters SET replayed_at = make_timestamptz(?::BIGINT) WHERE event_id = ?",
+                f"UPDATE dead_letters SET replayed_at = {TS} WHERE event_id = ?",
                 [e.ts_us, p["dead_letter"]],
             )

@@ -34,6 +34,7 @@ from .causal import handling
 from .errors import GraceError
 from .events import Event
 from .loops import Loop, Scheduler
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -67,10 +68,11 @@ class MetaLoop(Loop):
 class Meta:
     """The meta-loop's engine (``ws.meta``): its decisions and the table of changes."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler) -> None:
         self.ws = ws
+        self._loops = loops
         ws.projections.register("meta_changes", "meta.change_*", _apply, tables=["meta_changes"])
-        self.loop = ws.loops.add(MetaLoop(self))
+        self.loop = loops.add(MetaLoop(self))
 
     # -- reading ---------------------------------------------------------------------------------------------
     def changes(self, loop: str | None = None) -> pd.DataFrame:
@@ -82,14 +84,14 @@ class Meta:
         """Loops the meta-loop tunes: those declaring ``tunable`` and an ``objective`` of their own."""
         return [
             name
-            for name in self.ws.loops.names
+            for name in self._loops.names
             if name != MetaLoop.name
-            and type(self.ws.loops[name]).tunable
-            and type(self.ws.loops[name]).objective is not Loop.objective
+            and type(self._loops[name]).tunable
+            and type(self._loops[name]).objective is not Loop.objective
         ]
 
     def _param(self, key: str) -> float:
-        return float(self.ws.loops.param(MetaLoop.name, key))
+        return float(self._loops.param(MetaLoop.name, key))
 
     # -- one tick --------------------------------------------------------------------------------------------
     def tick(self) -> dict[str, Any]:
@@ -114,7 +116,7 @@ class Meta:
 
     def _objective(self, loop: str, since: float, until: float) -> float | None:
         try:
-            value = self.ws.loops[loop].objective(self.ws, since, until)
+            value = self._loops[loop].objective(self.ws, since, until)
         except Exception:  # noqa: BLE001 - a broken objective must not stop the tuning of the other loops
             return None
         return float(value) if value is not None and math.isfinite(float(value)) else None
@@ -157,7 +159,7 @@ class Meta:
             reason = f"revert meta change {change['id']}: {why} (worse)"
             with handling(evaluated):
                 try:
-                    self.ws.loops.set_param(loop, change["key"], self._typed(loop, change["key"], old),
+                    self._loops.set_param(loop, change["key"], self._typed(loop, change["key"], old),
                                             actor=ACTOR, reason=reason)  # fmt: skip
                 except GraceError as exc:
                     reason = f"{reason}; the revert was refused: {exc}"
@@ -179,8 +181,8 @@ class Meta:
         # The bounds governance holds the meta-loop to (a simulation's floor under intervals included); a
         # parameter pinned by them (min == max) is not a candidate.
         movable: dict[str, tuple[float, float]] = {}
-        for k in sorted(type(self.ws.loops[loop]).tunable):
-            b = self.ws.loops.bounds(loop, k)
+        for k in sorted(type(self._loops[loop]).tunable):
+            b = self._loops.bounds(loop, k)
             if b is not None and b[0] < b[1]:
                 movable[k] = b
         if not movable:
@@ -188,7 +190,7 @@ class Meta:
         rng = self._rng(loop)
         key = rng.choice(sorted(movable))
         lo, hi = movable[key]
-        old = float(self.ws.loops.param(loop, key))
+        old = float(self._loops.param(loop, key))
         direction, why = self._direction(loop, key, rng)
         step = self._param("step")
         new = self._move(loop, key, old, direction, step, lo, hi)
@@ -213,7 +215,7 @@ class Meta:
             )  # fmt: skip
         with handling(decision):
             try:
-                self.ws.loops.set_param(loop, key, self._typed(loop, key, new), actor=ACTOR, reason=rationale)
+                self._loops.set_param(loop, key, self._typed(loop, key, new), actor=ACTOR, reason=rationale)
             except GraceError as exc:
                 self.ws.publish(
                     "meta.change_refused",
@@ -232,10 +234,10 @@ class Meta:
         row = (
             self.ws.ledger.reader()
             .execute(
-                "SELECT max(seq) FROM events WHERE actor = ? AND ts >= make_timestamptz(?::BIGINT) "
-                "AND ts < make_timestamptz(?::BIGINT) AND NOT starts_with(topic, 'loop.') "
+                f"SELECT max(seq) FROM events WHERE actor = ? AND ts >= {TS} "
+                f"AND ts < {TS} AND NOT starts_with(topic, 'loop.') "
                 "AND NOT starts_with(topic, 'metrics.') AND parent_id IS NOT NULL",
-                [loop, round(since * 1e6), round(until * 1e6) + 1],
+                [loop, to_us(since), to_us(until) + 1],
             )
             .fetchone()
         )
@@ -279,7 +281,7 @@ class Meta:
         return float(round(new)) if self._whole(loop, key) else round(new, 6)
 
     def _whole(self, loop: str, key: str) -> bool:
-        default = self.ws.loops[loop].params[key]
+        default = self._loops[loop].params[key]
         return isinstance(default, int) and not isinstance(default, bool) and key != "interval"
 
     def _typed(self, loop: str, key: str, value: float) -> float | int:
@@ -291,14 +293,12 @@ def _apply(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "meta.change_applied":
             con.execute(
-                "INSERT INTO meta_changes VALUES (?, ?, ?, ?, ?, ?, NULL, 'applied', ?, "
-                "make_timestamptz(?::BIGINT), NULL)",
+                f"INSERT INTO meta_changes VALUES (?, ?, ?, ?, ?, ?, NULL, 'applied', ?, {TS}, NULL)",
                 [e.id, p["loop"], p["key"], p["old"], p["new"], p["baseline"], p["rationale"], e.ts_us],
             )
         elif e.topic == "meta.change_evaluated":
             con.execute(
-                "UPDATE meta_changes SET after = ?, status = ?, evaluated_at = make_timestamptz(?::BIGINT) "
-                "WHERE id = ?",
+                f"UPDATE meta_changes SET after = ?, status = ?, evaluated_at = {TS} WHERE id = ?",
                 [p["after"], p["decision"], e.ts_us, p["change_id"]],
             )
         elif e.topic == "meta.change_refused":

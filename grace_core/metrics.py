@@ -15,6 +15,7 @@ import pandas as pd
 from .clock import Clock
 from .errors import MetricsError
 from .events import Event, canonical_json, is_finite_number
+from .times import TS
 
 if TYPE_CHECKING:
     from .ledger import Ledger
@@ -349,6 +350,4 @@ def apply_metric_samples(con: Any, events: list[Event]) -> None:
         for s in e.payload["samples"]:
             rows.append((e.ts_us, s["name"], kind, canonical_json(s["labels"]), s["value"], e.id))
     if rows:
-        con.executemany(
-            "INSERT INTO metric_samples VALUES (make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?)", rows
-        )
+        con.executemany(f"INSERT INTO metric_samples VALUES ({TS}, ?, ?, ?, ?, ?)", rows)

@@ -7,6 +7,9 @@ or an admin, so replay and audits see exactly when the workspace was degraded an
   (``healing.*``, ``loop.*``, ``metrics.*``, ``ledger.*``), so nothing changes state but the healing that can lift it.
 - ``sandbox_disabled``: ``ws.sandbox.run`` refuses to start code.
 - ``chat_paused``: ``ws.chat.send`` refuses new messages.
+
+Who may enter or leave a mode is decided by governance (``healing.mode.enter`` / ``healing.mode.leave`` on
+``mode:<name>``; the default pack allows admins and the service actors).
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import DegradedModeError, PermissionDenied, ReadOnlyError
+from .errors import DegradedModeError, ModeError, ReadOnlyError
 from .events import Event
+from .times import TS
 
 if TYPE_CHECKING:
+    from .governance import Governance
     from .workspace import Workspace
 
 __all__ = ["MODES", "ActiveMode", "Modes"]
@@ -32,8 +37,6 @@ MODES: dict[str, str] = {
 }
 # Topics a read-only workspace still records: the bookkeeping that lets healing observe and lift the mode.
 READ_ONLY_ALLOWED = ("healing.", "loop.", "metrics.", "ledger.")
-# Who may switch modes: the service actors (remediation rules run as `healing`) and admins.
-_ROLES = frozenset({"system", "admin"})
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,9 @@ class ActiveMode:
 class Modes:
     """``ws.modes``: enter, leave and guard the degraded modes."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance) -> None:
         self.ws = ws
+        self._governance = governance
         self._lock = threading.Lock()
         self._active: dict[str, ActiveMode] = {}
         self._seen = 0  # the ledger head the in-memory view reflects
@@ -143,9 +147,9 @@ class Modes:
         self, mode: str, *, actor: str, reason: str, details: dict[str, Any] | None = None
     ) -> Event | None:
         """Enter ``mode`` (a no-op returning None when it is active already)."""
-        self._may_switch(actor, mode)
+        self._may_switch(actor, mode, "enter")
         if not reason.strip():
-            raise ValueError("entering a degraded mode needs a reason")
+            raise ModeError("entering a degraded mode needs a reason")
         if self.is_active(mode):
             return None
         return self.ws.publish(
@@ -157,25 +161,25 @@ class Modes:
 
     def leave(self, mode: str, *, actor: str, reason: str) -> Event | None:
         """Leave ``mode`` (a no-op returning None when it is not active)."""
-        self._may_switch(actor, mode)
+        self._may_switch(actor, mode, "leave")
         if not self.is_active(mode):
             return None
         return self.ws.publish(
             "healing.mode_left", {"mode": mode, "reason": reason}, actor=actor, resource=f"mode:{mode}"
         )
 
-    def _may_switch(self, actor: str, mode: str) -> None:
+    def _may_switch(self, actor: str, mode: str, verb: str) -> None:
         _check(mode)
-        role = self.ws.auth.role_of(actor)
-        if role not in _ROLES:
-            raise PermissionDenied(
-                f"{actor} ({role or 'unknown'}) may not switch degraded modes: only admins and the healing engine"
-            )
+        # Policy decides who switches modes (the default pack: admins and the service actors, e.g. healing's
+        # remediation rules). An allowed switch is recorded by its own event, so only a refusal is recorded.
+        self._governance.check(
+            actor, f"healing.mode.{verb}", f"mode:{mode}", record="refusals", what="switch degraded modes"
+        )
 
 
 def _check(mode: str) -> None:
     if mode not in MODES:
-        raise ValueError(f"unknown degraded mode {mode!r}; modes: {', '.join(MODES)}")
+        raise ModeError(f"unknown degraded mode {mode!r}; modes: {', '.join(MODES)}")
 
 
 def _apply(con: Any, events: list[Event]) -> None:
@@ -183,7 +187,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "healing.mode_entered":
             con.execute(
-                "INSERT OR REPLACE INTO degraded_modes VALUES (?, ?, ?, make_timestamptz(?::BIGINT), ?)",
+                f"INSERT OR REPLACE INTO degraded_modes VALUES (?, ?, ?, {TS}, ?)",
                 [p["mode"], e.actor, p["reason"], e.ts_us, e.id],
             )
         elif e.topic == "healing.mode_left":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import translate
 
 import duckdb
 
-from .errors import EventError
+from .errors import EventError, WorkspaceError
 from .events import Event
 
 __all__ = ["Applier", "Projections", "topic_matcher"]
@@ -50,13 +50,17 @@ class Projections:
 
     def register(self, name: str, pattern: str, applier: Applier, *, tables: Sequence[str]) -> None:
         if any(p.name == name for p in self._items):
-            raise ValueError(f"projection {name!r} is registered already")
+            raise WorkspaceError(f"projection {name!r} is registered already")
         self._items.append(_Projection(name, pattern, applier, tuple(tables), topic_matcher(pattern)))
         self._by_topic.clear()
 
     @property
     def tables(self) -> list[str]:
         return [t for p in self._items for t in p.tables]
+
+    def __iter__(self) -> Iterator[_Projection]:
+        """The registered projections (name, pattern, tables, matches), in the order they are applied."""
+        return iter(list(self._items))
 
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
         """Hand each applier its events, in ledger order. Runs inside the ledger's write transaction."""
@@ -74,7 +78,7 @@ class Projections:
             if selected:
                 try:
                     projection.applier(con, selected)
-                except (KeyError, TypeError, ValueError) as exc:
+                except (EventError, KeyError, TypeError, ValueError) as exc:
                     # An engine's topic published with a payload its projection cannot use (e.g. a raw
                     # `task.created` without a kind): refuse the whole batch with a clear reason.
                     raise EventError(

@@ -26,7 +26,7 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
     events per minute over earlier reflections, stored in each ``reflection.completed``).
 ``failure_cause``
     why the runs of a task kind fail: the failure analysis (``grace_core.diagnosis``) compares its failed and
-    successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.executor.runs``) by
+    successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.tasks.runs``) by
     feature (parameter values, size threshold, hour of day, retry-then-success) and proposes an executable
     effect, which learning turns into a lesson for the executor. Run for the kinds with a new failed run.
 
@@ -55,9 +55,11 @@ from .errors import GraceError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
+from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
     from .responders import Responder
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["IMPORTANCE", "SEVERITY_IMPORTANCE", "Reflection", "ReflectionLoop", "importance"]
@@ -67,7 +69,7 @@ ACTOR = "reflection"
 _SELF_ACTORS = frozenset({"reflection", "learning"})
 # Bookkeeping that says nothing about the workspace's users or engines. ``scenario.`` events carry the scores a
 # scenario measures against its hidden ground truth: a loop that read them would learn from the answer key.
-_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "scenario.")
+_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "llm.", "scenario.")
 _TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]{2,}\b"  # noqa: S105 - a regex: words of 3+ characters
 MAX_EVIDENCE = 20_000  # ids per insight; far above any window the defaults produce (keeps payloads < 1 MB)
 
@@ -186,8 +188,10 @@ class ReflectionLoop(Loop):
         "anomaly_ratio": (1.5, 20.0),
     }
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
+        self._loops = loops
+        self._tasks = tasks
         self.responder: Responder | None = None
         # The pending window kept in memory between ticks: the relevant events in (_from, _upto].
         self._pending: list[Event] = []
@@ -210,14 +214,14 @@ class ReflectionLoop(Loop):
         self._upto = upto
         pending = self._pending
         total = sum(importance(e) for e in pending)
-        now_us = round(ws.clock.time() * 1e6)
+        now_us = to_us(ws.clock.time())
         start_us = last.end_us if last.end_us is not None else (pending[0].ts_us if pending else now_us)
         threshold = float(self._param("importance_threshold"))
         if not pending:
             return {"pending": 0, "importance": 0.0}
         if total >= threshold:
             trigger = "importance"
-        elif now_us - start_us >= float(self._param("period")) * 1e6:
+        elif now_us - start_us >= float(self._param("period")) * US_PER_SECOND:
             trigger = "interval"
         else:
             return {"pending": len(pending), "importance": total}
@@ -232,7 +236,7 @@ class ReflectionLoop(Loop):
         return insight_usefulness(ws, since, until)
 
     def _param(self, key: str) -> Any:
-        return self._ws.loops.param(self.name, key)
+        return self._loops.param(self.name, key)
 
     def last(self) -> _Last:
         row = (
@@ -338,12 +342,12 @@ class ReflectionLoop(Loop):
 
     def _span(self, window: list[Event], end_us: int) -> tuple[list[Event], int]:
         """The relevant events of the last ``lookback`` seconds up to the window's end (the window included)."""
-        since_us = end_us - round(float(self._param("lookback")) * 1e6)
+        since_us = end_us - to_us(float(self._param("lookback")))
         upto = window[-1].seq
         row = (
             self._ws.ledger.reader()
             .execute(
-                "SELECT min(seq) FROM events WHERE ts >= make_timestamptz(?::BIGINT) AND seq <= ?",
+                f"SELECT min(seq) FROM events WHERE ts >= {TS} AND seq <= ?",
                 [since_us, upto],
             )
             .fetchone()
@@ -565,7 +569,7 @@ class ReflectionLoop(Loop):
         if not latest:
             return []
         since = self._ws.clock.time() - float(self._param("cause_lookback"))
-        runs = self._ws.executor.runs(kinds=sorted(latest), since=since, unaffected=True)
+        runs = self._tasks.runs(kinds=sorted(latest), since=since, unaffected=True)
         out = []
         for insight in diagnose({"runs": runs})["insights"]:
             data = insight["data"]
@@ -666,11 +670,11 @@ def _strip_redactions(text: str) -> str:
 class Reflection:
     """``ws.reflection``: the loop, its insights and reflections as DataFrames."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
         ws.projections.register("insights", "reflection.*", _apply, tables=["insights", "reflections"])
-        self.loop = ReflectionLoop(ws)
-        ws.loops.add(self.loop)
+        self.loop = ReflectionLoop(ws, loops, tasks)
+        loops.add(self.loop)
 
     def insights(self, *, kind: str | None = None, since: float | None = None) -> pd.DataFrame:
         """Insights, oldest first (``since``: workspace-clock epoch seconds)."""
@@ -680,9 +684,17 @@ class Reflection:
             sql += " AND kind = ?"
             params.append(kind)
         if since is not None:
-            sql += " AND created_at >= make_timestamptz(?::BIGINT)"
-            params.append(int(since * 1e6))
+            sql += f" AND created_at >= {TS}"
+            params.append(to_us(since))
         return self._ws.sql(sql + " ORDER BY created_at, id", params)
+
+    def latest_insights(self, limit: int = 8) -> pd.DataFrame:
+        """The ``limit`` newest insights, newest first: created_at, kind, text, score, evidence_count."""
+        return self._ws.sql(
+            "SELECT created_at, kind, text, score, evidence_count FROM insights "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            [int(limit)],
+        )
 
     def insight(self, insight_id: str) -> dict[str, Any]:
         """One insight: its row plus the full event payload."""
@@ -710,8 +722,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
         if e.topic == "reflection.insight":
             window = p["window"]
             con.execute(
-                "INSERT INTO insights VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT))",
+                f"INSERT INTO insights VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, {TS}, {TS})",
                 [
                     e.id,
                     p["kind"],
@@ -729,8 +740,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             )
         elif e.topic == "reflection.completed":
             con.execute(
-                "INSERT INTO reflections VALUES (?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT), ?)",
+                f"INSERT INTO reflections VALUES (?, ?, ?, ?, ?, ?, ?, ?, {TS}, {TS}, ?)",
                 [
                     int(p["n"]),
                     e.id,
@@ -754,7 +764,7 @@ def insight_usefulness(ws: Workspace, since: float, until: float) -> float | Non
     running, 0.25 if it failed, 0 if it was cancelled or no task cites it. None with fewer than 3 insights.
     """
     frame = ws.sql(
-        """
+        f"""
         WITH cited AS (
             SELECT unnest(from_json(json_extract(details, '$.insights'), '["VARCHAR"]')) AS insight, state
             FROM tasks WHERE json_extract(details, '$.insights') IS NOT NULL
@@ -762,10 +772,10 @@ def insight_usefulness(ws: Workspace, since: float, until: float) -> float | Non
         SELECT i.id, max(CASE c.state WHEN 'done' THEN 1.0 WHEN 'pending' THEN 0.5 WHEN 'running' THEN 0.5
                                       WHEN 'failed' THEN 0.25 ELSE 0.0 END) AS value
         FROM insights i LEFT JOIN cited c ON c.insight = i.id
-        WHERE i.created_at >= make_timestamptz(?::BIGINT) AND i.created_at < make_timestamptz(?::BIGINT)
+        WHERE i.created_at >= {TS} AND i.created_at < {TS}
         GROUP BY i.id
         """,
-        [int(since * 1e6), int(until * 1e6)],
+        [to_us(since), to_us(until)],
     )
     if len(frame) < 3:
         return None

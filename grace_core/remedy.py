@@ -47,9 +47,10 @@ from .errors import SandboxError
 from .events import Event
 from .mesh import Message
 from .metrics import DerivedMetric
+from .times import TS, to_us
 
 if TYPE_CHECKING:
-    from .sandbox import Execution
+    from .sandbox import Execution, Sandbox
     from .workspace import Workspace
 
 __all__ = ["Application", "Proposal", "Remedy", "diagnose", "ruff_fix"]
@@ -398,8 +399,9 @@ def diagnose(
 class Remedy:
     """Diagnoses failed sandbox runs and proposes, stores and applies fixes (``ws.remedy``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, sandbox: Sandbox) -> None:
         self._ws = ws
+        self._sandbox = sandbox
         ws.projections.register("remedy", "remedy.*", _apply, tables=["remedy_proposals"])
         ws.metrics.define(
             DerivedMetric(
@@ -480,11 +482,11 @@ class Remedy:
               "WHERE topic = 'remedy.applied'"  # fmt: skip
         params: list[Any] = []
         if since is not None:
-            sql += " AND ts >= make_timestamptz(?::BIGINT)"
-            params.append(int(since * 1e6))
+            sql += f" AND ts >= {TS}"
+            params.append(to_us(since))
         if until is not None:
-            sql += " AND ts < make_timestamptz(?::BIGINT)"
-            params.append(int(until * 1e6))
+            sql += f" AND ts < {TS}"
+            params.append(to_us(until))
         total, worked = self._ws.ledger.reader().execute(sql, params).fetchone() or (0, 0)
         return None if not total else worked / total
 
@@ -502,7 +504,7 @@ class Remedy:
         payload = event.payload if event is not None else {}
         limits = Limits(**payload["limits"]) if payload.get("limits") else None
         with handling(event) if event is not None else contextlib.nullcontext():
-            execution = self._ws.sandbox.run(
+            execution = self._sandbox.run(
                 prop["patched_code"],
                 actor=actor,
                 language=payload.get("language", "python"),
@@ -533,7 +535,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             patched = p.get("patched_code")
             con.execute(
                 "INSERT INTO remedy_proposals (id, seq, execution, kind, summary, line, diff, patched_code, state, "
-                "proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT)) ON CONFLICT DO NOTHING",
+                f"proposed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}) ON CONFLICT DO NOTHING",
                 [
                     e.id, e.seq, p.get("execution"), p.get("kind"), p.get("summary"), p.get("line"),
                     p.get("diff") or "", patched, "proposed" if patched is not None else "advice", e.ts_us,
@@ -542,7 +544,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         elif e.topic == "remedy.applied":
             con.execute(
                 "UPDATE remedy_proposals SET state = ?, applied_execution = ?, applied_by = ?, "
-                "applied_at = make_timestamptz(?::BIGINT) WHERE id = ?",
+                f"applied_at = {TS} WHERE id = ?",
                 [p.get("outcome"), p.get("execution"), e.actor, e.ts_us, p.get("proposal")],
             )
 

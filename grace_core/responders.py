@@ -6,8 +6,8 @@
   The same workspace and question always give the same answer.
 * ``HttpResponder`` talks to any OpenAI-compatible server (``POST <base>/chat/completions``). Its base URL,
   model and key come from ``GRACE_LLM_BASE_URL``, ``GRACE_LLM_MODEL``, ``GRACE_LLM_API_KEY``, else from the
-  workspace (``workspace_meta`` keys ``llm.base_url`` and ``llm.model``; the key from ``workspace_secrets``
-  ``llm_api_key``, never from the ledger). It retries connection errors, timeouts and 5xx answers with
+  workspace (settings ``llm.base_url``, ``llm.model`` and the secret ``llm_api_key``, never from the ledger;
+  see ``grace_core.settings``). It retries connection errors, timeouts and 5xx answers with
   exponential backoff, and raises ``ResponderError`` naming the server when it cannot get an answer.
 
 Every answer carries the responder's name, model and settings, which the chat records with the reply.
@@ -16,25 +16,20 @@ Every answer carries the responder's name, model and settings, which the chat re
 from __future__ import annotations
 
 import functools
-import json
-import math
-import os
 import re
-import urllib.error
-import urllib.request
 import weakref
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .errors import ArtifactError, ResponderError
+from .bm25 import BM25, Params, tokenize
+from .errors import ArtifactError, LanguageModelError, ResponderError
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
 __all__ = [
-    "BM25",
+    "RETRIEVAL",
     "Answer",
     "HttpResponder",
     "OfflineResponder",
@@ -43,7 +38,6 @@ __all__ = [
     "Turn",
     "responder_for",
     "retrieve",
-    "tokenize",
 ]
 
 
@@ -73,53 +67,9 @@ class Responder(Protocol):
 
 
 # -- retrieval -----------------------------------------------------------------------------------------------
-_WORD = re.compile(r"[a-z0-9]+")
-# fmt: off
-_STOP = frozenset((
-    "a", "an", "and", "are", "as", "at", "be", "by", "do", "does", "for", "from", "has", "have", "how", "i",
-    "in", "is", "it", "its", "me", "my", "of", "on", "or", "our", "so", "that", "the", "their", "them", "there",
-    "this", "to", "was", "we", "were", "what", "when", "where", "which", "who", "why", "will", "with", "you",
-    "your",
-))
-# fmt: on
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-case words and numbers, without the commonest English function words."""
-    return [t for t in _WORD.findall(text.lower()) if t not in _STOP]
-
-
-class BM25:
-    """Okapi BM25 over tokenised documents (k1=1.5, b=0.75); ties keep document order."""
-
-    def __init__(self, docs: Sequence[Sequence[str]], *, k1: float = 1.5, b: float = 0.75) -> None:
-        self.k1, self.b = k1, b
-        self.tfs = [Counter(d) for d in docs]
-        self.lengths = [len(d) for d in docs]
-        self.avgdl = (sum(self.lengths) / len(docs)) if docs else 0.0
-        df: Counter[str] = Counter()
-        for tf in self.tfs:
-            df.update(tf.keys())
-        n = len(docs)
-        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
-
-    def scores(self, query: Sequence[str]) -> list[float]:
-        out = []
-        for tf, dl in zip(self.tfs, self.lengths, strict=True):
-            s = 0.0
-            norm = self.k1 * (1 - self.b + self.b * dl / self.avgdl) if self.avgdl else self.k1
-            for t in set(query):
-                f = tf.get(t)
-                if f:
-                    s += self.idf[t] * f * (self.k1 + 1) / (f + norm)
-            out.append(s)
-        return out
-
-    def top(self, query: Sequence[str], k: int) -> list[tuple[int, float]]:
-        ranked = sorted(
-            ((i, s) for i, s in enumerate(self.scores(query)) if s > 0), key=lambda p: (-p[1], p[0])
-        )
-        return ranked[:k]
+# The ranking of passages (and of chat messages in ``chat.search``): k1=1.5 favours passages that repeat the
+# question's words a little longer than the usual 1.2.
+RETRIEVAL = Params(k1=1.5, b=0.75)
 
 
 @dataclass(frozen=True)
@@ -143,8 +93,10 @@ def workspace_passages(ws: Workspace, user: str | None = None) -> list[Passage]:
     # Plain rows, not DataFrames: this runs for every chat message and pandas would cost more than the queries.
     cur = ws.ledger.reader()
     versions = dict(cur.execute("SELECT path, version FROM memory_items WHERE NOT deleted").fetchall())
+    check = ws.governance.check
     for path in sorted(versions):
-        if user is not None and not ws.governance.evaluate(user, "memory.read", path).allowed:
+        # A filter over every artifact, not a request to read each: a what-if, nothing recorded.
+        if user is not None and not check(user, "memory.read", path, record="none", enforce=False).allowed:
             continue
         paragraphs = _memory_paragraphs(ws, path, versions.get(path))
         if paragraphs is None:  # deleted meanwhile: simply not a source
@@ -215,12 +167,12 @@ def _passage_tokens(text: str) -> tuple[str, ...]:
 
 
 def retrieve(ws: Workspace, text: str, *, top_k: int = 3, user: str | None = None) -> list[Passage]:
-    """The ``top_k`` passages of the workspace that best match ``text`` (BM25, k1=1.5, b=0.75), best first."""
+    """The ``top_k`` passages of the workspace that best match ``text`` (BM25 with ``RETRIEVAL``), best first."""
     query = tokenize(text)
     if not query:
         return []
     passages = workspace_passages(ws, user)
-    index = BM25([_passage_tokens(p.text) for p in passages])
+    index = BM25([_passage_tokens(p.text) for p in passages], params=RETRIEVAL)
     return [passages[i] for i, _ in index.top(query, top_k)]
 
 
@@ -238,7 +190,7 @@ class OfflineResponder:
 
     @property
     def settings(self) -> dict[str, Any]:
-        return {"top_k": self.top_k, "k1": 1.5, "b": 0.75, "unit": "paragraph"}
+        return {"top_k": self.top_k, "k1": RETRIEVAL.k1, "b": RETRIEVAL.b, "unit": "paragraph"}
 
     def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
         hits = retrieve(ws, text, top_k=self.top_k, user=user)
@@ -264,26 +216,6 @@ CONTEXT_PROMPT = (
 )
 
 
-def _workspace_setting(ws: Workspace | None, key: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = ?", [key]).fetchone()
-    except Exception:  # noqa: BLE001 - no such table in an odd workspace: no setting
-        return None
-    return None if row is None else str(row[0])
-
-
-def _workspace_secret(ws: Workspace | None, name: str) -> str | None:
-    if ws is None:
-        return None
-    try:
-        row = ws.con.cursor().execute("SELECT value FROM workspace_secrets WHERE name = ?", [name]).fetchone()
-    except Exception:  # noqa: BLE001 - a snapshot has no secrets
-        return None
-    return None if row is None else bytes(row[0]).decode()
-
-
 class HttpResponder:
     """An OpenAI-compatible ``/v1/chat/completions`` backend, with timeouts and retries."""
 
@@ -304,21 +236,31 @@ class HttpResponder:
         context_k: int = 3,
         sleep: Callable[[float], None] | None = None,
     ) -> None:
-        base = base_url or os.environ.get("GRACE_LLM_BASE_URL") or _workspace_setting(ws, "llm.base_url")
-        if not base:
+        # Imported here: the llm package's offline policy uses this module's tokenizer.
+        from .llm.http import HttpBackend
+
+        if timeout <= 0 or retries < 0 or backoff < 0:
+            raise ResponderError("timeout must be positive; retries and backoff not negative")
+        try:
+            # One HTTP client and one place that reads the model settings (env, then workspace): ws.llm's.
+            self._http = HttpBackend(
+                base_url=base_url,
+                model=model,
+                api_key=api_key,
+                ws=ws,
+                timeout=timeout,
+                retries=retries,
+                backoff=backoff,
+            )
+        except LanguageModelError as exc:
+            raise ResponderError(str(exc)) from exc
+        if not self._http.base_url:
             raise ResponderError(
                 "the http responder needs a server: set GRACE_LLM_BASE_URL (e.g. http://127.0.0.1:8000/v1) "
                 "or the workspace setting llm.base_url"
             )
-        if not base.startswith(("http://", "https://")):
-            raise ResponderError(f"the model server URL must start with http:// or https://, not {base!r}")
-        self.base_url = base.rstrip("/")
-        self.model = (
-            model or os.environ.get("GRACE_LLM_MODEL") or _workspace_setting(ws, "llm.model") or "default"
-        )
-        self._api_key = api_key or os.environ.get("GRACE_LLM_API_KEY") or _workspace_secret(ws, "llm_api_key")
-        if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be positive; retries and backoff not negative")
+        self.base_url = self._http.base_url
+        self.model = self._http.model
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.temperature, self.max_tokens = temperature, max_tokens
         self.context_k = context_k
@@ -327,10 +269,7 @@ class HttpResponder:
 
     @property
     def url(self) -> str:
-        # OpenAI clients take a base URL that already ends in /v1; accept a bare server address too.
-        return self.base_url + (
-            "/chat/completions" if self.base_url.endswith("/v1") else "/v1/chat/completions"
-        )
+        return self._http.url
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -361,7 +300,10 @@ class HttpResponder:
             "max_tokens": self.max_tokens,
             "user": user,
         }
-        data = self._post(body, self._sleep or ws.clock.sleep)
+        try:
+            data = self._http.post(body, sleep=self._sleep or ws.clock.sleep).data
+        except LanguageModelError as exc:
+            raise ResponderError(f"{exc}; check GRACE_LLM_BASE_URL, or use the offline responder") from exc
         try:
             content = data["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -372,53 +314,6 @@ class HttpResponder:
             raise ResponderError(f"{self.url} answered a non-text message content: {content!r:.200}")
         model = data.get("model") if isinstance(data.get("model"), str) else self.model
         return Answer(content, _cited(context), model or self.model, self.settings)
-
-    def _post(self, body: dict[str, Any], sleep: Callable[[float], None]) -> dict[str, Any]:
-        payload = json.dumps(body).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        last = ""
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            if attempt:
-                sleep(self.backoff * 2 ** (attempt - 1))
-            request = urllib.request.Request(self.url, data=payload, headers=headers, method="POST")  # noqa: S310
-            try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - checked http(s)
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                detail = exc.read()[:300].decode(errors="replace")
-                if exc.code >= 500 or exc.code == 429:
-                    last = f"HTTP {exc.code}: {detail}"
-                    continue
-                raise ResponderError(f"{self.url} refused the request: HTTP {exc.code}: {detail}") from exc
-            except TimeoutError as exc:
-                last = f"no answer within {self.timeout:g} s ({exc})"
-                continue
-            except urllib.error.URLError as exc:
-                reason = exc.reason
-                if isinstance(reason, TimeoutError):
-                    last = f"no answer within {self.timeout:g} s"
-                else:
-                    last = f"cannot connect: {reason}"
-                continue
-            except (ConnectionError, OSError) as exc:
-                last = f"connection failed: {exc}"
-                continue
-            try:
-                data = json.loads(raw)
-            except ValueError as exc:
-                raise ResponderError(
-                    f"{self.url} answered something that is not JSON: {raw[:200]!r}"
-                ) from exc
-            if not isinstance(data, dict):
-                raise ResponderError(f"{self.url} answered JSON that is not an object: {raw[:200]!r}")
-            return data
-        raise ResponderError(
-            f"the language model server at {self.url} is unreachable or failing after {attempts} attempt(s): "
-            f"{last}. Check GRACE_LLM_BASE_URL, or use the offline responder"
-        )
 
 
 def responder_for(name: str | Responder | None, ws: Workspace | None = None) -> Responder:

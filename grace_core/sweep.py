@@ -24,7 +24,6 @@ interrupted sweep resumes where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
 import itertools
@@ -43,6 +42,7 @@ import duckdb
 import pandas as pd
 import yaml
 
+from . import settings
 from .errors import SweepError
 from .lake import _attach_sql, _extensions, _normalise_data, _retrying, normalise_catalog, open_lake
 
@@ -120,7 +120,7 @@ def load_config(path: str | os.PathLike[str]) -> SweepConfig:
     file = Path(path)
     try:
         raw = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SweepError(f"cannot read the sweep config {file}: {exc}") from exc
     if not isinstance(raw, Mapping):
         raise SweepError(f"{file} does not hold a mapping")
@@ -190,15 +190,14 @@ def plan(config: SweepConfig) -> list[Run]:
 def run_one(run: Run) -> dict[str, Any]:
     """Run one experiment in its own new workspace file and return its result row (runs in a worker)."""
     from .clock import ManualClock
+    from .files import remove_workspace_files
     from .workload import simulate
     from .workspace import open_workspace
 
     workdir = Path(run.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{run.id}.duckdb"
-    for leftover in (path, Path(f"{path}.wal")):  # a run cut short starts again from nothing
-        with contextlib.suppress(FileNotFoundError):
-            leftover.unlink()
+    remove_workspace_files(path)  # a run cut short starts again from nothing
     kwargs: dict[str, Any] = dict(run.simulate)
     loop_params = {}
     for key, value in run.params:
@@ -259,7 +258,7 @@ def _ray(runs: Iterable[Run], workers: int) -> Iterator[dict[str, Any]]:
 
     started_here = not ray.is_initialized()
     if started_here:
-        address = os.environ.get("RAY_ADDRESS")
+        address = settings.from_env(settings.RAY_ADDRESS)
         # Local Ray: only as many CPUs as asked for, no dashboard (2-core machines).
         options: dict[str, Any] = {} if address else {"num_cpus": workers, "include_dashboard": False}
         ray.init(address=address, log_to_driver=False, **options)

@@ -10,7 +10,8 @@ kind paused) is its ``note`` (a ``task.noted`` event); a pending task the execut
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -20,8 +21,11 @@ import pandas as pd
 from .errors import TaskError
 from .events import Event, canonical_json
 from .mesh import Message
+from .times import TS, to_us
 
 if TYPE_CHECKING:
+    from .governance import Governance
+    from .hunter import Hunter
     from .workspace import Workspace
 
 __all__ = ["STATES", "Task", "Tasks"]
@@ -65,8 +69,10 @@ class Task:
 class Tasks:
     """Create, look up and move tasks. A task's id is the id of its ``task.created`` event."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance, hunter: Hunter) -> None:
         self._ws = ws
+        self._governance = governance
+        self._hunter = hunter
         ws.projections.register("tasks", "task.*", _apply, tables=["tasks"])
 
     def create(
@@ -93,9 +99,7 @@ class Tasks:
                 return existing
         details = dict(details or {})
         canonical_json(details)  # fail before anything is written
-        self._ws.hunter.screen(
-            f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor
-        )
+        self._hunter.screen(f"{title}\n{json.dumps(details, ensure_ascii=False)}", target="task", actor=actor)
         event = self._ws.publish(
             "task.created",
             {"kind": kind, "title": title, "priority": priority, "details": details, "key": key},
@@ -199,7 +203,7 @@ class Tasks:
         if error is not None:
             payload["error"] = error[:2000]
         if retry_at is not None:
-            payload["retry_at_us"] = round(retry_at * 1_000_000)
+            payload["retry_at_us"] = to_us(retry_at)
         if policy:
             payload["policy"] = dict(policy)
         if cause is None:
@@ -215,7 +219,7 @@ class Tasks:
         payload: dict[str, Any] = {
             "task_id": task.id,
             "kind": task.kind,
-            "until_us": round(until * 1_000_000),
+            "until_us": to_us(until),
             "reason": reason,
         }
         if policy:
@@ -224,7 +228,7 @@ class Tasks:
 
     def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
         """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
-        self._ws.governance.require(actor, "task.cancel", resource=f"task:{task_id}")
+        self._governance.check(actor, "task.cancel", resource=f"task:{task_id}")
         return self.transition(task_id, "cancelled", actor=actor, reason=reason or "cancelled")
 
     def note(self, task_id: str, note: str, *, actor: str) -> Task:
@@ -259,6 +263,15 @@ class Tasks:
         )
         return _task(row) if row else None
 
+    def open_count(self) -> int:
+        """How many tasks are open (pending or running)."""
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT count(*) FROM tasks WHERE state IN ('pending', 'running')")
+            .fetchone()
+        )
+        return int(row[0]) if row else 0
+
     def list(self, *, state: str | None = None, kind: str | None = None) -> pd.DataFrame:
         """Tasks as a DataFrame, highest priority first, then oldest first."""
         sql, params = f"SELECT {COLUMNS} FROM tasks WHERE true", []
@@ -269,6 +282,56 @@ class Tasks:
             sql += " AND kind = ?"
             params.append(kind)
         return self._ws.sql(sql + " ORDER BY priority DESC, created_at", params)
+
+    def runs(
+        self, *, kinds: Sequence[str] | None = None, since: float | None = None, unaffected: bool = False
+    ) -> list[dict[str, Any]]:
+        """Ended runs as JSON-able records, the input of ``grace_core.diagnosis.diagnose``, oldest first.
+
+        Each: ``id`` (the event that ended it), ``task``, ``kind``, ``attempt``, ``ok``, ``error``, ``hour`` (of the
+        day, UTC) and ``features``: the task's ``details.params`` values and its ``details.size``. With
+        ``unaffected`` only runs no lesson changed (held-out runs and those before any lesson), so that what
+        the lessons did does not blur what the runs show.
+        """
+        sql = (
+            "SELECT e.id, e.payload->>'$.task_id', e.payload->>'$.kind', "
+            "TRY_CAST(e.payload->>'$.attempt' AS INTEGER), (e.payload->>'$.to') = 'done', "
+            "e.payload->>'$.error', hour(e.ts), t.details FROM events e JOIN tasks t "
+            "ON t.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
+            "AND (e.payload->>'$.from') = 'running'"
+        )
+        params: list[Any] = []
+        if since is not None:
+            sql += f" AND e.ts >= {TS}"
+            params.append(to_us(since))
+        if kinds is not None:
+            sql += " AND (e.payload->>'$.kind') IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(list(kinds))
+        if unaffected:
+            sql += " AND json_extract(e.payload, '$.policy.lessons') IS NULL"
+        out = []
+        for event_id, task_id, kind, attempt, ok, error, hour, details in (
+            self._ws.ledger.reader().execute(sql + " ORDER BY e.seq", params).fetchall()
+        ):
+            d = json.loads(details)
+            features = {
+                k: v for k, v in (d.get("params") or {}).items() if isinstance(v, str | bool) or _finite(v)
+            }
+            if _finite(d.get("size")) and not isinstance(d.get("size"), bool):
+                features["size"] = d["size"]
+            out.append(
+                {
+                    "id": event_id,
+                    "task": task_id,
+                    "kind": kind,
+                    "attempt": int(attempt or 1),
+                    "ok": bool(ok),
+                    "error": error,
+                    "hour": int(hour),
+                    "features": features,
+                }
+            )
+        return out
 
 
 COLUMNS = (
@@ -306,7 +369,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         if e.topic == "task.created":
             con.execute(
                 f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), NULL, 0, NULL, NULL, NULL, NULL)",
+                f"{TS}, {TS}, NULL, 0, NULL, NULL, NULL, NULL)",
                 [
                     e.id,
                     p["kind"],
@@ -323,10 +386,10 @@ def _apply(con: Any, events: list[Event]) -> None:
             result = None if p.get("result") is None else json.dumps(p["result"], sort_keys=True)
             starting = p["to"] == "running"
             con.execute(
-                "UPDATE tasks SET state = ?, updated_at = make_timestamptz(?::BIGINT), "
+                f"UPDATE tasks SET state = ?, updated_at = {TS}, "
                 "result = coalesce(?, result), attempts = coalesce(?, attempts), "
                 "last_error = CASE WHEN ? THEN ? ELSE last_error END, "
-                "next_attempt_at = make_timestamptz(?::BIGINT), "
+                f"next_attempt_at = {TS}, "
                 "note = CASE WHEN ? THEN NULL ELSE note END WHERE id = ?",
                 [
                     p["to"],
@@ -345,7 +408,11 @@ def _apply(con: Any, events: list[Event]) -> None:
         elif e.topic == "task.deferred":
             lessons = (p.get("policy") or {}).get("lessons")
             con.execute(
-                "UPDATE tasks SET next_attempt_at = make_timestamptz(?::BIGINT), note = ?, "
+                f"UPDATE tasks SET next_attempt_at = {TS}, note = ?, "
                 "deferred_by = coalesce(?, deferred_by) WHERE id = ?",
                 [p["until_us"], p["reason"], json.dumps(sorted(lessons)) if lessons else None, p["task_id"]],
             )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

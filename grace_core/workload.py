@@ -3,7 +3,7 @@
 ``simulate(ws, hours=24, seed=7)`` drives a workspace opened with a ``ManualClock`` through simulated time: a few
 registered users (researchers and viewers, each with favourite topics) ask questions through ``ws.chat``, write
 memory notes, now and then paste a secret or try a prompt injection (Hunter must catch those), and create tasks of
-a deliberately flaky kind (when the workspace has an executor). Between actions the clock moves and every started
+a deliberately flaky kind. Between actions the clock moves and every started
 loop ticks when it is due, so reflection, learning, the executor, healing and the meta-loop all see a realistic
 stream of events. The stepping is the scenarios' driver (``grace_core.scenarios.driver``); unlike a scenario, the
 workload is open-loop and has no ground truth to score against.
@@ -15,20 +15,24 @@ Every random choice comes from ``random.Random(seed)``: the same seed on a fresh
 from __future__ import annotations
 
 import functools
+import os
 import random
 import string
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .clock import DEFAULT_START, ManualClock
 from .errors import GraceError
 from .scenarios.driver import Action, Driver, require_manual_clock
+from .times import from_us
 
 if TYPE_CHECKING:
     from .workspace import Workspace
 
-__all__ = ["FLAKY_KIND", "SimulationSummary", "Workload", "simulate"]
+__all__ = ["FLAKY_KIND", "SimulationSummary", "Workload", "simulate", "simulation_clock"]
 
 FLAKY_KIND = "sim.flaky"  # the task kind whose handler fails on purpose
 ADMIN = "sim-admin"  # a workspace's first user must be an admin; the simulated users are made by it
@@ -173,9 +177,8 @@ class Workload:
         self.rates = {"chat": chat_rate, "note": note_rate, "task": task_rate}
         self.users = self._register(users)
         self._attempts: dict[str, int] = {}  # task id -> handler calls, for the fail-once tasks
-        self.executor = getattr(ws, "executor", None)
-        if self.executor is not None:  # registering again replaces the handler: this workload's counts win
-            self.executor.register(FLAKY_KIND, self._flaky, max_attempts=3, backoff=30.0)
+        # Registering again replaces the handler: this workload's counts win.
+        ws.executor.register(FLAKY_KIND, self._flaky, max_attempts=3, backoff=30.0)
 
     # -- setup ---------------------------------------------------------------------------------------------
     def _register(self, n: int) -> list[_User]:
@@ -215,7 +218,7 @@ class Workload:
                 self.chat(user)
             elif kind == "note":
                 self.note(user)
-            elif kind == "task" and self.executor is not None:
+            elif kind == "task":
                 self.task(user)
         except GraceError:
             # A refusal by governance or Hunter is part of the workload (it is on the ledger); go on.
@@ -310,6 +313,21 @@ def simulate(
         loops=[n for n in ws.loops.names if ws.loops.state(n).state == "running"],
         topics=_topics(ws, first_seq),
     )
+
+
+def simulation_clock(path: str | os.PathLike[str]) -> ManualClock:
+    """The clock a simulation of the workspace at ``path`` runs on: from the usual start (``DEFAULT_START``), or
+    just after the newest event of an existing workspace, so its ledger's time never goes backwards."""
+    from .workspace import MEMORY, open_workspace  # the workspace wires the engines that drive this module
+
+    start = DEFAULT_START.timestamp()
+    text = os.fspath(path)
+    if text == MEMORY or not Path(text).expanduser().exists():
+        return ManualClock(start)
+    with open_workspace(text, snapshot=True) as ws:
+        last = ws.ledger.head[0]
+        newest = from_us(ws.ledger.at(last).ts_us) if last else start
+    return ManualClock(max(start, newest + 1.0))
 
 
 def _counts(ws: Workspace, since: int) -> dict[str, int]:

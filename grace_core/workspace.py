@@ -1,9 +1,14 @@
-"""A workspace: one DuckDB file (or ``:memory:``) with the ledger and every engine wired over it."""
+"""A workspace: one DuckDB file (or ``:memory:``) with the ledger and every engine wired over it.
+
+The spine (projections, ledger, mesh, causal, metrics, the clock) comes first; then the engines of ``ENGINES``,
+in its order, each given the engines it declares it needs. The order and the needs are checked at open.
+"""
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -12,7 +17,8 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +26,33 @@ import duckdb
 import pandas as pd
 
 from . import __version__, merkle
-from .auth import Auth
+from .auth import Auth, active_admins, lookup_role
 from .causal import Causal
 from .chat import Chat
 from .clock import Clock, ManualClock, SystemClock
-from .db import apply_migrations
+from .db import apply_migrations, sql_string
 from .errors import LedgerError, ReadOnlyError, SignatureError, WorkspaceError, WorkspaceLockedError
 from .events import Event
 from .executor import Executor
+from .files import (
+    PRIVATE_MODE,
+    check_private,
+    companions,
+    hold_private_umask,
+    private_umask,
+    release_private_umask,
+    remove_workspace_files,
+    write_private,
+)
 from .governance import Governance
 from .healing import Healing
 from .hunter import Hunter
+from .hunter.fanout import AlertFanOut
+from .keystore import Secrets, set_aside
 from .lake import Lake
 from .learning import Learning
 from .ledger import InclusionProof, Ledger, VerifyReport
+from .llm import LanguageModels
 from .loops import Scheduler, apply_loop_params
 from .memory import Memory
 from .mesh import Mesh, apply_dead_letters
@@ -46,14 +65,25 @@ from .reflection import Reflection
 from .remedy import Remedy
 from .sandbox import Sandbox
 from .scenarios import Scenarios
+from .settings import DEFAULT_WORKSPACE, Settings, workspace_path
 from .tasks import Tasks
+from .times import TS
+from .witness import Witness, witness_paths
 
-__all__ = ["DEFAULT_WORKSPACE", "Workspace", "open_workspace", "replay"]
+__all__ = [
+    "DEFAULT_WORKSPACE",
+    "ENGINES",
+    "EngineSpec",
+    "Workspace",
+    "check_engines",
+    "open_workspace",
+    "replay",
+]
 
-DEFAULT_WORKSPACE = "grace.duckdb"
 MEMORY = ":memory:"
 _SIGNING_KEY = "checkpoint_signing_key"
-# Tables never copied into snapshots: key material and password hashes (neither is on the ledger).
+# Tables never copied into snapshots: password hashes, and the secrets table of workspaces made before the key
+# file (neither is on the ledger).
 _SECRET_TABLES = frozenset({"workspace_secrets", "credentials"})
 _PID = re.compile(r"PID (\d+)")
 # Workspaces still open when the interpreter exits (a notebook or script that never called close()): closing
@@ -69,10 +99,142 @@ def _close_open_workspaces() -> None:
             ws.close()
 
 
+# -- the engines -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine: ``make(ws, **needs)`` builds it, given each engine it ``needs`` as a keyword argument.
+
+    ``start``: its ``start()`` runs once every engine is built (and a new workspace has its genesis events), for
+    subscribers that must not run before then. ``close``: its ``close()`` runs when the workspace closes, after
+    the loops have stopped and the mesh has delivered what was due.
+    """
+
+    name: str
+    make: Callable[..., Any]
+    needs: tuple[str, ...] = ()
+    start: bool = False
+    close: bool = False
+
+
+def _governance(ws: Workspace) -> Governance:
+    # Roles are read straight from auth's projection (users): governance needs no Auth engine, so Auth, whose
+    # user management governance decides, is built after it and the two form no cycle.
+    return Governance(
+        ws,
+        role_of=functools.partial(lookup_role, ws.ledger),
+        admins=functools.partial(active_admins, ws.ledger),
+    )
+
+
+def _scheduler(ws: Workspace, *, governance: Governance) -> Scheduler:
+    return Scheduler(ws.mesh, governance=governance)  # parameter changes and named control are governed
+
+
+# Every engine over the spine, in the order they are built; each needs only engines above it. The alert fan-out
+# is apart from Hunter because tasks and memory screen their texts with Hunter and the fan-out writes to both.
+ENGINES: tuple[EngineSpec, ...] = (
+    EngineSpec("governance", _governance),
+    EngineSpec("loops", _scheduler, needs=("governance",)),
+    EngineSpec("auth", Auth, needs=("governance",)),
+    EngineSpec("modes", Modes, needs=("governance",)),
+    EngineSpec("hunter", Hunter, needs=("governance",), start=True),
+    EngineSpec("tasks", Tasks, needs=("governance", "hunter")),
+    EngineSpec("memory", Memory, needs=("governance", "hunter"), close=True),
+    EngineSpec("alert_fanout", AlertFanOut, needs=("tasks", "memory"), start=True),
+    EngineSpec("chat", Chat, needs=("auth", "governance", "hunter", "modes")),
+    EngineSpec("mldl", MLDL, needs=("governance", "hunter"), close=True),
+    EngineSpec("sandbox", Sandbox, needs=("governance", "hunter", "modes")),
+    EngineSpec("remedy", Remedy, needs=("sandbox",)),
+    EngineSpec("reflection", Reflection, needs=("loops", "tasks")),
+    EngineSpec("learning", Learning, needs=("loops", "tasks")),
+    EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks", "learning")),
+    EngineSpec("healing", Healing, needs=("loops", "governance", "modes", "tasks", "executor")),
+    EngineSpec("meta", Meta, needs=("loops",)),
+    EngineSpec("llm", LanguageModels),
+    EngineSpec("lake", Lake, needs=("loops",), close=True),
+    EngineSpec("scenarios", Scenarios),
+)
+# What the workspace itself holds before any engine: no engine may take these names.
+_SPINE = frozenset(
+    [
+        "path",
+        "clock",
+        "seed",
+        "read_only",
+        "live",
+        "con",
+        "snapshot_of",
+        "projections",
+        "ledger",
+        "mesh",
+        "causal",
+        "metrics",
+        "publish",
+        "publish_many",
+        "subscribe",
+        "secrets",
+        "settings",
+    ]
+)
+
+
+def check_engines(engines: Sequence[EngineSpec]) -> None:
+    """Raise ``WorkspaceError`` unless every engine has its own name, needs only engines that exist, and comes
+    after every engine it needs (a cycle is reported as one)."""
+    position: dict[str, int] = {}
+    for i, spec in enumerate(engines):
+        if spec.name in position:
+            raise WorkspaceError(f"engine {spec.name!r} is registered twice")
+        if spec.name in _SPINE or hasattr(Workspace, spec.name):
+            raise WorkspaceError(f"engine name {spec.name!r} is taken by the workspace itself")
+        position[spec.name] = i
+    for spec in engines:
+        for need in spec.needs:
+            if need not in position:
+                raise WorkspaceError(f"engine {spec.name!r} needs {need!r}, which no engine provides")
+    cycle = _cycle(engines)
+    if cycle:
+        raise WorkspaceError(
+            f"engines need each other in a cycle: {' -> '.join(cycle)}; break it (hand one of them a function, "
+            "or move the part that needs the other into an engine of its own)"
+        )
+    for spec in engines:
+        for need in spec.needs:
+            if position[need] > position[spec.name]:
+                raise WorkspaceError(
+                    f"engine {spec.name!r} needs {need!r}, which is built after it; move {need!r} above it"
+                )
+
+
+def _cycle(engines: Sequence[EngineSpec]) -> list[str] | None:
+    """A cycle of needs as a path that returns to its start (``a -> b -> a``), or None."""
+    needs = {spec.name: spec.needs for spec in engines}
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        path.append(name)
+        for need in needs[name]:
+            if need in path:
+                return [*path[path.index(need) :], need]
+            if need not in done:
+                found = visit(need)
+                if found:
+                    return found
+        path.pop()
+        done.add(name)
+        return None
+
+    for spec in engines:
+        if spec.name not in done:
+            found = visit(spec.name)
+            if found:
+                return found
+    return None
+
+
 def _resolve(path: str | os.PathLike[str] | None) -> str:
-    if path is None:
-        path = os.environ.get("GRACE_WORKSPACE") or DEFAULT_WORKSPACE
-    text = os.fspath(path)
+    text = workspace_path(path)
     return text if text == MEMORY else str(Path(text).expanduser().resolve())
 
 
@@ -98,6 +260,28 @@ def open_workspace(
 class Workspace:
     """The engines of one workspace. Use as a context manager, or call ``close()``."""
 
+    # The engines, built from ENGINES (in its order).
+    governance: Governance
+    loops: Scheduler
+    auth: Auth
+    modes: Modes
+    hunter: Hunter
+    tasks: Tasks
+    memory: Memory
+    alert_fanout: AlertFanOut
+    chat: Chat
+    mldl: MLDL
+    sandbox: Sandbox
+    remedy: Remedy
+    reflection: Reflection
+    learning: Learning
+    executor: Executor
+    healing: Healing
+    meta: Meta
+    llm: LanguageModels
+    lake: Lake
+    scenarios: Scenarios
+
     def __init__(
         self,
         path: str,
@@ -108,6 +292,7 @@ class Workspace:
         live: bool | None = None,
         genesis: bool = True,
     ) -> None:
+        check_engines(ENGINES)
         self.path = path
         self.clock = clock
         self.seed = seed
@@ -116,13 +301,35 @@ class Workspace:
         self._closed = False
         self._housekeeper: threading.Thread | None = None
         self._stop = threading.Event()
-        self.con, self.snapshot_of = self._connect(path, snapshot)
+        self._private_umask = False
+        if path != MEMORY:
+            # Every file of the workspace private to its owner: repaired (or refused) at open, and created so.
+            for file in [Path(path), *companions(path)]:
+                check_private(file)
+            if not snapshot:
+                if not Path(path).exists():
+                    set_aside(Path(path + ".keys"))  # the keys of a deleted workspace are not this one's
+                hold_private_umask()
+                self._private_umask = True
+        try:
+            self.con, self.snapshot_of = self._connect(path, snapshot)
+        except BaseException:
+            self._release_umask()
+            raise
         try:
             self.con.execute("SET TimeZone = 'UTC'")
             # DuckDB draws a progress bar on stdout for long queries; it would corrupt JSON output of the CLI.
             self.con.execute("SET enable_progress_bar = false")
             if not snapshot:
                 apply_migrations(self.con)
+            if path == MEMORY:
+                self.secrets = Secrets(None)
+            elif self.snapshot_of is not None:
+                self.secrets = Secrets.empty()  # a snapshot copy never holds secrets
+            else:
+                self.secrets = Secrets(path + ".keys", read_only=snapshot)
+            self.secrets.adopt_table(self.con)
+            self.settings = Settings(self)
             self.projections = Projections()
             self.projections.register("dead_letters", "mesh.*", apply_dead_letters, tables=["dead_letters"])
             self.projections.register(
@@ -141,35 +348,22 @@ class Workspace:
             self.mesh = Mesh(self.ledger, clock, threaded=self.live and not snapshot, seed=seed)
             self.causal = Causal(self.ledger)
             self.metrics = Metrics(self.ledger, self.mesh, clock)
-            self.loops = Scheduler(self.mesh)
             # The public verbs of the mesh, on the workspace itself (the same functions, not copies).
             self.publish = self.mesh.publish
             self.publish_many = self.mesh.publish_many
             self.subscribe = self.mesh.subscribe
             # Engines: each registers its projections and, in a writable workspace, its subscribers.
-            self.auth = Auth(self)
-            self.modes = Modes(self)
-            self.governance = Governance(self)
-            self.loops.governance = self.governance  # parameter changes and named control are governed
-            self.hunter = Hunter(self)
-            self.tasks = Tasks(self)
-            self.memory = Memory(self)
-            self.chat = Chat(self)
-            self.mldl = MLDL(self)
-            self.sandbox = Sandbox(self)
-            self.remedy = Remedy(self)
-            self.reflection = Reflection(self)
-            self.learning = Learning(self)
-            self.executor = Executor(self)
-            self.healing = Healing(self)
-            self.meta = Meta(self)
-            self.lake = Lake(self)
-            self.scenarios = Scenarios(self)
+            self._engines: dict[str, Any] = {}
+            for spec in ENGINES:
+                engine = spec.make(self, **{need: self._engines[need] for need in spec.needs})
+                self._engines[spec.name] = engine
+                setattr(self, spec.name, engine)
             if not snapshot:
                 if genesis and self.ledger.head[0] == 0:
                     self._genesis()
-                # Subscribers whose handlers use other engines start once every engine is wired.
-                self.hunter.start()
+                for spec in ENGINES:
+                    if spec.start:
+                        self._engines[spec.name].start()
                 self._claim()
         except BaseException:
             self._abort()
@@ -210,13 +404,14 @@ class Workspace:
         # Governed and guarded from the first minute: each engine publishes its whole default pack in one event.
         self.governance.seed_defaults()
         self.hunter.seed_defaults()
+        self.mldl.seed_defaults()
 
     def _claim(self) -> None:
         if self.path == MEMORY:
             return
         owner = {"pid": os.getpid(), "host": socket.gethostname(), "argv": sys.argv[:4], "since": time.time()}
         with contextlib.suppress(OSError):
-            Path(self.path + ".owner").write_text(json.dumps(owner))
+            write_private(self.path + ".owner", json.dumps(owner))
         self._housekeeper = threading.Thread(target=self._housekeep, name="grace-housekeeping", daemon=True)
         self._housekeeper.start()
 
@@ -229,7 +424,7 @@ class Workspace:
                     self.export_snapshot()
                 except Exception as exc:  # noqa: BLE001 - report in the snapshot's place, keep serving
                     with contextlib.suppress(OSError):
-                        Path(self.path + ".snapshot-error").write_text(str(exc))
+                        write_private(self.path + ".snapshot-error", str(exc))
                 with contextlib.suppress(OSError):
                     request.unlink()
 
@@ -250,7 +445,14 @@ class Workspace:
         return self.ledger.frame(since=since, topic=topic, limit=limit)
 
     def verify(self, *, progress: bool = False) -> VerifyReport:
-        return self.ledger.verify(progress=progress)
+        """Check the hash chain, the checkpoint events on it, and every witness of its checkpoints."""
+        origin = self.con.cursor().execute("SELECT value FROM workspace_meta WHERE key = 'origin'").fetchone()
+        return self.ledger.verify(
+            progress=progress,
+            witnesses=[w.read() for w in self.witnesses],
+            origin=str(origin[0]) if origin else None,
+            may_be_behind=self.snapshot_of is not None,  # a copy the owner exported may predate its witness
+        )
 
     def __repr__(self) -> str:
         mode = "snapshot" if self.read_only else ("live" if self.live else "deterministic")
@@ -264,17 +466,11 @@ class Workspace:
 
     # -- checkpoints and proofs --------------------------------------------------------------------------------
     def _signing_key(self) -> merkle.SigningKey:
-        row = (
-            self.con.cursor()
-            .execute("SELECT value FROM workspace_secrets WHERE name = ?", [_SIGNING_KEY])
-            .fetchone()
-        )
-        if row is not None:
-            return merkle.SigningKey.from_bytes(self.origin, bytes(row[0]))
+        stored = self.secrets.get(_SIGNING_KEY)
+        if stored is not None:
+            return merkle.SigningKey.from_bytes(self.origin, stored)
         key = merkle.SigningKey.generate(self.origin)
-        self.con.cursor().execute(
-            "INSERT INTO workspace_secrets VALUES (?, ?)", [_SIGNING_KEY, key.private_bytes()]
-        )
+        self.secrets.put(_SIGNING_KEY, key.private_bytes())
         self.publish(
             "ledger.key_published",
             {"key_name": self.origin, "verifier_key": key.verifier_key()},
@@ -288,19 +484,46 @@ class Workspace:
         rows = self.ledger.reader().execute("SELECT verifier_key FROM signing_keys").fetchall()
         return [str(r[0]) for r in rows]
 
+    @property
+    def witnesses(self) -> list[Witness]:
+        """Where this workspace's checkpoints are witnessed: ``<file>.witness`` beside it, and ``$GRACE_WITNESS``."""
+        return [Witness(path) for path in witness_paths(self.path)]
+
     def checkpoint(self, *, actor: str = "system") -> str:
-        """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text) and record it."""
+        """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text), have every witness keep
+        a copy, and record it. A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
+        extends what it saw, or a key it did not pin."""
         if self.read_only:
             raise ReadOnlyError("a read-only snapshot cannot sign checkpoints")
         key = self._signing_key()
         cp = self.ledger.make_checkpoint(origin=self.origin)
         note = merkle.sign_checkpoint(cp, key)
+        at = self.clock.now()
+        for witness in self.witnesses:
+            witness.record(self.ledger, cp, note, verifier_key=key.verifier_key(), at=at)
         self.publish(
             "ledger.checkpoint",
             {"size": cp.size, "root": cp.root.hex(), "chain_hash": cp.extensions[0].split()[1], "note": note},
             actor=actor,
         )
         return note
+
+    def checkpoints(self) -> pd.DataFrame:
+        """The signed checkpoints, largest first: size, ts, event_id, root (hex)."""
+        return self.sql("SELECT size, ts, event_id, hex(root) AS root FROM checkpoints ORDER BY size DESC")
+
+    def pin_signing_key(self) -> list[str]:
+        """Pin the current signing key in every witness (after replacing the key on purpose: the witnesses
+        refuse checkpoints signed by a key they did not pin). Returns the witnesses that had not pinned it."""
+        if self.read_only:
+            raise ReadOnlyError("a read-only snapshot cannot pin keys")
+        key = self._signing_key()
+        at = self.clock.now()
+        return [
+            str(w.path)
+            for w in self.witnesses
+            if w.pin(origin=self.origin, verifier_key=key.verifier_key(), at=at)
+        ]
 
     def latest_checkpoint(self, *, covering: int = 1) -> tuple[int, str]:
         row = (
@@ -332,10 +555,17 @@ class Workspace:
         tmp = dest.with_name(dest.name + ".tmp")
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        with private_umask():  # the copy, and its WAL while it is written, private from their creation
+            self._copy_into(tmp)
+        os.chmod(tmp, PRIVATE_MODE)  # whatever the umask of an earlier run made of a leftover
+        os.replace(tmp, dest)
+        return dest
+
+    def _copy_into(self, tmp: Path) -> None:
         cur = self.con.cursor()
         db = cur.execute("SELECT current_database()").fetchone()
         assert db is not None
-        cur.execute(f"ATTACH '{tmp.as_posix()}' AS grace_snapshot")
+        cur.execute(f"ATTACH {sql_string(tmp.as_posix())} AS grace_snapshot")
         try:
             cur.execute("BEGIN TRANSACTION")
             for (table,) in cur.execute(
@@ -352,8 +582,6 @@ class Workspace:
             raise
         finally:
             cur.execute("DETACH grace_snapshot")
-        os.replace(tmp, dest)
-        return dest
 
     def close(self) -> None:
         """Stop the loops, finish due deliveries, flush and release the file."""
@@ -362,11 +590,11 @@ class Workspace:
         self._closed = True
         self._stop.set()
         try:
-            self.loops.close()
-            self.mesh.close()
-            self.memory.close()
-            self.mldl.close()
-            self.lake.close()
+            self.loops.close()  # loop threads publish: stop them first
+            self.mesh.close()  # deliveries due now may still use the engines
+            for spec in reversed(ENGINES):
+                if spec.close:
+                    self._engines[spec.name].close()
             if not self.read_only and self.path != MEMORY and Path(self.path + ".snapshot").exists():
                 with contextlib.suppress(Exception):
                     self.export_snapshot()
@@ -384,6 +612,12 @@ class Workspace:
                 owner = json.loads(Path(self.path + ".owner").read_text())
                 if owner.get("pid") == os.getpid():
                     Path(self.path + ".owner").unlink()
+        self._release_umask()
+
+    def _release_umask(self) -> None:
+        if self._private_umask:
+            self._private_umask = False
+            release_private_umask()
 
 
 def verify_inclusion_proof(proof: InclusionProof, *, verifier_keys: Sequence[str]) -> merkle.Checkpoint:
@@ -422,9 +656,7 @@ def replay(source: Workspace, target: str | os.PathLike[str], *, progress: bool 
     except BaseException:
         result.close()
         if path != MEMORY:  # a half-built copy would block the retry ("exists already")
-            for leftover in (path, path + ".wal"):
-                with contextlib.suppress(OSError):
-                    Path(leftover).unlink()
+            remove_workspace_files(path)
         raise
     return result
 
@@ -453,7 +685,7 @@ def _fresh_snapshot(path: str) -> str:
     with contextlib.suppress(OSError):
         error.unlink()
     asked = time.time()
-    request.write_text(str(os.getpid()))
+    write_private(request, str(os.getpid()))
     deadline = asked + 10
     while time.time() < deadline:
         if snap.exists() and snap.stat().st_mtime >= asked - 0.01 and not request.exists():
@@ -492,6 +724,6 @@ def _apply_checkpoint(con: Any, events: list[Event]) -> None:
     for e in events:
         p = e.payload
         con.execute(
-            "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
+            f"INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, {TS})",
             [p["size"], bytes.fromhex(p["root"]), bytes.fromhex(p["chain_hash"]), p["note"], e.id, e.ts_us],
         )

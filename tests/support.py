@@ -7,10 +7,11 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 GRACE = [sys.executable, "-m", "grace_core.cli"]
 # Settings a developer's shell may carry that must not leak into a test's command.
-_SCRUBBED = ("GRACE_WORKSPACE", "GRACE_JWT_SECRET", "GRACE_LLM")
+_SCRUBBED = ("GRACE_WORKSPACE", "GRACE_JWT_SECRET", "GRACE_LLM", "GRACE_WITNESS")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -45,3 +46,21 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def count_scans(ws: Any) -> list[tuple[str, str]]:
+    """Make ``ws.hunter`` record every text it scans, as (target, text); returns that (live) list.
+
+    The scans themselves stay Hunter's own: the subclass only counts, then scans as before.
+    """
+    from grace_core.hunter import Finding, Hunter
+
+    scans: list[tuple[str, str]] = []
+
+    class CountingHunter(Hunter):
+        def scan(self, text: str, *, target: str) -> list[Finding]:
+            scans.append((target, text))
+            return super().scan(text, target=target)
+
+    ws.hunter.__class__ = CountingHunter
+    return scans

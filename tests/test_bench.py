@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from grace_core import bench
+from grace_core.errors import BenchError
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = 0.01  # 200 events in the ledger, 1,000 Merkle leaves, 50 ms of publishing per side
@@ -101,7 +102,7 @@ def test_only_selects_benchmarks_and_single_figures(
 
 
 def test_unknown_name_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"no benchmark or figure named ledger\.apend.*ledger\.append"):
+    with pytest.raises(BenchError, match=r"no benchmark or figure named ledger\.apend.*ledger\.append"):
         bench.run(only=["ledger.apend"], workdir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
@@ -116,7 +117,7 @@ def test_abandoned_run_still_removes_its_files(tmp_path: Path) -> None:
 
 
 def test_later_modules_can_register_figures(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(bench, "REGISTRY", dict(bench.REGISTRY))
+    monkeypatch.setattr(bench.core, "REGISTRY", dict(bench.REGISTRY))
     seen: list[bench.Context] = []
 
     @bench.benchmark("extra.thing", figures=["extra.thing_ms"])
@@ -124,7 +125,7 @@ def test_later_modules_can_register_figures(monkeypatch: pytest.MonkeyPatch, tmp
         seen.append(ctx)
         yield bench.figure("extra.thing_ms", 2.0, "ms", "peer.thing", 4.0)
 
-    with pytest.raises(ValueError, match="registered already"):
+    with pytest.raises(BenchError, match="registered already"):
         bench.benchmark("extra.thing")(extra)
     figs = list(bench.run(only=["extra.*"], scale=0.5, workdir=tmp_path))
     assert figs == [
@@ -141,9 +142,9 @@ def test_later_modules_can_register_figures(monkeypatch: pytest.MonkeyPatch, tmp
 
 
 def test_figure_rejects_nonsense_measurements() -> None:
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(BenchError, match="positive"):
         bench.figure("x", 0.0, "events/s", "p", 1.0)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(BenchError, match="positive"):
         bench.figure("x", 1.0, "ms", "p", float("nan"))
     assert bench.figure("x", 3.0, "events/s", "p", 2.0)["ratio"] == 1.5
     assert bench.figure("x", 3.0, "ms", "p", 2.0)["ratio"] == pytest.approx(0.6667)
@@ -207,3 +208,22 @@ def test_run_script_rejects_unknown_names(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert "no benchmark or figure named nope" in proc.stderr
+
+
+def test_each_benchmark_declares_its_goals_and_lives_in_its_areas_module(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    area_of = {
+        "checkpoint": "merkle",
+        "sweep": "lake",
+        "scenario": "scenarios",
+    }  # figures whose area module has another name
+    for b in bench.REGISTRY.values():
+        assert {g.figure for g in b.goals} <= set(b.figures)
+        prefix = b.name.split(".")[0]
+        assert b.func.__module__ == f"grace_core.bench.{area_of.get(prefix, prefix)}"
+    assert [g for b in bench.REGISTRY.values() for g in b.goals] == list(bench.GOALS)
+    assert {g.figure for g in bench.GOALS} >= {"ledger.append", "mesh.publish_to_durable_p99_ms"}
+    monkeypatch.setattr(bench.core, "REGISTRY", dict(bench.REGISTRY))
+    with pytest.raises(BenchError, match=r"goals for figures it does not yield: other\.figure_ms"):
+        bench.benchmark("extra.goal", figures=["extra.goal_ms"], goals=[bench.Goal("other.figure_ms", 1)])

@@ -209,7 +209,7 @@ def test_graph_has_cause_to_effect_edges_and_node_attributes(any_ws: Workspace) 
     impact = ws.causal.graph(b.id, direction="impact")
     assert set(impact.nodes) == {b.id, c.id, d.id}
     assert set(impact.edges) == {(b.id, c.id), (c.id, d.id)}
-    with pytest.raises(ValueError, match="direction"):
+    with pytest.raises(LedgerError, match="direction"):
         ws.causal.graph(b.id, direction="sideways")
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from support import grace
+from support import count_scans, grace
 
 import grace_core as g
 from grace_core import ManualClock, Workspace, open_workspace
@@ -98,6 +98,21 @@ def test_secret_is_masked_on_the_ledger_and_refused(cws: Workspace) -> None:
     raw = cws.sql("SELECT string_agg(payload, '') AS p FROM events WHERE topic LIKE 'chat.%'")["p"].iloc[0]
     assert KEY not in raw
     assert KEY not in cws.chat.conversations("rita")["title"].iloc[0]
+
+
+def test_a_message_is_scanned_once_for_masking_title_and_alerts(cws: Workspace) -> None:
+    scans = count_scans(cws)
+    text = f"  my key is {KEY} ok\nplease keep it"
+    reply = cws.chat.send("rita", text)  # a new conversation: its title is the first line
+    assert [t for target, t in scans if target == "chat"] == [text]
+    title = cws.chat.conversations("rita")["title"].iloc[0]
+    assert title == "my key is [redacted:aws-access-key-id] ok"
+    assert KEY not in cws.ledger.get(reply.message_id).payload["text"]
+    alerts = cws.sql("SELECT * FROM hunter_alerts WHERE resource = ?", [f"conversation:{reply.conversation}"])
+    assert len(alerts) == 1
+    scans.clear()
+    cws.chat.send("rita", "When is the alpha deadline?", conversation=reply.conversation)
+    assert [t for target, t in scans if target == "chat"] == ["When is the alpha deadline?"]
 
 
 def test_unregistered_users_are_refused_by_default_deny(cws: Workspace) -> None:

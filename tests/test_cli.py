@@ -101,8 +101,14 @@ def test_init_creates_then_demo_is_added_once(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stderr
     assert f"workspace  {path}" in first.stdout
     assert "origin     grace-workbench/" in first.stdout
-    assert "events     3" in first.stdout  # genesis: the workspace, the default policy pack, the rule pack
-    assert topics(path) == ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded"]
+    # genesis: the workspace, the default policy pack, the rule pack, the shipped injection model
+    assert "events     4" in first.stdout
+    assert topics(path) == [
+        "workspace.created",
+        "governance.pack_loaded",
+        "hunter.pack_loaded",
+        "mldl.model_installed",
+    ]
 
     demo = grace("init", "--demo", "--workspace", path)
     assert demo.returncode == 0, demo.stderr
@@ -123,7 +129,9 @@ def test_init_creates_then_demo_is_added_once(tmp_path: Path) -> None:
         indexed = ws.ledger.events(topic="demo.memory.item_indexed")[0]
         assert ws.causal.lineage(indexed.id)["depth"].max() == 2
         assert set(ws.metrics.names) >= {"demo_response_seconds", "demo_memory_items"}
-        assert ws.verify().checkpoints_checked == 1
+        assert (
+            ws.verify().checkpoints_checked == 2
+        )  # the ledger demo's, and one after the demo users' content
 
 
 def test_workspace_from_env_default_file_and_subcommand_option(tmp_path: Path, demo_file: Path) -> None:
@@ -256,30 +264,93 @@ def _reader(stream: object, lines: queue.Queue[str]) -> None:
         lines.put(line)
 
 
-def test_events_tail_follow_beside_the_owning_process(ws_file: Path) -> None:
+def _follow(ws_file: Path, **popen: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [*GRACE, "-w", str(ws_file), "--snapshot", "events", "tail", "-n", "1", "--follow", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+        **popen,
+    )
+
+
+def _stop_and_wait(follower: subprocess.Popen[str], how: signal.Signals) -> int:
+    """Send ``how``, wait for the follower to end; a follower that does not end is killed (never leaked)."""
+    try:
+        follower.send_signal(how)
+        return follower.wait(30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait(10)
+
+
+@pytest.mark.parametrize(
+    ("how", "sigint_ignored"),
+    [
+        (signal.SIGINT, False),  # Ctrl-C in a terminal
+        (signal.SIGTERM, True),  # a background job (SIGINT ignored), stopped with `kill`
+    ],
+)
+def test_events_tail_follow_beside_the_owning_process(
+    ws_file: Path, how: signal.Signals, sigint_ignored: bool
+) -> None:
     owner = open_workspace(ws_file)  # this process owns the file, as a notebook kernel would
     try:
-        follower = subprocess.Popen(
-            [*GRACE, "-w", str(ws_file), "--snapshot", "events", "tail", "-n", "1", "--follow", "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=clean_env(),
-        )
+        head = owner.ledger.head[0]
+
+        def ignore_sigint() -> None:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+        follower = _follow(ws_file, preexec_fn=ignore_sigint if sigint_ignored else None)
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=_reader, args=(follower.stdout, lines), daemon=True).start()
         try:
             first = json.loads(lines.get(timeout=30))
-            assert first["topic"] == "workspace.demo_seeded"
+            assert first["seq"] == head
             owner.publish("demo.follow.ping", {"n": 1}, actor="test")
             seen = json.loads(lines.get(timeout=30))
             assert (seen["topic"], seen["payload"]) == ("demo.follow.ping", {"n": 1})
         finally:
-            follower.send_signal(signal.SIGINT)
-            follower.wait(30)
-        assert follower.returncode == 0, follower.stderr.read() if follower.stderr else ""
+            code = _stop_and_wait(follower, how)
+        assert code == 0, follower.stderr.read() if follower.stderr else ""
     finally:
         owner.close()
+
+
+def test_a_snapshot_of_a_workspace_whose_path_has_a_quote(tmp_path: Path) -> None:
+    folder = tmp_path / "it's here"
+    folder.mkdir()
+    path = folder / "w.duckdb"
+    owner = open_workspace(path)  # another process owns it: the snapshot is a copy the owner writes
+    try:
+        owner.publish("demo.quote", {"n": 1}, actor="tester")
+        result = grace("-w", path, "--snapshot", "events", "tail", "-n", "1", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["topic"] == "demo.quote"
+    finally:
+        owner.close()
+
+
+def test_sandbox_run_prints_the_programs_control_characters_escaped(ws_file: Path, tmp_path: Path) -> None:
+    program = tmp_path / "colours.py"
+    program.write_text(
+        "import sys\n"
+        "print('\\x1b[2J\\x1b[31mred\\rover')\n"
+        "print('\\x1b]0;a new title\\x07done', file=sys.stderr)\n"
+    )
+    shown, as_json = grace_all(
+        ("-w", ws_file, "sandbox", "run", program),
+        ("-w", copies(ws_file, 1)[0], "sandbox", "run", program, "--json"),
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        shown.stdout == "\\x1b[2J\\x1b[31mred\\rover\n"
+    )  # the terminal is not cleared, coloured or rewritten
+    assert "\x1b" not in shown.stderr
+    assert shown.stderr.startswith("\\x1b]0;a new title\\x07done\n")
+    assert json.loads(as_json.stdout)["stdout"] == "\x1b[2J\x1b[31mred\rover\n"  # JSON keeps the exact output
 
 
 # -- replay, metrics, loops, bench ---------------------------------------------------------------------------
@@ -428,3 +499,46 @@ def test_lab_seeds_a_new_workspace_and_serves_jupyterlab(
     assert "version" in answer
     assert f"JupyterLab on http://127.0.0.1:{port}/lab for workspace {path}" in log
     assert "workspace.demo_seeded" in topics(path)  # the lab process released the file before JupyterLab ran
+
+
+# -- serve -----------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_init_demo_then_serve_starts_and_prints_each_demo_users_password(tmp_path: Path) -> None:
+    path = tmp_path / "w.duckdb"
+    init = grace("init", "--demo", "-w", path, env=clean_env(GRACE_DEMO_PASSWORD=""))
+    assert init.returncode == 0, init.stderr
+    at_init = [line.split() for line in init.stdout.splitlines() if line.startswith("demo user")]
+    assert [(w[2], w[3]) for w in at_init] == [
+        ("ada", "(admin):"),
+        ("bob", "(researcher):"),
+        ("vic", "(viewer):"),
+    ]
+    port = free_port()
+    server = subprocess.Popen(
+        [*GRACE, "serve", "-w", str(path), "--port", str(port), "--no-loops"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(PYTHONUNBUFFERED="1", GRACE_DEMO_PASSWORD=""),
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_reader, args=(server.stdout, lines), daemon=True).start()
+    printed: list[str] = []
+    try:
+        while not any(line.startswith("Grace Workbench on http://") for line in printed):
+            printed.append(lines.get(timeout=90))
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+            assert response.status == 200
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(10)
+    logins = {w[2]: w[-1] for w in (line.split() for line in printed if line.startswith("demo user"))}
+    assert logins == {w[2]: w[-1] for w in at_init}  # the same passwords at every start
+    assert len(set(logins.values())) == 3  # one each
+    with open_workspace(path) as ws:
+        for name, password in logins.items():
+            assert ws.auth.login(name, password).name == name

@@ -15,7 +15,7 @@ import pytest
 
 from grace_core import ManualClock, Workspace, open_workspace
 from grace_core.causal import handling
-from grace_core.errors import PermissionDenied, RuleError
+from grace_core.errors import PermissionDenied, RuleError, ScanError
 from grace_core.hunter import default_pack
 from grace_core.hunter.corpus import make_secret
 from grace_core.workspace import projection_differences, replay
@@ -400,9 +400,9 @@ def test_evaluate_with_boolean_labels_and_a_candidate_rule() -> None:
     assert report.pack["recall"] == 0.5
     assert report.pack["precision"] == 0.5
     assert "matched_expected" not in report.pack
-    with pytest.raises(ValueError, match="not evaluated"):
+    with pytest.raises(ScanError, match="not evaluated"):
         evaluate(pd.DataFrame({"text": ["x"], "label": ["no-such-rule"]}), rules=["jwt"])
-    with pytest.raises(ValueError, match="not a mix"):
+    with pytest.raises(ScanError, match="not a mix"):
         evaluate(pd.DataFrame({"text": ["x", "y"], "label": [True, "jwt"]}))
 
 
@@ -432,7 +432,8 @@ def test_bench_measures_throughput_and_recall_against_detect_secrets(tmp_path: P
     from grace_core import bench
 
     figs = {f["name"]: f for f in bench.run(quick=True, scale=0.01, only=["hunter.*"], workdir=tmp_path)}
-    assert set(figs) == {"hunter.scan", "hunter.recall"}
+    assert set(figs) == {"hunter.scan", "hunter.recall", "hunter.worst_case_ms"}
+    assert (figs["hunter.worst_case_ms"]["unit"], figs["hunter.worst_case_ms"]["peer"]) == ("ms", "goal")
     assert (figs["hunter.scan"]["unit"], figs["hunter.scan"]["peer"]) == ("MB/s", "detect-secrets")
     assert figs["hunter.recall"]["value"] == 1.0  # every planted secret, at its span
     assert 0 < figs["hunter.recall"]["peer_value"] <= 1
@@ -445,3 +446,35 @@ def test_setting_a_field_back_to_its_default_is_a_change(ws: Workspace) -> None:
     assert ws.hunter.rule("jwt").mask_keep == 4
     (updated,) = ws.ledger.events(topic="hunter.rule_updated")
     assert updated.payload["changed"] == ["mask_keep"]
+
+
+# -- detectors other engines register ------------------------------------------------------------------------
+def test_a_registered_detector_runs_beside_the_rules_on_its_targets_and_alerts(ws: Workspace) -> None:
+    from grace_core.hunter import Finding
+
+    def codenames(text: str, *, target: str) -> list[Finding]:
+        at = text.find("nightjar")
+        return (
+            []
+            if at < 0
+            else [Finding("ext.codename", "low", "other", target, at, at + 8, 1, at + 1, "night****")]
+        )
+
+    ws.hunter.register_detector("ext.codename", codenames, targets=["memory", "task"])
+    assert ws.hunter.detectors["ext.codename"] == ("memory", "task")
+    assert [f.rule for f in ws.hunter.scan("ship nightjar now", target="memory")] == ["ext.codename"]
+    assert ws.hunter.scan("ship nightjar now", target="file") == []  # not one of its targets
+    ws.hunter.screen("ship nightjar now", target="memory", actor="rita")
+    assert list(ws.hunter.alerts()["rule"]) == ["ext.codename"]
+    ws.hunter.unregister_detector("ext.codename")
+    assert ws.hunter.scan("ship nightjar now", target="memory") == []
+    with pytest.raises(RuleError, match="targets among"):
+        ws.hunter.register_detector("bad", codenames, targets=["email"])
+
+
+def test_hunter_knows_no_engine_above_it() -> None:
+    import inspect
+
+    import grace_core.hunter as hunter
+
+    assert "mldl" not in inspect.getsource(hunter).replace("MLDL registers", "")

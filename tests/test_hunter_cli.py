@@ -121,3 +121,18 @@ def test_rule_switches_pass_governance_and_a_researcher_is_refused(tmp_path: Pat
         assert ("ada", "hunter.rule.disable", "allow") in decisions
         (change,) = snap.ledger.events(topic="hunter.rule_disabled")
         assert (change.actor, change.payload["reason"]) == ("ada", "noisy")
+
+
+def test_a_file_over_the_scan_limit_is_one_error_line_and_exit_2(tmp_path: Path) -> None:
+    from grace_core.hunter.scanner import MAX_TEXT
+
+    big = tmp_path / "big.log"
+    big.write_text("x" * (MAX_TEXT + 1))
+    result = grace("hunter", "scan", big)
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert (
+        line
+        == f"grace: error: the text has {MAX_TEXT + 1:,} characters; Hunter scans at most {MAX_TEXT:,} "
+        + ("at a time (split it)")
+    )

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from grace_core.errors import RuleError
+from grace_core.errors import RuleError, ScanError
 from grace_core.hunter import default_pack, default_scanner, shannon_entropy
 from grace_core.hunter.corpus import KINDS, make_corpus, make_secret
 from grace_core.hunter.rules import load_pack, rule_from_dict
@@ -320,7 +320,18 @@ def test_more_ast_positives(code: str, rule: str) -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"regex": "broken(["}, "bad regex"),
+        ({"regex": "broken(["}, "RE2 cannot compile"),
+        (
+            {"regex": "(?<![a-z])forbidden[0-9]"},
+            r"negative lookbehind \('\(\?<!'\), which needs backtracking",
+        ),
+        ({"regex": "forbidden(?=[0-9])"}, r"lookahead .*group named 'match'"),
+        ({"regex": "(?P<d>[0-9])forbidden(?P=d)"}, r"back-reference .*'same'"),
+        ({"regex": "(forbidden)[0-9]\\1"}, "back-reference"),
+        ({"regex": "forbidden[0-9]++"}, "possessive quantifier"),
+        ({"regex": "(?>forbidden)[0-9]"}, "atomic group"),
+        ({"regex": "forbidden[0-9]{1,5000}"}, "RE2 cannot compile"),
+        ({"same": [["a", "b"]]}, "groups the regex does not have"),
         ({"regex": "x*"}, "matches the empty string"),
         ({"severity": "urgent"}, "unknown severity"),
         ({"targets": ["email"]}, "targets must be"),
@@ -371,19 +382,20 @@ def test_targets_limit_where_a_rule_runs() -> None:
     scanner = Scanner([rule])
     assert scanner.fires("forbidden1", target="memory") == {"demo-rule"}
     assert scanner.fires("forbidden1", target="chat") == set()
-    with pytest.raises(ValueError, match="unknown scan target"):
+    with pytest.raises(ScanError, match="unknown scan target"):
         scanner.scan("x", target="email")
 
 
 def test_alternatives_split_leading_alternations_only_when_it_is_safe() -> None:
-    assert alternatives("(?:ignore|forget)\\s+x|y") == ["ignore\\s+x", "forget\\s+x", "y"]
+    assert alternatives("(?:ignore|forget)\\s+x|you") == ["ignore\\s+x", "forget\\s+x", "you"]
+    # RE2 runs an alternation as fast as one branch: split only what the keyword pass can gate
+    assert alternatives("(?:ignore|forget)\\s+x|y") == ["(?:ignore|forget)\\s+x|y"]
     assert alternatives("(?P<secret>(?:sk|rk)_live_[0-9]+)") == [
         "(?P<secret>sk_live_[0-9]+)",
         "(?P<secret>rk_live_[0-9]+)",
     ]
     assert alternatives("(?:a|b)+c") == ["(?:a|b)+c"]  # quantified: not split
     assert alternatives("(?i)a|b") == ["(?i)a|b"]  # inline flags apply to the whole regex
-    assert alternatives("(a)|b\\1") == ["(a)|b\\1"]  # numbered back-references would shift
     assert alternatives("[|](?:x|y)") == ["[|](?:x|y)"]  # a '|' inside a class is a character
 
 
@@ -392,3 +404,42 @@ def test_overlapping_alternatives_of_one_rule_report_one_finding() -> None:
         _rule(regex="(?:abc|abcdef)[0-9]", examples={"positive": ["abc1"], "negative": ["ab"]})
     )
     assert len(Scanner([rule]).scan("xx abcdef1 yy", target="chat")) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        (
+            "SENDGRID_API_KEY=SG.FAKEexampleQ1w2e3R4t5Y.FAKEexample9s8d7f6g5h4j3k2l1zxcvbnmQWERTYUa",
+            "sendgrid-api-key",
+        ),
+        ("VAULT_TOKEN='hvs.FAKE6j4cuewowBGit65rheNoceI7'", "vault-token"),
+        (
+            'requests.get(url, headers={"Authorization": "Basic YWRtaW46RkFLRS1wYXNzd29yZC0xMjM="})',
+            "http-basic-auth",
+        ),
+        ("# .env\nDEBUG=false\nPOSTGRES_PASSWORD=Tr0ub4dor-FAKE-3\n", "secret-unquoted-assignment"),
+        (
+            "smtp:\n  user: mailer\n  password: Sup3r-FAKE-s3cret  # rotate yearly\n",
+            "secret-unquoted-assignment",
+        ),
+    ],
+)
+def test_sendgrid_vault_basic_auth_and_unquoted_passwords_are_found(text: str, rule: str) -> None:
+    findings = [f for f in SCANNER.scan(text, target="file") if f.rule == rule]
+    assert len(findings) == 1
+    assert "FAKE" not in findings[0].excerpt  # the value is masked in what an alert stores
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'stripe.api_key = "sk_test_FAKEexample83RZJzzzzgEOz"',
+        "STRIPE_SECRET_KEY=sk_test_FAKEexample83RZJzzzzgEOz",
+        '{"publishable_key": "pk_live_FAKEexample83RZJzzzzgEOz"}',
+    ],
+)
+def test_stripe_test_and_publishable_keys_raise_no_alert(text: str) -> None:
+    # Test-mode keys reach no real money or customer data; publishable keys are meant to be public.
+    assert SCANNER.scan(text, target="file") == []
+    assert SCANNER.fires(text.replace("sk_test_", "sk_live_").replace("pk_live_", "sk_live_")) != set()

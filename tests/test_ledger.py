@@ -50,8 +50,9 @@ _json = st.recursive(
 _payloads = st.dictionaries(_text, _json, max_size=5)
 _names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=16)
 _topics = st.from_regex(r"[a-z][a-z0-9_]{0,8}(\.[a-z0-9_]{1,8}){0,3}", fullmatch=True)
-# A new workspace starts with its genesis events: workspace.created, the policy pack and the rule pack.
-GENESIS = 3
+# A new workspace starts with its genesis events: workspace.created, the policy pack, the rule pack and the
+# shipped injection model.
+GENESIS = 4
 
 _event_specs = st.fixed_dictionaries(
     {
@@ -352,6 +353,101 @@ def test_recomputed_chain_is_caught_by_a_checkpoint_signed_before(
             ws.check_proof(ws.prove(k))
 
 
+def test_checkpoint_table_rows_change_nothing_in_the_verdict(ws: Workspace) -> None:
+    _publish_some(ws, 8)
+    ws.checkpoint()
+    _publish_some(ws, 5, start=8)
+    ws.checkpoint()
+    intact = ws.verify()
+    assert (intact.ok, intact.checkpoints_checked) == (True, 2)
+
+    def same_verdict() -> None:
+        report = ws.verify()
+        assert (report.ok, report.size, report.checkpoints_checked) == (True, intact.size, 2), report
+
+    # The table is a projection: the verdict comes from the checkpoint events on the chain.
+    ws.con.execute("UPDATE checkpoints SET size = size + 1000, chain_hash = sha256('x')::BLOB")
+    same_verdict()
+    ws.con.execute("UPDATE checkpoints SET note = 'not a note'")
+    same_verdict()
+    ws.con.execute("DELETE FROM checkpoints")
+    same_verdict()
+    ws.con.execute("DELETE FROM signing_keys")
+    same_verdict()
+
+
+def test_rewrite_under_a_checkpoint_is_caught_with_the_checkpoint_rows_deleted(ws: Workspace) -> None:
+    _publish_some(ws, 12)
+    ws.checkpoint()
+    size, _ = ws.latest_checkpoint()
+    ws.publish("demo.after", {}, actor="tester")
+    ws.con.execute("UPDATE events SET actor = 'mallory' WHERE seq = 7")
+    rehash_from(ws, 7)
+    ws.con.execute("DELETE FROM checkpoints")  # what used to hide the rewrite
+    report = ws.verify()
+    assert not report.ok, report
+    assert (report.problem, report.first_bad_seq) == ("rewritten", size)
+    assert report.reason == (
+        f"the chain differs from the checkpoint of size {size} signed at seq {size + 1}: "
+        f"rewritten from a seq in 1..{size}"
+    )
+
+
+def test_a_key_event_rewritten_under_a_checkpoint_is_reported_as_a_rewrite(ws: Workspace) -> None:
+    _publish_some(ws, 6)
+    ws.checkpoint()
+    size, _ = ws.latest_checkpoint()
+    [published] = ws.ledger.events(topic="ledger.key_published")
+    assert published.seq == size  # the key is published just before the first checkpoint, which covers it
+    mallory = merkle.SigningKey.generate(ws.origin)
+    forged = canonical_json({"key_name": mallory.name, "verifier_key": mallory.verifier_key()})
+    ws.con.execute("UPDATE events SET payload = ? WHERE seq = ?", [forged, published.seq])
+    rehash_from(ws, published.seq)
+    report = ws.verify()
+    assert not report.ok, report
+    # Not just "not signed by a published key": the checkpoint's own claim pins the chain at its size.
+    assert (report.problem, report.first_bad_seq) == ("rewritten", size)
+
+
+def test_checkpoint_events_removed_from_the_chain_break_it(ws: Workspace) -> None:
+    _publish_some(ws, 6)
+    ws.checkpoint()
+    _publish_some(ws, 6, start=6)
+    seq = int(ws.sql("SELECT seq FROM events WHERE topic = 'ledger.checkpoint'")["seq"][0])
+    ws.con.execute("DELETE FROM events WHERE topic = 'ledger.checkpoint'")
+    ws.con.execute("DELETE FROM checkpoints")
+    report = ws.verify()
+    assert not report.ok, report
+    assert (report.problem, report.first_bad_seq, report.reason) == (
+        "altered",
+        seq,
+        f"event {seq} is missing",
+    )
+
+
+def test_a_checkpoint_event_must_record_what_its_note_signs(ws: Workspace) -> None:
+    _publish_some(ws, 6)
+    ws.checkpoint()
+    [event] = ws.ledger.events(topic="ledger.checkpoint")
+    forged = {**event.payload, "size": event.payload["size"] + 50}  # the projection would claim more
+    ws.con.execute("UPDATE events SET payload = ? WHERE seq = ?", [canonical_json(forged), event.seq])
+    rehash_from(ws, event.seq)
+    report = ws.verify()
+    assert not report.ok, report
+    assert (report.problem, report.first_bad_seq) == ("signature", event.seq)
+    assert report.reason == f"the checkpoint at seq {event.seq} records other values than it signed"
+    # A note signed by a key the chain never published is refused the same way.
+    stranger = merkle.SigningKey.generate(ws.origin)
+    cp = merkle.open_checkpoint(event.payload["note"], verifier_key=ws.verifier_keys[0])
+    forged = {**event.payload, "note": merkle.sign_checkpoint(cp, stranger)}
+    ws.con.execute("UPDATE events SET payload = ? WHERE seq = ?", [canonical_json(forged), event.seq])
+    rehash_from(ws, event.seq)
+    report = ws.verify()
+    assert not report.ok, report
+    assert (report.problem, report.first_bad_seq) == ("signature", event.seq)
+    assert "not signed by a key published on the ledger before it" in (report.reason or "")
+
+
 def test_truncated_tail_is_caught_by_a_checkpoint_after_reopening(tmp_path: Path) -> None:
     path = tmp_path / "t.duckdb"
     with open_workspace(path, clock=ManualClock(), seed=3) as ws:
@@ -365,10 +461,12 @@ def test_truncated_tail_is_caught_by_a_checkpoint_after_reopening(tmp_path: Path
     with open_workspace(path, clock=ManualClock(), seed=3) as ws:
         assert ws.ledger.head[0] == cp.size - 5  # a fresh process cannot know the tail existed...
         report = ws.verify()
-        assert not report.ok  # ...but the checkpoint row says it covered more
-        assert report.first_bad_seq == cp.size - 4
-        assert "truncated" in (report.reason or "")
-        assert report.size == cp.size - 5
+        assert not report.ok  # ...but the witness beside the file saw a checkpoint that covered more
+        assert (report.problem, report.first_bad_seq, report.size) == ("shortened", cp.size - 4, cp.size - 5)
+        assert report.reason == (
+            f"ledger has {cp.size - 5} events but a checkpoint of size {cp.size} was witnessed on "
+            f"2026-01-01 00:00:00 UTC ({path}.witness)"
+        )
 
 
 def test_truncated_tail_is_caught_in_the_writing_process_without_a_checkpoint(ws: Workspace) -> None:
@@ -651,10 +749,11 @@ def test_replay_refuses_an_existing_file(ws: Workspace, tmp_path: Path) -> None:
 
 def test_replay_refuses_a_tampered_ledger(ws: Workspace, tmp_path: Path) -> None:
     _publish_some(ws, 10)
-    ws.con.execute("UPDATE events SET actor = 'mallory' WHERE seq = 6")
-    with pytest.raises(LedgerError, match="broken at seq 6"):
+    seq = GENESIS + 3
+    ws.con.execute("UPDATE events SET actor = 'mallory' WHERE seq = ?", [seq])
+    with pytest.raises(LedgerError, match=f"broken at seq {seq}"):
         replay(ws, tmp_path / "r.duckdb")
     assert list(tmp_path.iterdir()) == []  # no half-built copy left to block a retry
-    ws.con.execute("UPDATE events SET actor = 'tester' WHERE seq = 6")
+    ws.con.execute("UPDATE events SET actor = 'tester' WHERE seq = ?", [seq])
     with replay(ws, tmp_path / "r.duckdb") as replayed:
         assert replayed.ledger.head == ws.ledger.head

@@ -150,7 +150,7 @@ def test_loop_output_is_caught_by_the_tick_and_loop_bookkeeping_is_skipped(ws: W
     ws.loops.step("everything")
     topics = [ws.ledger.get(i).topic for i in loop.seen]
     # it saw the genesis events, then its own summary once, never loop.* events, and nothing twice
-    genesis = ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded"]
+    genesis = ["workspace.created", "governance.pack_loaded", "hunter.pack_loaded", "mldl.model_installed"]
     assert topics == [*genesis, "counting.summary", "counting.summary"]
     assert len(set(loop.seen)) == len(loop.seen)
     assert not any(t.startswith("loop.") for t in topics)
@@ -367,6 +367,30 @@ def test_live_loop_ticks_on_its_thread_and_stop_joins_it() -> None:
         assert ws.loops.state("fast").ticks == ticks  # no tick after stop()
         assert ws.ledger.events(topic="loop.stopped")
         assert not bool(ws.loops.status().set_index("loop").loc["fast", "alive"])
+
+
+def test_a_started_loop_is_never_seen_running_without_its_thread() -> None:
+    # Health checks run on other threads while start() works: the moment a loop is marked running (its
+    # loop.started event, delivered inline here), its thread must be alive, or /health reports it "gone"
+    # until the next check, half a minute later.
+    with open_workspace(":memory:", live=False) as ws:
+        ws.loops.add(CountingLoop())
+        seen: list[tuple[str, bool]] = []
+
+        def check(event: Event) -> None:
+            name = event.payload["loop"]
+            seen.append((name, bool(ws.loops.status().set_index("loop").loc[name, "alive"])))
+
+        ws.subscribe("loop.started", check, name="watcher")
+        ws.loops.start()
+        try:
+            assert seen
+            assert all(alive for _, alive in seen), seen
+            assert not [
+                c for c in ws.healing.checks() if c.component.startswith("loop:") and c.status != "ok"
+            ]
+        finally:
+            ws.loops.stop()
 
 
 def test_named_control_is_governed_and_the_schedule_is_not(ws: Workspace) -> None:

@@ -293,7 +293,7 @@ _NO_FILTERS = {"prefix": None, "tags": [], "owner": None, "since": None, "until"
 def test_delta_scores_exactly_like_a_full_rebuild(ws: g.Workspace, clock: g.ManualClock) -> None:
     import random
 
-    from grace_core.memory import _SearchIndex
+    from grace_core.memory.index import SearchIndex
 
     rng = random.Random(5)
     words = ["amber", "basalt", "cobalt", "dune", "ember", "fjord", "garnet", "heath", "iris", "jade", "kelp"]
@@ -318,7 +318,7 @@ def test_delta_scores_exactly_like_a_full_rebuild(ws: g.Workspace, clock: g.Manu
             mem.move(path, f"/moved/{step}.md", actor="alice")
         if step % 4:
             continue  # compare every fourth step: a full rebuild per comparison is the slow part
-        fresh = _SearchIndex(ws)  # what a full rebuild would answer now
+        fresh = SearchIndex(ws.ledger)  # what a full rebuild would answer now
         try:
             for query, filters in [
                 ("amber cobalt", {}),
@@ -388,6 +388,18 @@ def test_import_and_export_a_tree(ws: g.Workspace, tmp_path: Path) -> None:
     assert (out / "notes.md").read_text(encoding="utf-8") == "# notes\n"
     with pytest.raises(PermissionDenied):
         ws.memory.import_tree(src, into="/system", actor="alice")
+
+
+def test_an_export_that_cannot_be_written_whole_writes_nothing(ws: g.Workspace, tmp_path: Path) -> None:
+    ws.memory.write("/a", "a file\n", actor="alice")
+    ws.memory.write("/a/b.md", "a file in the folder /a\n", actor="alice")
+    with pytest.raises(ArtifactError, match="/a would be both a file and a folder"):
+        ws.memory.export_tree("/", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    (tmp_path / "taken").write_text("in the way\n")
+    with pytest.raises(ArtifactError, match="taken is a file, not a folder"):
+        ws.memory.export_tree("/a/b.md", tmp_path / "taken" / "sub")
+    assert [p.name for p in ws.memory.export_tree("/a/b.md", tmp_path / "ok")] == ["b.md"]
 
 
 def test_replay_rebuilds_full_memory(ws: g.Workspace) -> None:

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grace_core import Event, EventError, ManualClock, Message, Workspace, open_workspace
+from grace_core.errors import SubscriptionError
 from grace_core.projections import topic_matcher
 
 MODES = ["deterministic", "live"]
@@ -403,9 +404,9 @@ def test_durable_subscriber_resumes_after_reopen(tmp_path: Path, mode: str) -> N
 
 
 def test_durable_subscription_needs_a_name(det_ws: Workspace) -> None:
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(SubscriptionError, match="name"):
         det_ws.subscribe("job.*", lambda e: None, durable=True)
-    with pytest.raises(ValueError, match="name"):
+    with pytest.raises(SubscriptionError, match="name"):
         det_ws.subscribe("job.*", lambda e: None, name="", durable=True)
 
 
@@ -413,7 +414,7 @@ def test_duplicate_subscriber_names_are_refused(any_ws: Workspace) -> None:
     ws = any_ws
     got: list[str] = []
     ws.subscribe("job.*", lambda e: got.append("first"), name="dup")
-    with pytest.raises(ValueError, match="dup"):
+    with pytest.raises(SubscriptionError, match="dup"):
         ws.subscribe("other.*", lambda e: got.append("second"), name="dup")
     ws.publish("job.x", actor="tester")
     ws.publish("other.x", actor="tester")

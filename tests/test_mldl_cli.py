@@ -29,25 +29,27 @@ def test_train_list_show_deploy(ws: Path) -> None:
              "champion", *w)  # fmt: skip
     assert out.startswith("run ")
     assert "finished: f1=" in out
-    assert "registered prompt-injection version 1" in out
-    assert "deployed prompt-injection version 1 as champion" in out
+    # version 1 is the model a new workspace installs; the first trained one is version 2
+    assert "registered prompt-injection version 2" in out
+    assert "deployed prompt-injection version 2 as champion" in out
     ok("models", "train", "injection", "--rows", "240", "-p", "steps=1", "-p", "C=0.1", "--register", *w)
     listing = [json.loads(line) for line in ok("models", "ls", "--json", *w).splitlines()]
     assert [(m["name"], m["versions"], m["aliases"]) for m in listing] == [
-        ("prompt-injection", 2, "champion=1")
+        ("prompt-injection", 3, "champion=2")
     ]
-    assert ok("models", "deploy", "prompt-injection", "2", "--alias", "challenger", *w) == (
-        "deployed prompt-injection version 2 as challenger\n"
+    assert ok("models", "deploy", "prompt-injection", "3", "--alias", "challenger", *w) == (
+        "deployed prompt-injection version 3 as challenger\n"
     )
     table = ok("models", "show", "prompt-injection", *w).splitlines()
     assert table[0].split()[:3] == ["version", "aliases", "run_id"]
-    assert table[1].split()[:2] == ["1", "champion"]
-    assert table[2].split()[:2] == ["2", "challenger"]
-    assert "f1=" in table[1]
-    assert "sha256:" in table[1]
+    assert table[1].split()[0] == "1"
+    assert table[2].split()[:2] == ["2", "champion"]
+    assert table[3].split()[:2] == ["3", "challenger"]
+    assert "f1=" in table[2]
+    assert "sha256:" in table[2]
     runs = [json.loads(line) for line in ok("models", "runs", "--json", *w).splitlines()]
-    assert [r["status"] for r in runs] == ["finished", "finished"]
-    assert json.loads(runs[1]["params"])["C"] == 0.1
+    assert [r["status"] for r in runs] == ["finished", "finished", "finished"]
+    assert json.loads(runs[2]["params"])["C"] == 0.1
 
 
 def test_errors_are_one_line(ws: Path) -> None:

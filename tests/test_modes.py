@@ -9,7 +9,7 @@ import pytest
 from support import grace
 
 import grace_core as g
-from grace_core.errors import DegradedModeError, PermissionDenied, ReadOnlyError
+from grace_core.errors import DegradedModeError, ModeError, PermissionDenied, ReadOnlyError
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -61,10 +61,40 @@ def test_only_admins_and_service_actors_switch_modes(ws: g.Workspace) -> None:
     with pytest.raises(PermissionDenied):
         ws.modes.enter("sandbox_disabled", actor="mallory", reason="x")
     assert ws.modes.enter("sandbox_disabled", actor="ada", reason="maintenance") is not None
-    with pytest.raises(ValueError, match="unknown degraded mode"):
+    with pytest.raises(ModeError, match="unknown degraded mode"):
         ws.modes.enter("panic", actor="ada", reason="x")
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(ModeError, match="needs a reason"):
         ws.modes.enter("chat_paused", actor="ada", reason=" ")
+
+
+def test_who_switches_modes_is_policy_and_refusals_are_recorded(ws: g.Workspace) -> None:
+    ws.auth.register("ada", PASSWORD, role="admin", by="system")
+    ws.auth.register("rita", PASSWORD, role="researcher", by="ada")
+    head = ws.ledger.head[0]
+    ws.modes.enter("chat_paused", actor="ada", reason="maintenance")
+    assert [e.topic for e in ws.ledger.events(since=head)] == ["healing.mode_entered"]  # no decision event
+    with pytest.raises(
+        PermissionDenied, match=r"rita may not switch degraded modes: .*modes-switched-by-admins"
+    ):
+        ws.modes.leave("chat_paused", actor="rita", reason="I want to chat")
+    refusal = ws.ledger.events(topic="governance.decision")[-1]
+    assert (refusal.actor, refusal.payload["action"], refusal.resource) == (
+        "rita",
+        "healing.mode.leave",
+        "mode:chat_paused",
+    )
+    # Who may switch is data: the admins hand it to researchers with a policy change, no code change.
+    ws.governance.remove_policy("modes-switched-by-admins", actor="ada")
+    ws.governance.add_policy(
+        {
+            "id": "researchers-switch",
+            "effect": "allow",
+            "roles": ["researcher"],
+            "actions": ["healing.mode.*"],
+        },
+        actor="ada",
+    )
+    assert ws.modes.leave("chat_paused", actor="rita", reason="done") is not None
 
 
 def test_modes_survive_reopen_and_replay(file_ws) -> None:  # type: ignore[no-untyped-def]

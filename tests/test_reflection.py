@@ -134,8 +134,8 @@ def test_importance_triggers_a_reflection_before_the_period_ends(ws: Workspace) 
     ws.loops.run_for(seconds=10)
     reflections = ws.reflection.reflections()
     assert list(reflections["trigger"]) == ["importance"]
-    # The three genesis events (1 each), the chatter (1 each) and the dead letters (7 each).
-    assert reflections["importance"].iloc[0] == pytest.approx(3 + 20 * 1 + 5 * 7)
+    # The four genesis events (1 each), the chatter (1 each) and the dead letters (7 each).
+    assert reflections["importance"].iloc[0] == pytest.approx(4 + 20 * 1 + 5 * 7)
     insight = ws.reflection.insights().set_index("key").loc["failure:subscriber:indexer"]
     assert insight["trigger"] == "importance"
     # Quiet again: below the threshold, the next reflection waits for the period.

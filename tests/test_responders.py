@@ -14,19 +14,10 @@ import pytest
 
 from grace_core import Workspace
 from grace_core.errors import ResponderError
-from grace_core.responders import BM25, HttpResponder, OfflineResponder, Turn, tokenize
+from grace_core.responders import HttpResponder, OfflineResponder, Turn
 
 
 # -- offline -------------------------------------------------------------------------------------------------
-def test_bm25_prefers_rare_terms_and_is_stable() -> None:
-    docs = [tokenize(t) for t in ["duckdb stores data", "data data data", "weather data classifier"]]
-    index = BM25(docs)
-    assert index.top(tokenize("duckdb data"), 3)[0][0] == 0
-    assert index.top(tokenize("classifier"), 3) == index.top(tokenize("classifier"), 3)
-    assert [i for i, _ in index.top(tokenize("data"), 3)] == [1, 0, 2]
-    assert index.top(tokenize("nothing here"), 3) == []
-
-
 def readers(ws: Workspace) -> None:
     ws.auth.register("ada", "correct horse battery staple 42", role="admin", by="system")
     ws.auth.register("rita", "correct horse battery staple 42", role="researcher", by="ada")

@@ -13,7 +13,7 @@ from grace_core.errors import DegradedModeError, PermissionDenied, SandboxError
 from grace_core.sandbox import Limits
 from grace_core.sandbox.isolation import detect, run_isolated
 from grace_core.sandbox.seccomp import filter_program
-from tests.support import grace
+from tests.support import count_scans, grace
 
 PASSWORD = "correct horse battery staple 42"
 needs_bwrap = pytest.mark.skipif(detect().bwrap is None, reason="bubblewrap is not usable here")
@@ -106,6 +106,14 @@ def test_secrets_in_code_and_output_are_masked_on_the_ledger(sws: Workspace) -> 
     assert len(sws.events(topic="hunter.alert")) >= 1
 
 
+def test_code_is_scanned_once_for_masking_alerts_and_governance(sws: Workspace) -> None:
+    scans = count_scans(sws)
+    code = "import os\nos.system('ls ' + 'x')\n"
+    sws.sandbox.run(code, actor="rita")
+    assert [t for target, t in scans if target == "code"] == [code]
+    assert "code-shell-exec" in json.dumps(sws.events(topic="hunter.alert")["payload"].tolist())
+
+
 def test_a_viewer_is_refused_and_the_refusal_recorded(sws: Workspace) -> None:
     with pytest.raises(PermissionDenied, match="vic"):
         sws.sandbox.run("print(1)\n", actor="vic")
@@ -150,7 +158,7 @@ def test_bad_requests_are_refused_with_a_clear_error(sws: Workspace) -> None:
         sws.sandbox.run("print(1)", actor="rita", language="cobol")
     with pytest.raises(SandboxError, match="actor"):
         sws.sandbox.run("print(1)", actor="")
-    with pytest.raises(ValueError, match="timeout_s"):
+    with pytest.raises(SandboxError, match="timeout_s"):
         Limits(timeout_s=0)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
@@ -18,7 +20,9 @@ from grace_core import (
     WorkspaceError,
     open_workspace,
 )
+from grace_core import workspace as workspace_module
 from grace_core.db import extension_path, load_extension
+from grace_core.workspace import ENGINES, EngineSpec, check_engines
 
 FileWs = Callable[..., Workspace]
 
@@ -150,6 +154,89 @@ def test_closed_workspace_reopens_as_a_read_only_snapshot(file_ws: FileWs) -> No
 
 
 # -- offline DuckDB extensions -------------------------------------------------------------------------------
+# -- the engine registry ---------------------------------------------------------------------------------------
+def test_every_engine_of_the_registry_is_on_the_workspace(ws: Workspace) -> None:
+    check_engines(ENGINES)
+    for spec in ENGINES:
+        assert spec.name in Workspace.__annotations__  # typed for users: ws.<engine>
+        assert getattr(ws, spec.name) is not None
+    # Each engine holds the very engines the workspace offers (one of each, shared).
+    assert ws.chat._hunter is ws.hunter
+    assert ws.healing._executor is ws.executor
+    assert ws.loops.governance is ws.governance
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda e: [*e, EngineSpec("extra", dict, needs=("oracle",))],
+            "'extra' needs 'oracle', which no engine",
+        ),
+        (
+            lambda e: [replace(s, needs=(*s.needs, "chat")) if s.name == "hunter" else s for s in e],
+            "cycle: hunter -> chat -> hunter",
+        ),
+        (lambda e: [e[1], e[0], *e[2:]], "'loops' needs 'governance', which is built after it"),
+        (lambda e: [*e, e[0]], "'governance' is registered twice"),
+        (lambda e: [*e, EngineSpec("ledger", dict)], "name 'ledger' is taken by the workspace itself"),
+    ],
+)
+def test_a_broken_registry_is_a_clear_error_at_open(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    change: Callable[[list[EngineSpec]], list[EngineSpec]],
+    message: str,
+) -> None:
+    monkeypatch.setattr(workspace_module, "ENGINES", tuple(change(list(ENGINES))))
+    with pytest.raises(WorkspaceError, match=message):
+        open_workspace(tmp_path / "w.duckdb")
+    assert not (tmp_path / "w.duckdb").exists()  # refused before anything was opened
+
+
+# Code that uses a workspace the way a user does (views, commands, the server, drivers): not engines.
+_USERS = (
+    "views/",
+    "cli/",
+    "server.py",
+    "workload.py",
+    "bench.py",
+    "demo.py",
+    "sweep.py",
+    "workspace.py",
+    "scenarios/",
+)
+
+
+def test_engines_reach_other_engines_only_through_what_the_registry_gives_them() -> None:
+    """No engine looks another up on the workspace it holds (``self._ws.tasks``) at run time: each one it uses
+    is declared in ``ENGINES`` and handed to it, so the order and the needs there are the whole story."""
+    names = {spec.name for spec in ENGINES}
+    package = Path(workspace_module.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        if rel.startswith(_USERS):
+            continue
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, ast.FunctionDef):
+                continue
+            held = {ast.dump(ast.parse(f"self.{a}", mode="eval").body) for a in ("_ws", "ws")}
+            aliases = {
+                t.id
+                for node in ast.walk(fn)
+                if isinstance(node, ast.Assign) and ast.dump(node.value) in held
+                for t in node.targets
+                if isinstance(t, ast.Name)
+            }
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Attribute) and node.attr in names:
+                    value = node.value
+                    if ast.dump(value) in held or (isinstance(value, ast.Name) and value.id in aliases):
+                        found.append(f"{rel}:{node.lineno}: {ast.unparse(node)}")
+    assert found == [], found
+
+
 def test_fts_extension_loads_offline_and_ranks_with_bm25(tmp_path: Path) -> None:
     con = duckdb.connect()
     # No download and no extension cache: the binary can only come from the pinned wheel.

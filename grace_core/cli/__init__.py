@@ -13,21 +13,23 @@ import dataclasses
 import json
 import math
 import os
+import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import click
 import duckdb
 
-from grace_core import __version__
-from grace_core.demo import seed_demo
-from grace_core.errors import GraceError, LedgerError, WorkspaceError
+from grace_core import __version__, settings
+from grace_core.demo import demo_logins, seed_demo
+from grace_core.errors import BenchError, GraceError, LedgerError, WorkspaceError
 from grace_core.events import Event
-from grace_core.workspace import DEFAULT_WORKSPACE, MEMORY, Workspace, open_workspace
+from grace_core.workspace import MEMORY, Workspace, open_workspace
 
 __all__ = ["cli", "main"]
 
@@ -69,7 +71,7 @@ def workspace_options(f: F) -> F:
 
 
 def _path(ctx: click.Context) -> str:
-    return str(ctx.meta.get(_PATH_KEY) or os.environ.get("GRACE_WORKSPACE") or DEFAULT_WORKSPACE)
+    return settings.workspace_path(ctx.meta.get(_PATH_KEY))
 
 
 def _snapshot(ctx: click.Context) -> bool:
@@ -146,14 +148,46 @@ def _table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> list[st
     return [line(columns), *(line(row) for row in cells)]
 
 
-def _show(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], as_json: bool) -> None:
-    """Print rows as a table, or as one JSON object per line (``--json``)."""
+def _show(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    as_json: bool,
+    *,
+    json_fields: Sequence[str] | Literal["all"] | None = None,
+    empty: str | None = None,
+    tidy: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """The one way a command prints rows: an aligned table of ``columns``, or (``--json``) one JSON object a line.
+
+    A JSON object holds ``json_fields`` of its row (``"all"``: every field; default: ``columns``). ``empty`` is
+    printed instead of a table with no rows. ``tidy`` shortens a copy of each row for the table only (JSON
+    output is never shortened).
+    """
     if as_json:
         for row in rows:
-            _echo_json({c: row.get(c) for c in columns})
+            fields = columns if json_fields is None else list(row) if json_fields == "all" else json_fields
+            _echo_json({c: row.get(c) for c in fields})
         return
+    if not rows and empty is not None:
+        click.echo(empty)
+        return
+    if tidy is not None:
+        copies = [dict(r) for r in rows]
+        for row in copies:
+            tidy(row)
+        rows = copies
     for line in _table(rows, columns):
         click.echo(line)
+
+
+# Control characters a terminal acts on (escape sequences, carriage returns, bidirectional overrides), except
+# newline and tab: printed as visible escapes, so a program's output cannot restyle or rewrite the terminal.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape_controls(text: str) -> str:
+    """``text`` with its terminal control characters shown as ``\\x1b``-style escapes."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
@@ -181,6 +215,8 @@ def init(ctx: click.Context, demo: bool) -> None:
         click.echo(f"events     {ws.ledger.head[0]}")
         if demo:
             click.echo(f"demo       {f'added {added} events' if added else 'already present'}")
+            for login in demo_logins(ws):
+                click.echo(f"demo user  {login.name} ({login.role}): password {login.password}")
         if ws.auth.users().empty:
             click.echo("no users yet: create the first admin with `grace user add NAME --role admin`")
 
@@ -189,7 +225,7 @@ def init(ctx: click.Context, demo: bool) -> None:
 @cli.group()
 @workspace_options
 def ledger() -> None:
-    """Verify the hash chain, sign checkpoints, prove inclusion."""
+    """Verify the hash chain, sign checkpoints (kept by the witnesses too), prove inclusion."""
 
 
 @ledger.command()
@@ -198,7 +234,8 @@ def ledger() -> None:
 @workspace_options
 @click.pass_context
 def verify(ctx: click.Context, progress: bool, as_json: bool) -> None:
-    """Recompute every hash; exit 1 and name the first bad seq if the ledger was altered."""
+    """Recompute every hash and hold the chain against its checkpoints and witnesses; exit 1 and name the first
+    bad seq if the ledger was altered, rewritten or shortened."""
     with _workspace(ctx) as ws:
         report = ws.verify(progress=progress)
     if as_json:
@@ -217,6 +254,20 @@ def checkpoint(ctx: click.Context) -> None:
     with _workspace(ctx, writes=True) as ws:
         note = ws.checkpoint(actor="cli")
     click.echo(note, nl=not note.endswith("\n"))
+
+
+@ledger.command("pin-key")
+@workspace_options
+@click.pass_context
+def pin_key(ctx: click.Context) -> None:
+    """Pin the workspace's current signing key in its witnesses (only after replacing the key on purpose)."""
+    with _workspace(ctx, writes=True) as ws:
+        paths = [str(w.path) for w in ws.witnesses]
+        if not paths:
+            raise LedgerError("an in-memory workspace has no witness")
+        pinned = ws.pin_signing_key()
+    for path in paths:
+        click.echo(f"{'pinned in' if path in pinned else 'already pinned in'} {path}")
 
 
 @ledger.command()
@@ -328,6 +379,8 @@ def tail(ctx: click.Context, topic: str | None, n: int, follow: bool, as_json: b
     if not follow:
         return
     path = _path(ctx)
+    # Stopped by Ctrl-C, or by SIGTERM: a background job ignores SIGINT, so `kill` is how it is stopped.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         while True:
             time.sleep(FOLLOW_INTERVAL)
@@ -337,6 +390,12 @@ def tail(ctx: click.Context, topic: str | None, n: int, follow: bool, as_json: b
             printer.print(batch)
     except KeyboardInterrupt:
         return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # -- replay, metrics, loops, bench ---------------------------------------------------------------------------
@@ -380,14 +439,8 @@ def metrics(ctx: click.Context, prometheus: bool, as_json: bool) -> None:
             click.echo(ws.metrics.prometheus(), nl=False)
             return
         rows = _records(ws.metrics.summary())
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-    elif not rows:
-        click.echo("no metrics yet")
-    else:
-        for line in _table(rows, ["metric", "kind", "labels", "value", "count", "sum", "p50", "p99"]):
-            click.echo(line)
+    columns = ["metric", "kind", "labels", "value", "count", "sum", "p50", "p99"]
+    _show(rows, columns, as_json, json_fields="all", empty="no metrics yet")
 
 
 @cli.command()
@@ -416,7 +469,7 @@ def bench(quick: bool, only: tuple[str, ...], progress: bool, scale: float) -> N
     try:
         for figure in benchmarks.run(quick=quick, only=list(only) or None, progress=progress, scale=scale):
             _echo_json(figure)
-    except ValueError as exc:  # an unknown --only name
+    except BenchError as exc:  # an unknown --only name
         raise click.UsageError(str(exc)) from exc
 
 
@@ -462,7 +515,7 @@ def lab(ctx: click.Context, port: int, no_browser: bool) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     # Replace this process: Ctrl-C and signals go straight to JupyterLab.
-    os.execve(sys.executable, argv, {**os.environ, "GRACE_WORKSPACE": path})  # noqa: S606
+    os.execve(sys.executable, argv, {**os.environ, str(settings.WORKSPACE.env): path})  # noqa: S606
 
 
 # -- commands of the other engines ------------------------------------------------------------------------------
@@ -481,15 +534,31 @@ _load_command_modules()
 
 
 # -- entry point ---------------------------------------------------------------------------------------------
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo("grace: error: " + " ".join(message.split()), err=True)
     sys.exit(2)
+
+
+def _shown(text: str) -> str:
+    """An argument as the user typed it, bytes that are not UTF-8 as ``\\xff``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{_shown(str(exc.filename))}: {what}" if exc.filename is not None else what
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line; errors become one ``grace: error:`` line and exit status 2."""
     try:
-        args = list(argv) if argv is not None else None
+        args = list(argv) if argv is not None else sys.argv[1:]
+        for n, arg in enumerate(args, 1):
+            if not arg.isascii():
+                try:
+                    arg.encode("utf-8")
+                except UnicodeEncodeError:
+                    _fail(f"argument {n} is not UTF-8 text: {_shown(arg)}")
         code = cli.main(args=args, prog_name="grace", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("grace: interrupted", err=True)
@@ -505,4 +574,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except OSError as exc:  # a file named on the command line that cannot be read or written as asked
+        _fail(_os_error(exc))
+    except UnicodeError as exc:  # input (standard input, a file, the environment) that is not UTF-8 text
+        _fail(f"the input is not UTF-8 text ({getattr(exc, 'reason', exc)})")
     sys.exit(code if isinstance(code, int) else 0)

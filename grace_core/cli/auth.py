@@ -13,7 +13,7 @@ import sys
 import click
 
 from grace_core.auth import ROLES, Claims
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
 
 OPERATOR = "system"
 
@@ -24,7 +24,12 @@ def _stdin_lines(n: int) -> list[str]:
         line = sys.stdin.readline()
         if not line:
             raise click.UsageError(f"--password-stdin expects {n} line(s) on standard input")
-        lines.append(line.rstrip("\r\n"))
+        line = line.rstrip("\r\n")
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            raise click.UsageError("--password-stdin: the password is not UTF-8 text") from None
+        lines.append(line)
     return lines
 
 
@@ -91,14 +96,13 @@ def user_list(ctx: click.Context, as_json: bool) -> None:
     """Every user: name, role, whether disabled, who created it and when."""
     with _workspace(ctx) as ws:
         rows = _records(ws.auth.users())
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-    elif not rows:
-        click.echo("no users yet: create the first admin with `grace user add NAME --role admin`")
-    else:
-        for line in _table(rows, ["name", "role", "disabled", "has_password", "created_by", "created_at"]):
-            click.echo(line)
+    _show(
+        rows,
+        ["name", "role", "disabled", "has_password", "created_by", "created_at"],
+        as_json,
+        json_fields="all",
+        empty="no users yet: create the first admin with `grace user add NAME --role admin`",
+    )
 
 
 @user.command("role")

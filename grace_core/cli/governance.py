@@ -2,21 +2,22 @@
 
 Like the other engines' commands, the command line acts as the local operator, the service actor ``system``,
 when it changes policies (``--by`` records someone else, who must be allowed to). ``grace policy check`` is a
-what-if: it prints the decision with its reasons and logs nothing.
+what-if: it prints the decision with its reasons and logs nothing. ``grace policy reset`` restores the default
+pack: the break-glass path of the local operator, whom no policy can lock out of changing policy.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
-from grace_core.governance import ROLES, Decision, load_policies
-
-OPERATOR = "system"
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.errors import PolicyError
+from grace_core.governance import OPERATOR, ROLES, Decision, load_policies
 
 
 def _context(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def _print_decision(decision: Decision) -> None:
 @cli.group()
 @workspace_options
 def policy() -> None:
-    """Governance policies: list, show, add, remove, and check a request against them."""
+    """Governance policies: list, show, add, remove, reset, and check a request against them."""
 
 
 @policy.command("list")
@@ -57,20 +58,15 @@ def policy_list(ctx: click.Context, as_json: bool) -> None:
     """Every policy: deny first, then review, then allow; highest priority first within each."""
     with _workspace(ctx) as ws:
         rows = _records(ws.governance.policies())
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-        return
-    if not rows:
-        click.echo("no policies: every request is denied")
-        return
-    for row in rows:
+
+    def tidy(row: dict[str, Any]) -> None:
         row["who"] = ",".join([*row["roles"], *(f"@{a}" for a in row["actors"])])
         actions = ",".join(row["actions"])
         row["actions"] = actions if len(actions) <= 60 else actions[:59] + "…"  # `policy show` has them all
         row["conditions"] = len(row["conditions"]) or None
-    for line in _table(rows, ["id", "effect", "priority", "who", "actions", "conditions", "version"]):
-        click.echo(line)
+
+    columns = ["id", "effect", "priority", "who", "actions", "conditions", "version"]
+    _show(rows, columns, as_json, json_fields="all", empty="no policies: every request is denied", tidy=tidy)
 
 
 @policy.command("show")
@@ -100,7 +96,12 @@ def policy_show(ctx: click.Context, policy_id: str, as_json: bool) -> None:
 @click.pass_context
 def policy_add(ctx: click.Context, file: Path, replace: bool, by: str, reason: str) -> None:
     """Add the policies in FILE (YAML: one policy, a list, or a mapping with a 'policies' list), all or none."""
-    policies = load_policies(file)
+    try:
+        policies = load_policies(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(f"{file} is not UTF-8 text (byte {exc.start})") from exc
+    except PolicyError as exc:
+        raise PolicyError(f"{file}: {exc}") from exc
     with _workspace(ctx, writes=True) as ws:
         existing = {p.id for p in ws.governance.index.policies}
         ws.governance.add_policies(policies, actor=by, reason=reason, replace=replace)
@@ -119,6 +120,26 @@ def policy_remove(ctx: click.Context, policy_id: str, by: str, reason: str) -> N
     with _workspace(ctx, writes=True) as ws:
         ws.governance.remove_policy(policy_id, actor=by, reason=reason)
     click.echo(f"removed  {policy_id}")
+
+
+@policy.command("reset")
+@click.option("--by", default=OPERATOR, show_default=True, help="Who resets (the local operator by default).")
+@click.option("--reason", default="", help="Why (kept in the event).")
+@workspace_options
+@click.pass_context
+def policy_reset(ctx: click.Context, by: str, reason: str) -> None:
+    """Replace every policy by the default pack (break-glass: the local operator may always do it).
+
+    For a workspace whose policies lock its admins out: whoever can open the workspace file acts as the local
+    operator (system), whom no policy can stop from changing policy. The reset is one recorded event.
+    """
+    with _workspace(ctx, writes=True) as ws:
+        before = {p.id for p in ws.governance.index.policies}
+        ws.governance.reset_policies(actor=by, reason=reason)
+        after = {p.id for p in ws.governance.index.policies}
+    for policy_id in sorted(before - after):
+        click.echo(f"removed  {policy_id}")
+    click.echo(f"reset    {len(after)} policies of the default pack")
 
 
 @policy.command("check")
@@ -152,11 +173,11 @@ def policy_check(
     """
     context = _context(pairs)
     with _workspace(ctx) as ws:
+        what_if = functools.partial(ws.governance.check, actor, action, resource, context, record="none")
         if as_role is None:
-            decision = ws.governance.evaluate(actor, action, resource, context)
+            decision = what_if(enforce=False)
         else:
-            role = None if as_role == "none" else as_role
-            decision = ws.governance.evaluate(actor, action, resource, context, role=role)
+            decision = what_if(enforce=False, role=None if as_role == "none" else as_role)
     if as_json:
         _echo_json(decision.as_dict())
     else:
@@ -181,18 +202,13 @@ def approvals_list(ctx: click.Context, state: str | None, as_json: bool) -> None
     """Approval requests, oldest first."""
     with _workspace(ctx) as ws:
         rows = _records(ws.governance.approvals(state))
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-        return
-    if not rows:
-        click.echo(f"no {state} approvals" if state else "no approvals")
-        return
-    for row in rows:
+
+    def tidy(row: dict[str, Any]) -> None:
         row["policies"] = ",".join(json.loads(row["policy_ids"]))
+
     columns = ["id", "state", "requester", "action", "resource", "policies", "requested_at", "decided_by"]
-    for line in _table(rows, columns):
-        click.echo(line)
+    empty = f"no {state} approvals" if state else "no approvals"
+    _show(rows, columns, as_json, json_fields="all", empty=empty, tidy=tidy)
 
 
 def _answer(ctx: click.Context, approval_id: str, state: str, by: str, note: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
 from grace_core.modes import MODES
 
 OPERATOR = "system"
@@ -27,15 +27,13 @@ def health(ctx: click.Context, as_json: bool, show_incidents: bool) -> None:
         _echo_json({**status, **({"incidents": incidents} if show_incidents else {}), "modes": modes})
     else:
         rows = [{"component": c, **v} for c, v in status.items()]
-        for line in _table(rows, ["component", "status", "detail"]):
-            click.echo(line)
+        _show(rows, ["component", "status", "detail"], as_json=False)
         for mode, reason in modes.items():
             click.echo(f"degraded mode {mode}: {reason}")
         if show_incidents:
             click.echo("")
             cols = ["id", "component", "status", "reason", "detected_at", "resolved_at", "mttr_s"]
-            for line in _table(incidents, cols):
-                click.echo(line)
+            _show(incidents, cols, as_json=False)
     if status["overall"]["status"] == "critical":
         ctx.exit(1)
 
@@ -67,12 +65,7 @@ def modes_ls(ctx: click.Context, as_json: bool) -> None:
                 "meaning": meaning,
             }
         )
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-        return
-    for line in _table(rows, ["mode", "active", "entered_by", "since", "reason"]):
-        click.echo(line)
+    _show(rows, ["mode", "active", "entered_by", "since", "reason"], as_json, json_fields="all")
 
 
 @modes.command()

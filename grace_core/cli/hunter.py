@@ -23,7 +23,7 @@ from grace_core.cli import (
     _SNAPSHOT_KEY,
     _echo_json,
     _records,
-    _table,
+    _show,
     _workspace,
     cli,
     workspace_options,
@@ -129,12 +129,7 @@ def rules(ctx: click.Context, as_json: bool, pack: bool) -> None:
             rows = _records(ws.hunter.rules())
         for row in rows:
             row["targets"] = ",".join(json.loads(str(row["targets"])))
-    if as_json:
-        for row in rows:
-            _echo_json({k: row[k] for k in _COLUMNS})
-        return
-    for line in _table(rows, _COLUMNS):
-        click.echo(line)
+    _show(rows, _COLUMNS, as_json)
 
 
 def _switch(ctx: click.Context, rule_id: str, enabled: bool, reason: str, by: str) -> None:

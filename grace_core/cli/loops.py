@@ -4,9 +4,8 @@ A command-line process owns a workspace only while it runs (DuckDB lets one proc
 
 * ``start`` runs the loops live in the foreground until Ctrl-C or ``--for`` elapses, then stops them;
 * ``step NAME`` runs one tick of a loop now and exits;
-* ``stop`` asks the process running the loops (a ``grace loops start`` elsewhere) to stop them: it leaves a
-  request next to the workspace file, which that process honours within a second (recording ``loop.stopped``
-  events by the requester) and removes; with no such process nothing runs, and it says so.
+* ``stop`` asks the process running the loops (a ``grace loops start`` elsewhere) to stop them, by the protocol
+  of ``grace_core.loops.request_stop``; with no such process nothing runs, and it says so.
 
 Like the other engines' commands it acts as the local operator, the service actor ``system``, unless ``--by``
 names someone else; governance decides every start, stop, step and parameter change.
@@ -16,20 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
-from pathlib import Path
-from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _path, _records, _table, _workspace, cli, workspace_options
-from grace_core.errors import LoopError, WorkspaceLockedError
+from grace_core.cli import _echo_json, _path, _records, _show, _workspace, cli, workspace_options
+from grace_core.errors import WorkspaceLockedError
+from grace_core.loops import request_stop, run_foreground
 from grace_core.workspace import MEMORY
 
 OPERATOR = "system"
 _BY = click.option("--by", default=OPERATOR, show_default=True, help="Who does it (must be allowed to).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
-STOP_SUFFIX = ".loops-stop"  # the stop request a running `grace loops start` polls for
 
 
 @cli.group()
@@ -46,16 +42,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """State, cursor, lag, ticks and parameters of each registered loop (in this process: all stopped)."""
     with _workspace(ctx) as ws:
         frame = ws.loops.status()
-    rows = _records(frame)
-    if as_json:
-        for row in rows:
-            _echo_json(row)
-    elif not rows:
-        click.echo("no loops registered")
-    else:
-        columns = ["loop", "state", "cursor", "lag", "ticks", "errors", "last_tick"]
-        for line in _table(rows, columns):
-            click.echo(line)
+    columns = ["loop", "state", "cursor", "lag", "ticks", "errors", "last_tick"]
+    _show(_records(frame), columns, as_json, json_fields="all", empty="no loops registered")
 
 
 def _duration(text: str | None) -> float | None:
@@ -84,37 +72,15 @@ def start(ctx: click.Context, name: str | None, for_: str | None, by: str) -> No
     While it runs, `grace loops stop` from another terminal stops them (see that command).
     """
     seconds = _duration(for_)
-    request = Path(_path(ctx) + STOP_SUFFIX)
     with _workspace(ctx, writes=True) as ws:
-        ws.loops.start(name, actor=by)
-        names = [n for n in ws.loops.names if ws.loops.state(n).state == "running"]
-        click.echo(f"running {', '.join(names)}; Ctrl-C stops", err=True)
-        deadline = None if seconds is None else time.monotonic() + seconds
-        try:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(0.2)
-                if request.exists():
-                    asked = _read_request(request)
-                    ws.loops.stop(asked.get("loop"), actor=asked.get("by") or by)
-                    with contextlib.suppress(OSError):
-                        request.unlink()
-                    if not any(ws.loops.state(n).state == "running" for n in ws.loops.names):
-                        break
-        except KeyboardInterrupt:
-            pass
-        finally:
-            ws.loops.stop(name, actor=by)
+
+        def started(names: list[str]) -> None:
+            click.echo(f"running {', '.join(names)}; Ctrl-C stops", err=True)
+
+        with contextlib.suppress(KeyboardInterrupt):
+            run_foreground(ws, name, actor=by, seconds=seconds, started=started)
         rows = _records(ws.loops.status())
-    for line in _table(rows, ["loop", "state", "cursor", "lag", "ticks", "errors"]):
-        click.echo(line)
-
-
-def _read_request(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    _show(rows, ["loop", "state", "cursor", "lag", "ticks", "errors"], as_json=False)
 
 
 @loops.command()
@@ -140,17 +106,8 @@ def stop(ctx: click.Context, name: str | None, wait: float, by: str) -> None:
         return
     except WorkspaceLockedError:
         pass  # another process owns the workspace: it may be running the loops
-    request = Path(path + STOP_SUFFIX)
-    request.write_text(json.dumps({"loop": name, "by": by}))
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if not request.exists():
-            click.echo(f"stopped {name or 'the loops'}")
-            return
-        time.sleep(0.1)
-    with contextlib.suppress(OSError):
-        request.unlink()
-    raise LoopError(f"the process that owns {path} did not honour the stop request within {wait:g} s")
+    request_stop(path, loop=name, by=by, wait=wait)
+    click.echo(f"stopped {name or 'the loops'}")
 
 
 @loops.command()
@@ -192,10 +149,9 @@ def params(ctx: click.Context, name: str, as_json: bool) -> None:
                 }
             )
     if as_json:
-        _echo_json({r["param"]: r for r in rows})
+        _echo_json({r["param"]: r for r in rows})  # one object keyed by parameter, not a row per line
         return
-    for line in _table(rows, ["param", "value", "default", "min", "max"]):
-        click.echo(line)
+    _show(rows, ["param", "value", "default", "min", "max"], as_json=False)
 
 
 @loops.command("set")

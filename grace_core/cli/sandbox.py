@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _escape_controls, _records, _show, _workspace, cli, workspace_options
 from grace_core.sandbox import LANGUAGES, limits_from
 
 OPERATOR = "system"
@@ -30,13 +30,17 @@ def sandbox() -> None:
 
 
 @sandbox.command("run")
-@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, allow_dash=True))
 @click.option("--language", type=click.Choice(LANGUAGES), default=None, help="Default: from the file suffix.")
-@click.option("--timeout", type=float, help="Wall-clock limit in seconds.")
-@click.option("--cpu", type=int, help="CPU-time limit in seconds.")
-@click.option("--memory", type=int, help="Memory limit in MiB.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Wall-clock limit in seconds.")
+@click.option("--cpu", type=click.IntRange(min=1), help="CPU-time limit in seconds.")
+@click.option("--memory", type=click.IntRange(min=1), help="Memory limit in MiB.")
 @click.option("--stdin", "stdin_file", type=click.File("rb"), help="A file fed to the program's stdin.")
-@click.option("--wait", type=float, help="Seconds to wait for an admin's approval if the run needs one.")
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    help="Seconds to wait for an admin's approval if the run needs one.",
+)
 @_AS
 @_JSON
 @workspace_options
@@ -54,10 +58,17 @@ def run(
     as_json: bool,
 ) -> None:
     """Run FILE (or - for stdin) in the sandbox and print its output and exit status."""
-    code = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    raw = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    try:
+        code = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise click.UsageError(
+            f"{file} is not UTF-8 text (byte {exc.start}); the sandbox runs source code"
+        ) from exc
     if language is None:
         language = "sh" if file.endswith(".sh") else "python"
-    overrides = {k: v for k, v in {"timeout_s": timeout, "cpu_s": cpu, "memory_mb": memory}.items() if v}
+    given = {"timeout_s": timeout, "cpu_s": cpu, "memory_mb": memory}
+    overrides = {k: v for k, v in given.items() if v is not None}
     limits = limits_from(overrides)
     data = stdin_file.read() if stdin_file is not None else None
     with _workspace(ctx, writes=True) as ws:
@@ -83,8 +94,8 @@ def run(
             }
         )
     else:
-        click.echo(ex.stdout, nl=False)
-        click.echo(ex.stderr, nl=False, err=True)
+        click.echo(_escape_controls(ex.stdout), nl=False)
+        click.echo(_escape_controls(ex.stderr), nl=False, err=True)
         how = f"exit status {ex.exit_code}" if ex.signal is None else f"killed by signal {ex.signal}"
         hit = f", stopped by the {ex.limit_hit} limit" if ex.limit_hit else ""
         click.echo(
@@ -132,12 +143,10 @@ def remedies(
     """Remedy proposals for failed runs (diagnoses, fixes as diffs, advice)."""
     with _workspace(ctx) as ws:
         rows = _records(ws.remedy.proposals(execution=execution, state=state))
+    fields = ["id", "execution", "kind", "summary", "line", "state", "diff"]
+    _show(rows, ["id", "execution", "kind", "state", "summary"], as_json, json_fields=fields)
     if as_json:
-        for r in rows:
-            _echo_json({k: r.get(k) for k in ("id", "execution", "kind", "summary", "line", "state", "diff")})
         return
-    for line in _table(rows, ["id", "execution", "kind", "state", "summary"]):
-        click.echo(line)
     if show_diff:
         for r in rows:
             if r.get("diff"):
@@ -155,8 +164,8 @@ def apply(ctx: click.Context, proposal_id: str, wait: float | None, actor: str) 
     with _workspace(ctx, writes=True) as ws:
         result = ws.remedy.apply(proposal_id, actor=actor, wait=wait)
     ex = result.execution
-    click.echo(ex.stdout, nl=False)
-    click.echo(ex.stderr, nl=False, err=True)
+    click.echo(_escape_controls(ex.stdout), nl=False)
+    click.echo(_escape_controls(ex.stderr), nl=False, err=True)
     verdict = "worked" if result.worked else "did not work"
     click.echo(f"[remedy {proposal_id} {verdict}: run {ex.id}, exit status {ex.exit_code}]", err=True)
     ctx.exit(0 if result.worked else 1)

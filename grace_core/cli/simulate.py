@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import click
 
 from grace_core.cli import _PATH_KEY, _echo_json, cli, workspace_options
-from grace_core.clock import DEFAULT_START, ManualClock
 from grace_core.workload import simulate as run_simulation
+from grace_core.workload import simulation_clock
 from grace_core.workspace import MEMORY, open_workspace
 
 
@@ -62,8 +59,7 @@ def simulate(
     path = ctx.meta.get(_PATH_KEY) or MEMORY
     if ctx.meta.get("grace.snapshot"):
         raise click.UsageError("`grace simulate` writes to the workspace; drop --snapshot")
-    start = _clock_start(path)
-    with open_workspace(path, clock=ManualClock(start), seed=seed) as ws:
+    with open_workspace(path, clock=simulation_clock(path), seed=seed) as ws:
         summary = run_simulation(
             ws,
             hours=hours,
@@ -79,14 +75,3 @@ def simulate(
         _echo_json(summary.as_dict())
     else:
         click.echo(str(summary))
-
-
-def _clock_start(path: str) -> float:
-    """Simulated time starts at the usual instant, or just after the newest event of an existing workspace."""
-    start = DEFAULT_START.timestamp()
-    if path == MEMORY or not Path(path).expanduser().exists():
-        return start
-    with open_workspace(os.fspath(path), snapshot=True) as ws:
-        last = ws.ledger.head[0]
-        newest = ws.ledger.at(last).ts_us / 1e6 if last else start
-    return max(start, newest + 1.0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, cli
+from grace_core.cli import _echo_json, _records, _show, cli
 from grace_core.sweep import backends, run_sweep
 
 
@@ -38,13 +38,10 @@ def sweep(
         "seconds": round(report.seconds, 2),
         "best": report.best(),
     }
+    _show(rows, ["run_id", "params", "seed", "value", "head_seq", "wall_seconds"], as_json, json_fields="all")
     if as_json:
-        for row in rows:
-            _echo_json(row)
         _echo_json(summary)
         return
-    for line in _table(rows, ["run_id", "params", "seed", "value", "head_seq", "wall_seconds"]):
-        click.echo(line)
     click.echo(
         f"{report.ran} runs in {report.seconds:.1f} s on {report.backend} ({report.skipped} already done of "
         f"{report.planned}); best: {summary['best']}"

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _table, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
 from grace_core.tasks import STATES
 
 OPERATOR = "system"
@@ -53,15 +53,12 @@ def ls(ctx: click.Context, state: str | None, kind: str | None, as_json: bool) -
     """Tasks, highest priority first, then oldest."""
     with _workspace(ctx) as ws:
         rows = _records(ws.tasks.list(state=state, kind=kind))
-    if as_json:
-        for row in rows:
-            _echo_json({c: row.get(c) for c in [*_COLUMNS, "created_at", "updated_at"]})
-        return
-    for row in rows:
+
+    def tidy(row: dict[str, Any]) -> None:
         row["title"] = str(row["title"])[:50]
         row["note"] = str(row["note"])[:40] if row.get("note") else ""
-    for line in _table(rows, _COLUMNS):
-        click.echo(line)
+
+    _show(rows, _COLUMNS, as_json, json_fields=[*_COLUMNS, "created_at", "updated_at"], tidy=tidy)
 
 
 @tasks.command()

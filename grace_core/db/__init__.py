@@ -12,7 +12,14 @@ import duckdb
 
 from grace_core.errors import WorkspaceError
 
-__all__ = ["EXTENSIONS", "apply_migrations", "extension_path", "load_extension", "schema_version"]
+__all__ = [
+    "EXTENSIONS",
+    "apply_migrations",
+    "extension_path",
+    "load_extension",
+    "schema_version",
+    "sql_string",
+]
 
 # DuckDB extension -> the wheel that ships its binary (pinned to the same DuckDB release).
 EXTENSIONS = {
@@ -24,6 +31,11 @@ EXTENSIONS = {
 _ALIASES = {"sqlite": "sqlite_scanner", "postgres": "postgres_scanner"}
 _MIGRATION = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _load_lock = threading.Lock()
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a SQL string literal, for the statements that take no bound parameters (ATTACH, LOAD)."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def extension_path(name: str) -> Path:
@@ -52,7 +64,7 @@ def load_extension(con: duckdb.DuckDBPyConnection, name: str) -> None:
     """Load an extension offline, from its wheel, by file path (never DuckDB's run-time download)."""
     path = extension_path(name)
     with _load_lock:
-        con.execute(f"LOAD '{path.as_posix()}'")
+        con.execute(f"LOAD {sql_string(path.as_posix())}")
 
 
 def _migrations() -> list[tuple[int, str, str]]:

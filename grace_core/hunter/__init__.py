@@ -4,42 +4,35 @@ The rules live on the ledger: a new workspace publishes the default pack (``rule
 ``hunter.pack_loaded`` event, and every later change is an event too (``hunter.rule_added``,
 ``hunter.rule_updated``, ``hunter.rule_disabled``, ``hunter.rule_enabled``); table ``hunter_rules`` is their
 projection, and the scanner is compiled from it (again whenever it changes). Every change after genesis is
-governed: it needs ``governance.require(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
+governed: it needs ``governance.check(actor, "hunter.rule.add" | "hunter.rule.update" | "hunter.rule.disable"
 | "hunter.rule.enable" | "hunter.pack.load", ...)`` to allow it (admins and the engines; not researchers or
 viewers), so a rule change is logged as a decision first and a refused one publishes nothing else.
 
 ``scan(text, target=...)`` is pure. ``screen(text, target=..., actor=..., resource=...)`` scans and publishes one
-``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled. Texts
-entering the workspace are screened where they enter (``tasks.create``, ``memory.write``).
+``hunter.alert`` per rule that fired (count, spans, masked excerpts), caused by the event being handled; given
+``findings=`` (what ``scan`` returned for that text), it publishes them without scanning again. Texts entering the
+workspace are screened where they enter (``tasks.create``, ``memory.write``, ``chat.send``, ``sandbox.run``).
 
-An alert fans out in a durable mesh subscriber (``hunter.fanout``), never in the scanner, and everything it
-publishes is caused by the alert:
+Besides its rules, Hunter runs the detectors other engines register with it
+(``register_detector(name, fn, targets=...)``; ``fn(text, target=...)`` returns findings): MLDL registers its
+deployed prompt-injection model for chat texts and unregisters it when the model is undeployed. Hunter itself
+knows no engine above it.
 
-* a task "Security alert: <rule>" (kind ``security_alert``, key ``hunter:<rule>:<resource or target>``, so a
-  repeat while the task is open does not add another),
-* a memory entry ``/security/alerts/<alert id>.md`` with the details (excerpts are masked, and masked text
-  fires no rule),
-* a ``hunter.notification`` event: the live notification. Views subscribe to it
-  (``ws.subscribe("hunter.notification", callback)``); it names the task and the memory entry, and it marks the
-  alert's fan-out as done (``hunter_alerts.notified_at``).
-
-The subscriber keeps a cursor in the workspace, so a crash between an alert and its fan-out is resumed on the
-next open; each step is idempotent (the task dedupes by key, the memory entry is written once, a notified
-alert is skipped). Alerts raised while screening Hunter's own reports (actor ``hunter``) are recorded but not
-fanned out, so no report can start a loop.
+An alert fans out in a durable mesh subscriber (``hunter.fanout``, :mod:`grace_core.hunter.fanout`), never in
+the scanner: a task, a memory entry and a live notification, each caused by the alert.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from grace_core.errors import ArtifactError, RuleError
+from grace_core.errors import RuleError, ScanError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
 
@@ -58,11 +51,13 @@ from .rules import (
 from .scanner import Finding, Scanner, check_examples, scanner_for, shannon_entropy
 
 if TYPE_CHECKING:
+    from grace_core.governance import Governance
     from grace_core.workspace import Workspace
 
 __all__ = [
     "SEVERITIES",
     "TARGETS",
+    "Detector",
     "EvalReport",
     "Finding",
     "Hunter",
@@ -78,9 +73,6 @@ __all__ = [
 ]
 
 HUNTER = "hunter"  # the actor of everything Hunter publishes
-FANOUT = "hunter.fanout"  # the durable subscriber's name (its cursor is mesh:hunter.fanout)
-ALERT_FOLDER = "/security/alerts"
-PRIORITY = {"info": 10, "low": 30, "medium": 50, "high": 75, "critical": 90}
 MAX_SPANS = 1000  # per alert; the count is always exact
 MAX_EXCERPTS = 20
 _RULE_TOPICS = (
@@ -90,6 +82,12 @@ _RULE_TOPICS = (
     "hunter.rule_disabled",
     "hunter.rule_enabled",
 )
+
+
+class Detector(Protocol):
+    """A detection another engine adds to Hunter's scans: the findings of ``text`` scanned as ``target``."""
+
+    def __call__(self, text: str, *, target: str) -> list[Finding]: ...
 
 
 def default_scanner() -> Scanner:
@@ -152,12 +150,14 @@ def _evaluate(
 class Hunter:
     """The Hunter engine of one workspace (``ws.hunter``)."""
 
-    def __init__(self, ws: Workspace) -> None:
+    def __init__(self, ws: Workspace, *, governance: Governance) -> None:
         self._ws = ws
+        self._governance = governance
         self._lock = threading.Lock()
         self._generation = 0  # bumped whenever the rule table changes; the scanner is rebuilt lazily
         self._built: tuple[int, tuple[Rule, ...], Scanner] | None = None
         self._started = False
+        self._detectors: dict[str, tuple[Detector, frozenset[str]]] = {}
         ws.projections.register("hunter_rules", "hunter.*", self._apply_rules, tables=["hunter_rules"])
         ws.projections.register("hunter_alerts", "hunter.*", _apply_alerts, tables=["hunter_alerts"])
 
@@ -167,13 +167,12 @@ class Hunter:
         self._publish_pack(default_pack(), actor=HUNTER)
 
     def start(self) -> None:
-        """Subscribe the alert fan-out (called once every engine of the workspace is wired)."""
+        """Give a workspace made before Hunter had rules the default pack (called once the workspace is wired)."""
         if self._started or self._ws.read_only:
             return
         self._started = True
         if self._ws.ledger.head[0] > 0 and not self._rows():
-            self.seed_defaults()  # a workspace made before Hunter had rules: give it the default pack now
-        self._ws.subscribe("hunter.alert", self._fan_out, name=FANOUT, durable=True)
+            self.seed_defaults()
 
     # -- scanning ----------------------------------------------------------------------------------------------
     @property
@@ -182,28 +181,62 @@ class Hunter:
         return self._current()[2]
 
     def scan(self, text: str, *, target: str) -> list[Finding]:
-        """Every finding of the enabled rules in ``text`` scanned as ``target``; publishes nothing.
+        """Every finding of the enabled rules and the registered detectors in ``text`` scanned as ``target``.
 
-        On chat texts the deployed champion of the prompt-injection model (``ws.mldl``) runs beside the rules
-        and adds a finding ``ml.prompt_injection`` with its probability; with no champion it costs nothing.
+        Publishes nothing. A text over ``MAX_TEXT`` characters is refused (``ScanError``).
         """
         findings = self.scanner.scan(text, target=target)
-        mldl = getattr(self._ws, "mldl", None) if target == "chat" else None
-        if mldl is not None:
-            extra = mldl.injection_findings(text, target=target)
-            if extra:
-                findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
+        for detector, targets in list(self._detectors.values()):
+            if target in targets:
+                extra = detector(text, target=target)
+                if extra:
+                    findings = sorted([*findings, *extra], key=lambda f: (f.start, f.end))
         return findings
 
-    def screen(self, text: str, *, target: str, actor: str, resource: str | None = None) -> list[Finding]:
+    def register_detector(self, name: str, fn: Detector, *, targets: Iterable[str] = ("chat",)) -> None:
+        """Run ``fn`` beside the rules on texts scanned as one of ``targets`` (replaces a detector of that name).
+
+        Its findings are alerted like a rule's; a finding's ``rule`` should name the detector (``ml.*``).
+        """
+        chosen = frozenset(targets)
+        unknown = sorted(chosen - set(TARGETS))
+        if not name or unknown or not chosen:
+            raise RuleError(
+                f"a detector needs a name and targets among {', '.join(TARGETS)}; got {unknown or name!r}"
+            )
+        with self._lock:
+            self._detectors = {**self._detectors, name: (fn, chosen)}
+
+    def unregister_detector(self, name: str) -> None:
+        """Stop running a detector (nothing if none has that name)."""
+        with self._lock:
+            self._detectors = {k: v for k, v in self._detectors.items() if k != name}
+
+    @property
+    def detectors(self) -> dict[str, tuple[str, ...]]:
+        """The registered detectors and the targets each runs on."""
+        return {
+            name: tuple(t for t in TARGETS if t in targets) for name, (_, targets) in self._detectors.items()
+        }
+
+    def screen(
+        self,
+        text: str,
+        *,
+        target: str,
+        actor: str,
+        resource: str | None = None,
+        findings: Sequence[Finding] | None = None,
+    ) -> list[Finding]:
         """Scan ``text`` and publish one ``hunter.alert`` per rule that fired; returns the findings.
 
         ``actor`` is whoever the text came from; the alerts are published by ``hunter``, caused by the event
-        being handled (if any). A read-only snapshot only scans.
+        being handled (if any). ``findings``: what ``scan(text, target=target)`` returned already (a caller
+        that masks the text before recording it), so the text is scanned once. A read-only snapshot only scans.
         """
         if not isinstance(actor, str) or not actor:
-            raise ValueError("screen needs the actor the text came from")
-        findings = self.scan(text, target=target)
+            raise ScanError("screen needs the actor the text came from")
+        findings = self.scan(text, target=target) if findings is None else list(findings)
         if not findings or self._ws.read_only:
             return findings
         scan_id = self._ws.mesh.new_id()
@@ -328,7 +361,7 @@ class Hunter:
         Checked after the rule itself, so a bad rule is refused without logging anything; a refusal raises
         PermissionDenied and leaves only its decision on the ledger. The genesis pack skips this (one event).
         """
-        self._ws.governance.require(actor, action, resource=resource, context=context)
+        self._governance.check(actor, action, resource=resource, context=context)
 
     def _publish_pack(self, pack: Pack, *, actor: str) -> None:
         self._ws.publish(
@@ -343,6 +376,11 @@ class Hunter:
             sql += " WHERE rule = ?"
             params.append(rule)
         return self._ws.sql(sql + " ORDER BY ts DESC, id", params)
+
+    def alert_count(self) -> int:
+        """How many alerts were raised (rows of ``hunter_alerts``)."""
+        row = self._ws.ledger.reader().execute("SELECT count(*) FROM hunter_alerts").fetchone()
+        return int(row[0]) if row else 0
 
     def evaluate(
         self,
@@ -387,64 +425,6 @@ class Hunter:
     def _apply_rules(self, con: Any, events: list[Event]) -> None:
         if _apply_rules(con, events):
             self._generation += 1
-
-    def _fan_out(self, alert: Event) -> None:
-        p = alert.payload
-        if p.get("actor") == HUNTER:
-            return  # raised while screening one of Hunter's own reports: on the ledger, never fanned out
-        row = (
-            self._ws.ledger.reader()
-            .execute("SELECT notified_at FROM hunter_alerts WHERE id = ?", [alert.id])
-            .fetchone()
-        )
-        if row is not None and row[0] is not None:
-            return  # fanned out before (a redelivery after a crash, or a replayed ledger)
-        rule, severity, target = p["rule"], p["severity"], p["target"]
-        resource = p.get("resource")
-        path = f"{ALERT_FOLDER}/{alert.id}.md"
-        task = self._ws.tasks.create(
-            f"Security alert: {rule}",
-            kind="security_alert",
-            actor=HUNTER,
-            priority=PRIORITY.get(severity, 50),
-            details={
-                "alert": alert.id,
-                "rule": rule,
-                "severity": severity,
-                "target": target,
-                "resource": resource,
-                "count": p["count"],
-                "memory_path": path,
-            },
-            key=f"hunter:{rule}:{resource or target}",
-        )
-        try:
-            self._ws.memory.read(path)
-        except ArtifactError:
-            self._ws.memory.write(
-                path,
-                _report(alert),
-                actor=HUNTER,
-                tags=("security", "alert", severity, rule),
-                reason=f"details of Hunter alert {alert.id}",
-            )
-        self._ws.publish(
-            "hunter.notification",
-            {
-                "alert": alert.id,
-                "rule": rule,
-                "severity": severity,
-                "target": target,
-                "resource": resource,
-                "count": p["count"],
-                "title": f"Security alert: {rule}",
-                "message": f"{p.get('description', rule)}: {p['count']} occurrence(s) in {resource or target}",
-                "task": task.id,
-                "memory_path": path,
-            },
-            actor=HUNTER,
-            resource=alert.resource,
-        )
 
 
 def _changed_fields(old: Rule, new: Rule) -> list[str]:
@@ -499,46 +479,6 @@ def _alert_payload(
     if len(findings) > MAX_SPANS:
         payload["spans_truncated"] = len(findings) - MAX_SPANS
     return payload
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
-
-
-def _report(alert: Event) -> str:
-    """The markdown of an alert's memory entry: only fields of the alert, whose excerpts are masked."""
-    p = alert.payload
-    lines = [
-        f"# Security alert: {p['rule']}",
-        "",
-        "| field | value |",
-        "|---|---|",
-        f"| rule | `{_cell(p['rule'])}` |",
-        f"| description | {_cell(p.get('description', ''))} |",
-        f"| severity | {_cell(p['severity'])} |",
-        f"| target | {_cell(p['target'])} |",
-        f"| resource | {_cell(p.get('resource') or '-')} |",
-        f"| text from | {_cell(p.get('actor', '-'))} |",
-        f"| occurrences | {p['count']} |",
-        f"| alert | {alert.id} (ledger seq {alert.seq}) |",
-        f"| time | {alert.ts.isoformat()} |",
-        "",
-        "## Occurrences",
-        "",
-        "| # | line | column | start | end |",
-        "|---|---|---|---|---|",
-    ]
-    spans = p.get("spans", [])
-    lines += [
-        f"| {i} | {s['line']} | {s['column']} | {s['start']} | {s['end']} |" for i, s in enumerate(spans, 1)
-    ]
-    if p.get("spans_truncated"):
-        lines.append(f"| ... | {p['spans_truncated']} more | | | |")
-    lines += ["", "## Masked excerpts", ""]
-    lines += [f"- `{_cell(e)}`" for e in p.get("excerpts", [])]
-    for d in p.get("details", []):
-        lines.append(f"- {_cell(d)}")
-    return "\n".join(lines) + "\n"
 
 
 # -- projections -----------------------------------------------------------------------------------------------

@@ -24,6 +24,8 @@ from typing import Any
 
 import pandas as pd
 
+from grace_core.errors import ScanError
+
 from .rules import TARGETS
 from .scanner import Scanner
 
@@ -69,7 +71,7 @@ def _label_mode(labels: Sequence[Any]) -> str:
         return "malicious"
     if all(_rule_label(v) for v in labels):
         return "rule"
-    raise ValueError(
+    raise ScanError(
         "label must hold either booleans (malicious or not) or rule ids (a string, a list of strings, or "
         "''/None for a benign text), not a mix"
     )
@@ -116,22 +118,22 @@ def evaluate_frame(
 ) -> EvalReport:
     """Scan every text of ``frame`` with ``scanner`` and score the rules ``rule_ids`` against the labels."""
     if not isinstance(frame, pd.DataFrame) or not {"text", "label"} <= set(frame.columns):
-        raise ValueError("evaluate needs a DataFrame with the columns 'text' and 'label'")
+        raise ScanError("evaluate needs a DataFrame with the columns 'text' and 'label'")
     if target not in TARGETS:
-        raise ValueError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
+        raise ScanError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
     ids = list(dict.fromkeys(rule_ids))
     texts = frame["text"].tolist()
     labels = frame["label"].tolist()
     targets = frame["target"].tolist() if "target" in frame.columns else [target] * len(texts)
     if not all(isinstance(t, str) for t in texts):
-        raise ValueError("every 'text' must be a string")
+        raise ScanError("every 'text' must be a string")
     mode = _label_mode(labels)
     chosen = set(ids)
     if mode == "rule":
         expected = [_expected(v) for v in labels]
         unknown = sorted(set().union(*expected) - chosen) if expected else []
         if unknown:
-            raise ValueError(f"labels name rules that are not evaluated: {', '.join(unknown)}")
+            raise ScanError(f"labels name rules that are not evaluated: {', '.join(unknown)}")
     else:
         expected = [frozenset(chosen) if bool(v) else frozenset() for v in labels]
     fired = [frozenset(scanner.fires(t, target=tg) & chosen) for t, tg in zip(texts, targets, strict=True)]

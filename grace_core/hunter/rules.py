@@ -15,13 +15,20 @@ A rule is a plain mapping (YAML in the pack, JSON on the ledger)::
     ast: call:eval_of_input          # a named Python AST check (code target), see checks.py
     decode: base64                   # the match is decoded and the decoded text scanned by injection rules
     mask_keep: 4                     # characters of the sensitive text kept in excerpts
+    allow: ['^sk_test_']             # a match whose sensitive text matches one of these is no finding
     examples:
       positive: ['key AKIAIOSFODNN7EXAMPLE']          # each must fire this rule
       negative: [{text: 'AKIA', target: chat}]        # none may; a string uses the rule's first target
 
 A rule needs a ``regex``, ``keywords`` or an ``ast`` check. With only keywords, every occurrence of a keyword
-is a finding. The sensitive part of a match is the named group ``secret`` when the regex has one, otherwise the
-whole match; it is what ``entropy`` measures and what excerpts mask.
+is a finding. Regexes run on RE2 (linear time, see ``regex.py``): no lookaround and no back-references. The
+finding is the named group ``match`` when the regex has one (the rest of the match is context that must be
+there, what a lookaround said), otherwise the whole match. The sensitive part is the group ``secret`` when there
+is one, otherwise the finding; it is what ``entropy`` measures and what excerpts mask. ``same`` lists groups
+that must capture the same text (what a back-reference said)::
+
+    regex: '(?P<q>["'']?)(?P<v>[a-z0-9_]+)(?P<q2>["'']?)\\s*=\\s*(?P<w>[a-z0-9_]+)'
+    same: [[q, q2], [v, w]]
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import yaml
 from grace_core.errors import RuleError
 
 from .checks import CHECKS
+from .regex import compile_regex
 
 __all__ = [
     "CATEGORIES",
@@ -74,10 +82,11 @@ _FIELDS = {
     "ast",
     "decode",
     "mask_keep",
+    "same",
+    "allow",
     "examples",
     "enabled",
 }
-MAX_REGEX = 4000
 MAX_EXAMPLE = 20_000
 
 
@@ -117,6 +126,8 @@ class Rule:
     ast: str | None = None
     decode: str | None = None
     mask_keep: int = 4
+    same: tuple[tuple[str, ...], ...] = ()
+    allow: tuple[str, ...] = ()
     positives: tuple[Example, ...] = ()
     negatives: tuple[Example, ...] = ()
     enabled: bool = field(default=True, compare=False)
@@ -153,6 +164,10 @@ class Rule:
             out["decode"] = self.decode
         if self.mask_keep != 4:
             out["mask_keep"] = self.mask_keep
+        if self.same:
+            out["same"] = [list(group) for group in self.same]
+        if self.allow:
+            out["allow"] = list(self.allow)
         first = self.targets[0]
         out["examples"] = {
             "positive": [e.as_data(first) for e in self.positives],
@@ -231,20 +246,6 @@ def _examples(value: Any, *, rule: str, targets: tuple[str, ...]) -> tuple[tuple
     return tuple(out)
 
 
-def compile_regex(pattern: str, *, rule: str, ignore_case: bool = False) -> re.Pattern[str]:
-    """Compile a rule's regex, refusing what would make the scanner misbehave."""
-    if len(pattern) > MAX_REGEX:
-        raise RuleError(f"rule {rule}: the regex is longer than {MAX_REGEX} characters")
-    try:
-        compiled = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
-    except (re.error, OverflowError, RecursionError) as exc:
-        raise RuleError(f"rule {rule}: bad regex {pattern!r}: {exc}") from None
-    if compiled.search("") is not None:
-        # finditer would report an empty finding at every position of every text.
-        raise RuleError(f"rule {rule}: the regex {pattern!r} matches the empty string")
-    return compiled
-
-
 def rule_from_dict(data: Mapping[str, Any], *, enabled: bool | None = None) -> Rule:
     """Validate a rule's data form (everything but its examples' behaviour, which needs the scanner)."""
     if not isinstance(data, Mapping):
@@ -277,12 +278,25 @@ def rule_from_dict(data: Mapping[str, Any], *, enabled: bool | None = None) -> R
         raise RuleError(f"rule {rid}: needs a regex, keywords or an ast check")
     if keywords_b64 and regex is None:
         raise RuleError(f"rule {rid}: keywords_base64 is a prefilter for a regex; the rule has none")
+    same = _same(data.get("same"), rule=rid)
+    if same and regex is None:
+        raise RuleError(f"rule {rid}: same names groups of a regex; the rule has none")
     if regex is not None:
-        compile_regex(regex, rule=rid)
+        groups = compile_regex(regex, rule=rid).groupindex
+        missing = sorted({g for group in same for g in group} - set(groups))
+        if missing:
+            raise RuleError(f"rule {rid}: same names groups the regex does not have: {', '.join(missing)}")
         if ignore_case and regex != regex.lower() and re.search(r"(?<!\\)[A-Z]", _literal_parts(regex)):
             raise RuleError(
                 f"rule {rid}: with ignore_case the regex runs over lower-cased text; write its letters in lower case"
             )
+    allow = _strings(data.get("allow"), what="allow", rule=rid)
+    if allow and regex is None:
+        raise RuleError(
+            f"rule {rid}: allow tells which matches of a regex are no findings; the rule has none"
+        )
+    for pattern in allow:
+        compile_regex(pattern, rule=rid)
     entropy = data.get("entropy")
     if entropy is not None:
         if isinstance(entropy, bool) or not isinstance(entropy, int | float) or not 0 < entropy <= 8:
@@ -317,15 +331,31 @@ def rule_from_dict(data: Mapping[str, Any], *, enabled: bool | None = None) -> R
         ast=ast_check,
         decode=decode,
         mask_keep=mask_keep,
+        same=same,
+        allow=allow,
         positives=positives,
         negatives=negatives,
         enabled=enabled,
     )
 
 
+def _same(value: Any, *, rule: str) -> tuple[tuple[str, ...], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not value:
+        raise RuleError(f"rule {rule}: same is a list of lists of group names ([[a, b], ...])")
+    out = []
+    for group in value:
+        names = _strings(group, what="same", rule=rule)
+        if len(names) < 2:
+            raise RuleError(f"rule {rule}: each list in same names at least two groups")
+        out.append(names)
+    return tuple(out)
+
+
 def _literal_parts(regex: str) -> str:
-    """The regex without escapes (``\\S``, ``\\B``...) and class shorthands: what is left is literal text."""
-    return re.sub(r"\\[A-Za-z]|\(\?P<[^>]*>|\(\?P=[^)]*\)|\{[^}]*\}", "", regex)
+    """The regex without escapes (``\\S``, ``\\pL``, ``\\x{85}``...) and group names: what is left is literal text."""
+    return re.sub(r"\\[pPx]\{[^}]*\}|\\[pP][A-Za-z]|\\[A-Za-z]|\(\?P<[^>]*>|\{[^}]*\}", "", regex)
 
 
 @functools.lru_cache(maxsize=256)

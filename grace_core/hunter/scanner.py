@@ -1,10 +1,14 @@
-"""The scanner: every rule of a set, compiled once, run over whole texts.
+"""The scanner: every rule of a set, compiled once (on RE2, see ``regex.py``), run over bounded windows.
 
-One pass of an Aho-Corasick automaton (pyahocorasick) over the lower-cased text finds which rules' keywords
-occur; only those rules (and the rules without keywords) then run, each as one ``finditer`` over the whole
-text. Rules with ``ignore_case`` run over the lower-cased text, so their regexes keep a literal prefix that the
-regex engine can search for quickly (a case-insensitive regex cannot). Python AST checks run on the code target
-when the text parses as Python; when it does not (a shell script, a snippet), the rule's regex is the fallback.
+A text of up to ``MAX_TEXT`` characters is scanned (a longer one is refused with a ``ScanError`` wherever it
+enters: chat, memory, tasks, sandbox code, the Hunter view, ``grace hunter scan``). Regex rules see it in windows
+of ``WINDOW`` characters that overlap the next by ``OVERLAP`` (and the previous by ``MARGIN``, for leading
+context), so a finding across a window edge is still found, once, by the window it starts in; a single regex
+finding is at most ``OVERLAP`` characters long. In each window one pass of an Aho-Corasick automaton
+(pyahocorasick) over the lower-cased text finds which rules' keywords occur; only those rules (and the rules
+without keywords) then run. Rules with ``ignore_case`` run over the lower-cased text. Python AST checks run on
+the whole text for the code target when it parses as Python; when it does not (a shell script, a snippet), the
+rule's regex is the fallback.
 
 Every occurrence is a finding, with its offsets, line and column. Excerpts are masked: the sensitive part of
 a match (its ``secret`` group, or the whole match) keeps a short prefix (``AKIA****``), and an excerpt that
@@ -22,22 +26,38 @@ import itertools
 import math
 import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import ahocorasick
 
-from grace_core.errors import RuleError
+from grace_core.errors import RuleError, ScanError
 
 from .checks import CHECKS, AstCheck
-from .rules import TARGETS, Rule, compile_regex
+from .regex import Regex, Text, compile_regex
+from .rules import TARGETS, Rule
 
-__all__ = ["MASK", "Finding", "Scanner", "check_examples", "redact", "scanner_for", "shannon_entropy"]
+__all__ = [
+    "MASK",
+    "MAX_TEXT",
+    "OVERLAP",
+    "WINDOW",
+    "Finding",
+    "Scanner",
+    "check_examples",
+    "redact",
+    "scanner_for",
+    "shannon_entropy",
+]
 
 MASK = "****"
 MAX_EXCERPT = 160
-MAX_AST_SOURCE = 5_000_000  # characters; larger code is scanned by the regex fallbacks only
+MAX_TEXT = 4_000_000  # characters one scan accepts (the sandbox takes 256 K of code, chat 20 K per message)
+WINDOW = 65_536  # characters a regex window owns: findings that start in it
+OVERLAP = 16_384  # characters a window reads past its end, so a finding that starts in it is whole
+MARGIN = 256  # characters a window reads before its start: the leading context of its first findings
+MAX_AST_SOURCE = MAX_TEXT  # code of this size still parses in about a second
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 _second = operator.itemgetter(1)
 _C_LOG_C = [0.0, *(c * math.log2(c) for c in range(1, 4096))]
@@ -91,13 +111,17 @@ class _Compiled:
     """A rule ready to run: its regex as literal-first alternatives (for the original or the lower-cased
     text), the literal each alternative starts with, and its AST check."""
 
-    __slots__ = ("check", "fallbacks", "gates", "index", "keep", "on_lower", "patterns", "rule", "targets")
+    __slots__ = (
+        "allow", "check", "fallbacks", "gates", "index", "keep", "on_lower", "patterns", "rule", "same", "targets",
+    )  # fmt: skip
 
     def __init__(self, rule: Rule, index: int) -> None:
         self.rule = rule
         self.index = index
         self.targets = frozenset(rule.targets)
         self.check: AstCheck | None = CHECKS[rule.ast] if rule.ast else None
+        self.same = rule.same
+        self.allow = [compile_regex(p, rule=rule.id) for p in rule.allow]
         regex = rule.regex
         self.on_lower = rule.ignore_case or regex is None
         if regex is None and rule.keywords and rule.ast is None:
@@ -113,7 +137,7 @@ class _Compiled:
         )
         # An alternative that starts with a literal can only match where that literal occurs: the keyword
         # pass looks for it too, and the alternative runs only when it was seen ("" = always runs).
-        self.gates = [_literal_prefix(p).lower() for p in pieces]
+        self.gates = [_literal_prefix(p).lower() if len(_split_top(p) or "xx") == 1 else "" for p in pieces]
         self.gates = [g if len(g) >= 3 else "" for g in self.gates]
         self.keep = rule.mask_keep
 
@@ -168,9 +192,10 @@ class Scanner:
     def scan(self, text: str, *, target: str) -> list[Finding]:
         """Every finding of every applicable rule in ``text``, in text order, with masked excerpts."""
         if target not in TARGETS:
-            raise ValueError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
+            raise ScanError(f"unknown scan target {target!r}; one of {', '.join(TARGETS)}")
         if not isinstance(text, str):
-            raise TypeError(f"Hunter scans text (str), not {type(text).__name__}")
+            raise ScanError(f"Hunter scans text (str), not {type(text).__name__}")
+        check_size(text)
         hits = self._hits(text, target, None)
         if not hits:
             return []
@@ -202,6 +227,7 @@ class Scanner:
 
     def fires(self, text: str, *, target: str | None = None) -> set[str]:
         """The ids of the rules that fire on ``text`` (for ``target``, or as any target when None)."""
+        check_size(text)
         return {self._compiled[h.index].rule.id for h in self._hits(text, target, None)}
 
     def _active(
@@ -231,53 +257,81 @@ class Scanner:
     ) -> list[_Hit]:
         if not text:
             return []
-        lowered = text.lower()
-        aligned = len(lowered) == len(text)
         hits: list[_Hit] = []
-        parsed, tree = False, None  # the text is parsed once, by the first AST rule that needs it
-        active, seen = self._active(lowered, target, only)
-        for i in active:
-            c = self._compiled[i]
-            if c.check is not None and target == "code":
-                if not parsed:
-                    parsed, tree = True, _parse(text)
-                if tree is not None:
-                    hits.extend(self._ast_hits(c, text, tree))
+        parsed, tree = False, None  # the whole text is parsed once, by the first AST rule that needs it
+        by_ast: set[int] = set()  # rules the AST decided (for the whole text)
+        last_end: dict[int, int] = {}  # per rule: where its last finding ended (overlaps are one finding)
+        for lo, start, stop, hi in _windows(len(text)):
+            chunk = text if (lo, hi) == (0, len(text)) else text[lo:hi]
+            lowered = chunk.lower()
+            aligned = len(lowered) == len(chunk)
+            active, seen = self._active(lowered, target, only)
+            sources: dict[bool, Text] = {}  # the window's UTF-8 bytes, original and lower-cased
+            for i in active:
+                c = self._compiled[i]
+                if c.check is not None and target == "code":
+                    if not parsed:
+                        parsed, tree = True, _parse(text)
+                    if tree is not None:
+                        if i not in by_ast:
+                            by_ast.add(i)
+                            hits.extend(self._ast_hits(c, text, tree))
+                        continue
+                if not c.patterns:
                     continue
-            if not c.patterns:
-                continue
-            if c.on_lower and aligned:
-                patterns, source = c.patterns, lowered
-            else:
-                patterns, source = (c.fallbacks if c.on_lower else c.patterns), text
-            patterns = [p for p, g in zip(patterns, self._gates[i], strict=True) if g < 0 or g in seen]
-            rule = c.rule
-            last_end = -1
-            for m in _matches(patterns, source):
-                start, end = m.span()
-                if start < last_end:
-                    continue  # overlaps an earlier match of another alternative of the same rule
-                secret = "secret" in m.re.groupindex
-                s_start, s_end = m.span("secret") if secret else (start, end)
-                if s_start < 0:  # an optional secret group that did not take part
-                    s_start, s_end = start, end
-                if rule.entropy is not None and shannon_entropy(text[s_start:s_end]) < rule.entropy:
+                lower = c.on_lower and aligned
+                patterns = c.patterns if lower or not c.on_lower else c.fallbacks
+                patterns = [p for p, g in zip(patterns, self._gates[i], strict=True) if g < 0 or g in seen]
+                if not patterns:
                     continue
-                detail = ""
-                if rule.decode is not None:
-                    if depth > 0:
-                        continue
-                    decoded = _decode(text[s_start:s_end])
-                    if decoded is None:
-                        continue
-                    inner = self._hits(decoded, target, self._decoded_rules, depth=depth + 1)
-                    if not inner:
-                        continue
-                    fired = sorted({self._compiled[h.index].rule.id for h in inner})
-                    detail = "decodes to text that fires " + ", ".join(fired)
-                last_end = end
-                hits.append(_Hit(i, start, end, s_start, s_end, detail))
+                if lower not in sources:
+                    sources[lower] = Text.of(lowered if lower else chunk)
+                for f_start, f_end, m, buf in _matches(patterns, sources[lower], c.same):
+                    start_at, end_at = buf.char(f_start) + lo, buf.char(f_end) + lo
+                    if not start <= start_at < stop or start_at < last_end.get(i, -1):
+                        continue  # another window's finding, or overlaps an earlier match of this rule
+                    hit = self._accept(c, chunk, lo, buf, m, start_at, end_at, target, depth)
+                    if hit is not None:
+                        last_end[i] = end_at
+                        hits.append(hit)
         return hits
+
+    def _accept(
+        self,
+        c: _Compiled,
+        chunk: str,
+        lo: int,
+        buf: Text,
+        m: Any,
+        start: int,
+        end: int,
+        target: str | None,
+        depth: int,
+    ) -> _Hit | None:
+        """The finding of one match, or None when its secret is too regular or what it decodes fires nothing."""
+        rule = c.rule
+        s_start, s_end = start, end
+        group = m.re.groupindex.get("secret")
+        if group is not None and m.start(group) >= 0:  # an optional secret group may not take part
+            s_start, s_end = buf.char(m.start(group)) + lo, buf.char(m.end(group)) + lo
+        secret = chunk[s_start - lo : s_end - lo]
+        if rule.entropy is not None and shannon_entropy(secret) < rule.entropy:
+            return None
+        if c.allow and any(p.search(secret.encode("utf-8", "surrogatepass")) for p in c.allow):
+            return None  # a value the rule says is not worth an alert (a test-mode key, a placeholder)
+        detail = ""
+        if rule.decode is not None:
+            if depth > 0:
+                return None
+            decoded = _decode(secret)
+            if decoded is None:
+                return None
+            inner = self._hits(decoded, target, self._decoded_rules, depth=depth + 1)
+            if not inner:
+                return None
+            fired = sorted({self._compiled[h.index].rule.id for h in inner})
+            detail = "decodes to text that fires " + ", ".join(fired)
+        return _Hit(c.index, start, end, s_start, s_end, detail)
 
     @staticmethod
     def _ast_hits(c: _Compiled, text: str, tree: ast.Module) -> list[_Hit]:
@@ -390,12 +444,69 @@ def _automaton(words: dict[str, int]) -> Any:
     return automaton
 
 
-def _matches(patterns: Sequence[re.Pattern[str]], source: str) -> Iterable[re.Match[str]]:
-    """Every match of every alternative, in text order (one finditer over the whole text per alternative)."""
+def check_size(text: str) -> None:
+    """Refuse a text longer than ``MAX_TEXT`` (a ``ScanError`` saying so, before anything is scanned)."""
+    if len(text) > MAX_TEXT:
+        raise ScanError(
+            f"the text has {len(text):,} characters; Hunter scans at most {MAX_TEXT:,} at a time (split it)"
+        )
+
+
+def _windows(n: int) -> Iterator[tuple[int, int, int, int]]:
+    """Per window ``(lo, start, stop, hi)``: it reads ``[lo, hi)``, owns findings starting in ``[start, stop)``."""
+    if n <= WINDOW + OVERLAP:
+        yield 0, 0, n, n
+        return
+    start = 0
+    while start < n:
+        stop = min(start + WINDOW, n)
+        if n - stop <= OVERLAP:
+            stop = n  # the last window takes the rest
+        yield max(0, start - MARGIN), start, stop, min(n, stop + OVERLAP)
+        start = stop
+
+
+def _finds(
+    regex: Regex, buf: Text, same: tuple[tuple[str, ...], ...]
+) -> Iterator[tuple[int, int, Any, Text]]:
+    """Every finding of one pattern in byte offsets: the ``match`` group (or the whole match) and the match.
+
+    The next search starts where the finding ends, so trailing context is free for the next finding. A match
+    whose ``same`` groups differ is no finding; the search goes on one character after where it started.
+    """
+    data = buf.data
+    group = regex.groupindex.get("match")
+    pos, size = 0, len(data)
+    while pos <= size:
+        m = regex.search(data, pos)
+        if m is None:
+            return
+        if same and not all(len({m.group(g) for g in names}) == 1 for names in same):
+            pos = _next_char(data, m.start())
+            continue
+        f_start, f_end = m.span(group) if group is not None else m.span()
+        if f_start < 0:  # an optional match group that did not take part: the whole match is the finding
+            f_start, f_end = m.span()
+        yield f_start, f_end, m, buf
+        pos = f_end if f_end > pos else _next_char(data, max(pos, m.end() - 1))
+
+
+def _next_char(data: bytes, pos: int) -> int:
+    """The byte offset of the character after the one at ``pos``."""
+    pos += 1
+    while pos < len(data) and data[pos] & 0xC0 == 0x80:
+        pos += 1
+    return pos
+
+
+def _matches(
+    patterns: Sequence[Regex], buf: Text, same: tuple[tuple[str, ...], ...]
+) -> Iterable[tuple[int, int, Any, Text]]:
+    """Every finding of every alternative, in text order."""
     if len(patterns) == 1:
-        return patterns[0].finditer(source)
-    found = [m for p in patterns for m in p.finditer(source)]
-    found.sort(key=lambda m: (m.start(), -m.end()))
+        return _finds(patterns[0], buf, same)
+    found = [f for p in patterns for f in _finds(p, buf, same)]
+    found.sort(key=lambda f: (f[0], -f[1]))
     return found
 
 
@@ -462,13 +573,14 @@ _HEAD = re.compile(r"((?:\(\?P<\w+>)*)\(\?:")
 
 
 def alternatives(regex: str, limit: int = 64) -> list[str]:
-    """A regex as alternatives that each start with their own literal where possible.
+    """A regex as alternatives that each start with their own literal, when every one of them does.
 
-    ``(?:ignore|forget)\\s+x|y`` becomes ``ignore\\s+x``, ``forget\\s+x`` and ``y``: the regex engine searches
-    for a literal prefix at C speed but tries an alternation at every position. Anything this cannot rewrite
-    safely (inline flags, numbered back-references, a quantified group) stays one regex.
+    ``(?:ignore|forget)\\s+x|you`` becomes ``ignore\\s+x``, ``forget\\s+x`` and ``you``: the keyword pass looks
+    for each literal and an alternative runs only where its literal occurs. RE2 runs an alternation as fast as
+    one branch, so a regex whose alternatives do not all start with a literal of three characters stays whole,
+    and so does anything this cannot rewrite safely (inline flags, a quantified group).
     """
-    if re.match(r"\(\?[aiLmsux]", regex) or re.search(r"\\[1-9]", regex):
+    if re.match(r"\(\?[aiLmsux]", regex):
         return [regex]
     top = _split_top(regex)
     if top is None:
@@ -483,12 +595,12 @@ def alternatives(regex: str, limit: int = 64) -> list[str]:
             out.extend(head.group(1) + alt + rest for alt in inner)
         else:
             out.append(piece)
-    if len(out) > limit or any(not p for p in out):
+    if len(out) > limit or any(len(_literal_prefix(p)) < 3 for p in out):
         return [regex]
     try:
         for p in out:
-            re.compile(p)
-    except re.error:
+            compile_regex(p, rule="alternative")
+    except RuleError:
         return [regex]
     return out
 

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grace_core.errors import ModelError
+
 from .common import best_f1_threshold, binary_metrics, chronological_split
 
 __all__ = ["LABEL_COLUMNS", "AnomalyDetector", "AnomalyTrainer", "make_metric_frame"]
@@ -87,7 +89,7 @@ def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
     data = frame.drop(columns=[c for c in LABEL_COLUMNS if c in frame], errors="ignore")
     data = data.select_dtypes(include="number")
     if data.empty:
-        raise ValueError("the anomaly detector needs a frame with at least one numeric metric column")
+        raise ModelError("the anomaly detector needs a frame with at least one numeric metric column")
     return data.astype(float)
 
 
@@ -229,5 +231,5 @@ class AnomalyTrainer:
 
     def evaluate(self, model: AnomalyDetector, frame: pd.DataFrame) -> dict[str, float]:
         if self.label not in frame:
-            raise ValueError("evaluating the anomaly detector needs a 0/1 'anomaly' column")
+            raise ModelError("evaluating the anomaly detector needs a 0/1 'anomaly' column")
         return self._metrics(model, frame)

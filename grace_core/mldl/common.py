@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grace_core.errors import ModelError
+
 __all__ = [
     "best_f1_threshold",
     "binary_metrics",
@@ -39,7 +41,7 @@ def stratified_split(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Train and test rows, ``holdout`` of each label value held out, chosen by a seeded shuffle."""
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout is a fraction between 0 and 1, not {holdout!r}")
+        raise ModelError(f"holdout is a fraction between 0 and 1, not {holdout!r}")
     rng = np.random.default_rng(seed)
     test_idx: list[int] = []
     for value in sorted(frame[label].unique().tolist()):
@@ -54,7 +56,7 @@ def stratified_split(
 def chronological_split(frame: pd.DataFrame, *, holdout: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The first rows for training, the last ``holdout`` of them held out (time series must not be shuffled)."""
     if not 0 < holdout < 1:
-        raise ValueError(f"holdout is a fraction between 0 and 1, not {holdout!r}")
+        raise ModelError(f"holdout is a fraction between 0 and 1, not {holdout!r}")
     cut = len(frame) - max(1, round(len(frame) * holdout))
     return frame.iloc[:cut], frame.iloc[cut:]
 
@@ -119,7 +121,7 @@ def canonical_dataset_bytes(frame: pd.DataFrame) -> bytes:
     but the default 0..n-1) is part of the data.
     """
     if not isinstance(frame, pd.DataFrame):
-        raise TypeError(f"a dataset is a pandas DataFrame, not {type(frame).__name__}")
+        raise ModelError(f"a dataset is a pandas DataFrame, not {type(frame).__name__}")
     if not isinstance(frame.index, pd.RangeIndex) or frame.index.start != 0 or frame.index.step != 1:
         frame = frame.reset_index()
     head = {"columns": [str(c) for c in frame.columns], "dtypes": [str(t) for t in frame.dtypes]}

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from grace_core.errors import ModelError
+
 from .common import binary_metrics, stratified_split
 
 __all__ = ["InjectionModel", "InjectionTrainer", "make_dataset"]
@@ -267,7 +269,7 @@ def make_dataset(n: int = 2000, *, seed: int = 0) -> pd.DataFrame:
     Deterministic: the same ``n`` and ``seed`` give the same frame, row for row.
     """
     if n < 4:
-        raise ValueError("a dataset needs at least 4 rows (2 of each label)")
+        raise ModelError("a dataset needs at least 4 rows (2 of each label)")
     rng = random.Random(seed)  # noqa: S311 - seeded sample data, nothing secret
     rows: list[tuple[str, int, str]] = []
     families = list(_FAMILIES)
@@ -439,7 +441,7 @@ class InjectionTrainer:
         log: Callable[[int, Mapping[str, float]], None],
     ) -> InjectionModel:
         if "text" not in frame or self.label not in frame:
-            raise ValueError("the injection trainer needs columns 'text' and 'label' (1 = injection)")
+            raise ModelError("the injection trainer needs columns 'text' and 'label' (1 = injection)")
         threshold = float(params["threshold"])
         steps = max(1, int(params["steps"]))
         fit_part, valid = stratified_split(frame, self.label, holdout=0.2, seed=seed + 1)
@@ -460,6 +462,9 @@ class InjectionTrainer:
             # The terms cut by max_features: kept by sklearn for introspection only, and often most of a pickle.
             if hasattr(vectorizer, "stop_words_"):
                 del vectorizer.stop_words_
+            # id() of an object (a cache key sklearn sets again on use): it would make the bytes differ per process.
+            if hasattr(vectorizer, "_stop_words_id"):
+                del vectorizer._stop_words_id
         return InjectionModel(pipeline, threshold)
 
     def evaluate(self, model: InjectionModel, frame: pd.DataFrame) -> dict[str, float]:

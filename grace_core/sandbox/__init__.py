@@ -34,10 +34,14 @@ from grace_core.events import Event
 from grace_core.hunter import Finding, severity_rank
 from grace_core.hunter.scanner import redact
 from grace_core.metrics import DerivedMetric
+from grace_core.times import TS
 
 from .isolation import Host, Limits, RawResult, detect, run_isolated
 
 if TYPE_CHECKING:
+    from grace_core.governance import Governance
+    from grace_core.hunter import Hunter
+    from grace_core.modes import Modes
     from grace_core.workspace import Workspace
 
 __all__ = ["LANGUAGES", "Execution", "Host", "Limits", "Sandbox", "SandboxError"]
@@ -88,8 +92,20 @@ class Execution:
 class Sandbox:
     """Governed, isolated code execution (``ws.sandbox``)."""
 
-    def __init__(self, ws: Workspace, *, use_bwrap: bool = True, limits: Limits | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        *,
+        governance: Governance,
+        hunter: Hunter,
+        modes: Modes,
+        use_bwrap: bool = True,
+        limits: Limits | None = None,
+    ) -> None:
         self._ws = ws
+        self._governance = governance
+        self._hunter = hunter
+        self._modes = modes
         self.use_bwrap = use_bwrap  # False forces the fallback layers (tests and machines without userns)
         self.default_limits = limits or Limits()
         ws.projections.register("sandbox", "sandbox.*", _apply, tables=["sandbox_executions"])
@@ -129,9 +145,7 @@ class Sandbox:
     ) -> Execution:
         """Screen, govern and run ``code`` in isolation; see the module docstring for the steps."""
         ws = self._ws
-        modes = getattr(ws, "modes", None)
-        if modes is not None:
-            modes.guard("sandbox_disabled")
+        self._modes.guard("sandbox_disabled")
         if not isinstance(actor, str) or not actor:
             raise SandboxError("a sandbox run needs the actor who asks for it")
         if language not in LANGUAGES:
@@ -146,7 +160,7 @@ class Sandbox:
         data = stdin.encode() if isinstance(stdin, str) else stdin
         digest = hashlib.sha256(code.encode()).hexdigest()
         resource = f"sandbox:{digest[:16]}"
-        findings = ws.hunter.scan(code, target="code")
+        findings = self._hunter.scan(code, target="code")
         stored = _mask(code, findings)
         request = ws.publish(
             "sandbox.execution_requested",
@@ -163,7 +177,7 @@ class Sandbox:
             resource=resource,
         )
         with handling(request):
-            ws.hunter.screen(code, target="code", actor=actor, resource=resource)
+            self._hunter.screen(code, target="code", actor=actor, resource=resource, findings=findings)
             worst = max((f.severity for f in findings), key=severity_rank, default="none")
             context = {
                 "network": False,
@@ -173,7 +187,7 @@ class Sandbox:
                 "max_severity": worst,
             }
             try:
-                ws.governance.require(
+                self._governance.check(
                     actor,
                     "sandbox.execute",
                     resource=resource,
@@ -225,8 +239,8 @@ class Sandbox:
             "exit_code": raw.exit_code,
             "signal": raw.signal,
             "limit_hit": raw.limit_hit,
-            "stdout": _mask(out_excerpt, ws.hunter.scan(out_excerpt, target="file")),
-            "stderr": _mask(err_excerpt, ws.hunter.scan(err_excerpt, target="file")),
+            "stdout": _mask(out_excerpt, self._hunter.scan(out_excerpt, target="file")),
+            "stderr": _mask(err_excerpt, self._hunter.scan(err_excerpt, target="file")),
             "stdout_truncated": raw.stdout_truncated or len(stdout) > EXCERPT,
             "stderr_truncated": raw.stderr_truncated or len(stderr) > EXCERPT,
             "duration_s": round(raw.duration_s, 6),  # a measurement (perf_counter), not a workspace time
@@ -308,7 +322,7 @@ def _apply(con: Any, events: list[Event]) -> None:
             con.execute(
                 "INSERT INTO sandbox_executions (id, seq, actor, language, code_digest, code, code_truncated, masked, "
                 "limits, status, requested_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'requested', "
-                "make_timestamptz(?::BIGINT)) ON CONFLICT DO NOTHING",
+                f"{TS}) ON CONFLICT DO NOTHING",
                 [
                     e.id, e.seq, e.actor, p.get("language"), p.get("code_digest"), p.get("code"),
                     bool(p.get("code_truncated")), bool(p.get("masked")), json.dumps(p.get("limits") or {}), e.ts_us,
@@ -317,14 +331,14 @@ def _apply(con: Any, events: list[Event]) -> None:
         elif e.topic == "sandbox.execution_refused":
             con.execute(
                 "UPDATE sandbox_executions SET status = 'refused', reason = ?, result_event = ?, "
-                "finished_at = make_timestamptz(?::BIGINT) WHERE id = ?",
+                f"finished_at = {TS} WHERE id = ?",
                 [p.get("reason"), e.id, e.ts_us, p.get("execution")],
             )
         elif e.topic in ("sandbox.execution_completed", "sandbox.execution_failed"):
             con.execute(
                 "UPDATE sandbox_executions SET status = ?, exit_code = ?, signal = ?, limit_hit = ?, stdout = ?, "
                 "stderr = ?, stdout_truncated = ?, stderr_truncated = ?, duration_ms = ?, peak_memory_kb = ?, "
-                "isolation = ?, missing_layers = ?, result_event = ?, finished_at = make_timestamptz(?::BIGINT) "
+                f"isolation = ?, missing_layers = ?, result_event = ?, finished_at = {TS} "
                 "WHERE id = ?",
                 [
                     p.get("status"), p.get("exit_code"), p.get("signal"), p.get("limit_hit"), p.get("stdout"),

@@ -44,6 +44,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grace_core.errors import SandboxError
+
 from . import seccomp
 
 __all__ = ["Host", "Limits", "RawResult", "detect", "run_isolated"]
@@ -78,9 +80,9 @@ class Limits:
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-                raise ValueError(f"Limits.{name} must be a positive number, not {value!r}")
+                raise SandboxError(f"Limits.{name} must be a positive number, not {value!r}")
         if self.processes < 4:
-            raise ValueError("Limits.processes must be at least 4 (the sandbox's own helpers count)")
+            raise SandboxError("Limits.processes must be at least 4 (the sandbox's own helpers count)")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -361,7 +363,7 @@ def _preexec(
             resource.setrlimit(res, pair)  # SIGXCPU at the soft limit, SIGKILL one second later
         if libc is not None:
             if unshare_flags and libc.unshare(unshare_flags) != 0:
-                raise OSError(ctypes.get_errno(), "unshare failed")
+                raise SandboxError(f"unshare failed: {os.strerror(ctypes.get_errno())}")
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             if drop:
                 os.setgroups([])
@@ -371,7 +373,7 @@ def _preexec(
             if seccomp_prog is not None and libc.prctl(
                 _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(seccomp_prog), 0, 0
             ):
-                raise OSError(ctypes.get_errno(), "seccomp failed")
+                raise SandboxError(f"seccomp failed: {os.strerror(ctypes.get_errno())}")
 
     return setup
 
@@ -450,7 +452,7 @@ def program_argv(language: str, python: str, script_path: str) -> list[str]:
         return [python, "-I", "-S", "-B", script_path]
     if language == "sh":
         return ["/bin/sh", script_path]
-    raise ValueError(f"unknown language {language!r}; the sandbox runs 'python' or 'sh'")
+    raise SandboxError(f"unknown language {language!r}; the sandbox runs 'python' or 'sh'")
 
 
 # -- running -------------------------------------------------------------------------------------------------

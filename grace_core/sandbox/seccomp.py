@@ -15,6 +15,8 @@ from __future__ import annotations
 import platform
 import struct
 
+from grace_core.errors import SandboxError
+
 __all__ = ["SUPPORTED", "filter_program"]
 
 _LD_ABS_W = 0x20  # BPF_LD | BPF_W | BPF_ABS
@@ -120,6 +122,6 @@ def filter_program(machine: str | None = None) -> bytes:
         t = 0 if jt is None else labels[jt] - i - 1
         f = 0 if jf is None else labels[jf] - i - 1
         if not (0 <= t < 256 and 0 <= f < 256):
-            raise ValueError("seccomp filter jump out of range")
+            raise SandboxError("seccomp filter jump out of range")
         out += struct.pack("=HBBI", code, t, f, k)
     return bytes(out)

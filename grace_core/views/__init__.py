@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from grace_core.errors import ViewError
+
 __all__ = ["VIEWS", "ViewSpec", "view_class", "view_spec"]
 
 
@@ -41,7 +43,7 @@ def view_spec(slug: str) -> ViewSpec:
     for spec in VIEWS:
         if spec.slug == slug:
             return spec
-    raise KeyError(f"no view {slug!r}; views: {', '.join(s.slug for s in VIEWS)}")
+    raise ViewError(f"no view {slug!r}; views: {', '.join(s.slug for s in VIEWS)}")
 
 
 def view_class(slug: str) -> Any:

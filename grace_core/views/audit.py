@@ -13,7 +13,8 @@ import param
 from bokeh.models import ColumnDataSource, HoverTool, LabelSet
 from bokeh.plotting import figure
 
-from .base import GraceView, frame_for_table, short
+from .base import GraceView, frame_for_table, short, side_by_side
+from .render import UserHTML, code_html, text_html
 
 __all__ = ["AuditView", "graph_figure", "layered_layout"]
 
@@ -72,7 +73,7 @@ def graph_figure(g: nx.DiGraph, selected: str | None = None) -> Any:
 
 
 class AuditView(GraceView):
-    """Read the ledger; check it. Anyone may verify; making a checkpoint is for admins and researchers."""
+    """Read the ledger; check it. Anyone may verify; signing a checkpoint needs ``ledger.checkpoint``."""
 
     title = "Audit"
     live_patterns: ClassVar[tuple[str, ...]] = ("*",)
@@ -88,21 +89,23 @@ class AuditView(GraceView):
         self.events = pn.widgets.Tabulator(
             pd.DataFrame(columns=_EVENT_COLUMNS), disabled=True, show_index=False, selectable=1,
             pagination="local", page_size=15, sizing_mode="stretch_width", hidden_columns=["id"],
+            layout="fit_data_stretch",  # one line per event (the detail below has all of it); scrolls sideways
         )  # fmt: skip
         self.events.param.watch(self._pick, "selection")
         self.verify_button = pn.widgets.Button(label="Verify chain", color="primary")
         self.verify_button.on_click(lambda _e: self.verify())
-        self.checkpoint_button = pn.widgets.Button(
-            label="Sign checkpoint", color="light", disabled=not self.can_act
-        )
+        self.checkpoint_button = pn.widgets.Button(label="Sign checkpoint", color="light")
+        self.allow(self.checkpoint_button, self.may("ledger.checkpoint"), self.cannot("sign checkpoints"))
         self.checkpoint_button.on_click(lambda _e: self.make_checkpoint())
         self.verify_result = pn.pane.Alert("Not verified yet in this session.", alert_type="secondary")
         self.checkpoints = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
-        self.detail = pn.pane.Markdown("Select an event.", sizing_mode="stretch_width")
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"event_id": {"type": "textarea"}, "root": {"type": "textarea"}},
+            widths={"size": 70, "ts": 150},
+        )  # fmt: skip
+        self.detail = UserHTML(text_html("Select an event."))
         self.graph = pn.pane.Bokeh(sizing_mode="stretch_width", height=370)
-        self.proof_pane = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.proof_pane = UserHTML("")
         self._seen_head = 0
         self.refresh()
         if not self.event_id:
@@ -138,8 +141,7 @@ class AuditView(GraceView):
         )  # fmt: skip
         self.events.selection = []  # a kept row index would point at another event once new rows arrive
         self.events.value = frame_for_table(frame)
-        cps = self.ws.sql("SELECT size, ts, event_id, hex(root) AS root FROM checkpoints ORDER BY size DESC")
-        self.checkpoints.value = frame_for_table(cps)
+        self.checkpoints.value = frame_for_table(self.ws.checkpoints())
 
     def _pick(self, event: Any) -> None:
         if event.new:
@@ -149,15 +151,20 @@ class AuditView(GraceView):
     def _show_event(self) -> None:
         if not self.event_id:
             return
-        event = self.ws.ledger.get(self.event_id)
-        if event is None:
-            self.detail.object = f"No event {self.event_id} in this ledger."
+        try:
+            event = self.ws.ledger.get(self.event_id)
+        except Exception:  # noqa: BLE001 - a stale or mistyped link (audit?event=...)
+            self.detail.object = text_html(f"No event {self.event_id} in this ledger.")
             return
         payload = json.dumps(event.payload, indent=2, ensure_ascii=False)
+        # The payload holds what people wrote (messages, notes): shown as source, never rendered.
         self.detail.object = (
-            f"### #{event.seq} `{event.topic}`\nby **{event.actor}** at {event.ts:%Y-%m-%d %H:%M:%S}"
-            f" · resource `{event.resource or '-'}` · parent `{event.parent_id or '-'}`"
-            f" · correlation `{event.correlation_id}`\n\nhash `{event.hash.hex()}`\n\n```json\n{payload[:4000]}\n```"
+            f"<h3>#{event.seq} <code>{text_html(event.topic)}</code></h3>"
+            + text_html(
+                f"by {event.actor} at {event.ts:%Y-%m-%d %H:%M:%S} · resource {event.resource or '-'}"
+                f" · parent {event.parent_id or '-'} · correlation {event.correlation_id}\nhash {event.hash.hex()}"
+            )
+            + code_html(payload[:4000] + ("\n… (cut)" if len(payload) > 4000 else ""), "json")
         )
         self.graph.object = graph_figure(self.ws.causal.graph(event.id), selected=event.id)
         self.prove()
@@ -168,13 +175,17 @@ class AuditView(GraceView):
         report = self.ws.verify()
         self.verified = report
         if report.ok:
+            witnessed = f", {report.witnessed} witnessed" if report.witnesses else ""
             self.verify_result.object = (
-                f"✔ Chain verified: {report.size} events, {report.checkpoints_checked} checkpoint(s), "
+                f"✔ Chain verified: {report.size} events, {report.checkpoints_checked} checkpoint(s){witnessed}, "
                 f"{report.seconds * 1000:.0f} ms"
             )
             self.verify_result.alert_type = "success"
         else:
-            self.verify_result.object = f"✘ Chain broken at seq {report.first_bad_seq}: {report.reason}"
+            where = (
+                "not verified" if report.first_bad_seq is None else f"broken at seq {report.first_bad_seq}"
+            )
+            self.verify_result.object = f"✘ Chain {where}: {report.reason}"
             self.verify_result.alert_type = "danger"
         return report
 
@@ -184,11 +195,14 @@ class AuditView(GraceView):
             self.message = "Checkpoint signed."
             self.refresh()
 
-        self.act("sign checkpoints", sign)
+        self.act("sign checkpoints", sign, action="ledger.checkpoint")
 
     def prove(self) -> dict[str, Any] | None:
         """An inclusion proof of the selected event in the latest checkpoint covering it, checked here."""
-        event = self.ws.ledger.get(self.event_id) if self.event_id else None
+        try:
+            event = self.ws.ledger.get(self.event_id) if self.event_id else None
+        except Exception:  # noqa: BLE001 - no such event: nothing to prove
+            event = None
         if event is None:
             return None
         try:
@@ -196,15 +210,18 @@ class AuditView(GraceView):
             checkpoint = self.ws.check_proof(proof)
         except Exception as exc:  # noqa: BLE001 - e.g. no checkpoint covers this event yet
             self.proof = None
-            self.proof_pane.object = f"No inclusion proof for #{event.seq}: {exc}"
+            self.proof_pane.object = text_html(f"No inclusion proof for #{event.seq}: {exc}")
             return None
         self.proof = proof.as_dict()
-        steps = "\n".join(f"{i + 1}. `{h}`" for i, h in enumerate(self.proof["path"]))
+        steps = "\n".join(f"{i + 1}. {h}" for i, h in enumerate(self.proof["path"]))
         self.proof_pane.object = (
-            f"✔ Event #{event.seq} is leaf {proof.index} of the signed checkpoint of size {proof.size} "
-            f"(root `{checkpoint.root.hex()[:32]}…`), checked against this ledger's public key.\n\n"
-            f"Audit path ({len(self.proof['path'])} hashes):\n\n{steps}\n\n"
-            f"```\n{proof.checkpoint}\n```"
+            text_html(
+                f"✔ Event #{event.seq} is leaf {proof.index} of the signed checkpoint of size {proof.size} "
+                f"(root {checkpoint.root.hex()[:32]}…), checked against this ledger's public key.\n\n"
+                f"Audit path ({len(self.proof['path'])} hashes):"
+            )
+            + code_html(steps)
+            + code_html(proof.checkpoint)
         )
         return self.proof
 
@@ -214,18 +231,19 @@ class AuditView(GraceView):
             self.param.topic, label="Topic filter", placeholder="e.g. chat.*"
         )
         limit = pn.widgets.IntInput.from_param(self.param.limit, label="Rows", width=100)
-        browser = pn.Column(pn.Row(topic, limit), self.events, sizing_mode="stretch_width")
+        browser = pn.Column(pn.FlexBox(topic, limit), self.events, sizing_mode="stretch_width")
         event = pn.Tabs(
             ("Event", self.detail), ("Lineage", self.graph), ("Inclusion proof", self.proof_pane), dynamic=False,
             sizing_mode="stretch_width",
         )  # fmt: skip
         chain = pn.Column(
             pn.pane.Markdown("### Chain"), pn.Row(self.verify_button, self.checkpoint_button), self.verify_result,
-            pn.pane.Markdown("### Checkpoints"), self.checkpoints, width=420,
+            pn.pane.Markdown("### Checkpoints"), self.checkpoints,
         )  # fmt: skip
         return pn.Column(
             self._status,
-            pn.Row(browser, chain, sizing_mode="stretch_width"),
+            self.read_only_note("sign checkpoints", allowed=self.may("ledger.checkpoint")),
+            side_by_side(browser, chain, min_width=400, grow=(3, 2)),
             event,
             sizing_mode="stretch_width",
         )

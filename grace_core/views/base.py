@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -23,18 +23,31 @@ import panel as pn
 import param
 
 from grace_core.events import Event
+from grace_core.governance import ROLES
 from grace_core.mesh import Subscription
 
-__all__ = ["ACTING_ROLES", "GraceView", "frame_for_table", "short"]
+from .render import UserHTML, note_html
+
+__all__ = ["GraceView", "frame_for_table", "short", "side_by_side"]
 
 log = logging.getLogger(__name__)
-ACTING_ROLES = ("admin", "researcher")  # may change things; a viewer only reads
 _ids = itertools.count(1)
 
 
 def short(text: Any, width: int = 80) -> str:
     text = "" if text is None else str(text).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def side_by_side(*panes: Any, min_width: int = 380, grow: Sequence[int] = ()) -> pn.FlexBox:
+    """Panes next to each other while the page is wide enough for each to have ``min_width`` pixels, one
+    under the other on a narrower page (a laptop split screen, a phone): never squeezed or overlapping.
+    ``grow`` weighs how the spare width is shared (default: evenly)."""
+    for i, pane in enumerate(panes):
+        weight = grow[i] if i < len(grow) else 1
+        pane.sizing_mode = "stretch_width"
+        pane.styles = {**pane.styles, "flex": f"{weight} 1 {min_width}px", "min-width": "0"}
+    return pn.FlexBox(*panes, flex_wrap="wrap", gap="16px", sizing_mode="stretch_width")
 
 
 def frame_for_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +80,9 @@ class GraceView(pn.viewable.Viewer):
 
     ws = param.Parameter(doc="The open Workspace.", allow_refs=False)
     user = param.String(default="", doc="Who is looking (the login name).")
-    role = param.Selector(default="viewer", objects=["admin", "researcher", "viewer", "system"])
+    role = param.Selector(
+        default="viewer", objects=list(ROLES), doc="The role governance judges the user by."
+    )
     message = param.String(default="", doc="The last status or error line shown to the user.")
 
     def __init__(self, **params: Any) -> None:
@@ -78,31 +93,51 @@ class GraceView(pn.viewable.Viewer):
         )
         self._pending = threading.Lock()
         self._dirty: list[Event] = []
-        self._status = pn.pane.Alert("", alert_type="light", visible=False, margin=(0, 10))
+        # Messages often quote what people wrote (a task title, a path): shown as text, never as Markdown.
+        self._status = UserHTML("", visible=False, margin=(0, 10))
         self.param.watch(self._show_message, "message")
         for pattern in self.live_patterns:
             self.live(pattern)
         if self._doc is not None:
             self._doc.on_session_destroyed(lambda _ctx: self.close())
 
-    # -- roles ---------------------------------------------------------------------------------------------
-    @property
-    def can_act(self) -> bool:
-        """Whether the user may change things (run, approve, send, edit): admins and researchers."""
-        return self.role in ACTING_ROLES or self.role == "system"
-
-    def may(self, action: str, resource: str | None = None, context: dict[str, Any] | None = None) -> bool:
-        """Whether governance would allow ``action`` for this user (a what-if: nothing is logged).
+    # -- permissions ---------------------------------------------------------------------------------------
+    def may(
+        self,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        *,
+        review: bool = False,
+    ) -> bool:
+        """Whether governance would allow ``action`` for this user (a what-if: nothing is recorded); with
+        ``review``, also when it would ask an admin's approval first.
 
         Views ask governance rather than hard-code roles, so a policy change shows in the UI at once; the
         engines still decide (and record) for real when the action runs.
         """
-        decision = self.ws.governance.evaluate(self.actor, action, resource, context, role=self.role)
-        return bool(decision.effect == "allow")
+        decision = self.ws.governance.check(
+            self.actor, action, resource, context, record="none", enforce=False, role=self.role
+        )
+        return bool(decision.effect == "allow" or (review and decision.effect == "review"))
 
-    @property
-    def is_admin(self) -> bool:
-        return self.role in ("admin", "system")
+    def cannot(self, what: str, *, needs: str = "a researcher or an admin") -> str:
+        """Why this user may not do ``what``, in one sentence (for a disabled button's tooltip and notes)."""
+        return f"Signed in as a {self.role}, you cannot {what}: that needs {needs}."
+
+    def allow(self, button: pn.widgets.Button, allowed: bool, why: str) -> None:
+        """Enable ``button`` when ``allowed``; else disable it, with ``why`` as its tooltip (a role's reason
+        from ``cannot``, or what to do first, e.g. "Select a failed task to retry it")."""
+        button.disabled = not allowed
+        button.description = None if allowed else why
+
+    def read_only_note(
+        self, what: str, *, allowed: bool, needs: str = "a researcher or an admin"
+    ) -> pn.viewable.Viewable:
+        """A note above (part of) a view for a user who may only look there: what they cannot do and why.
+        Hidden when ``allowed`` (what the view's ``may`` says of the actions it offers)."""
+        text = f"You are signed in as a {self.role}: you can look around but not {what}; that needs {needs}."
+        return UserHTML(note_html(text, "warning"), visible=not allowed, margin=(0, 10))
 
     @property
     def actor(self) -> str:
@@ -159,15 +194,23 @@ class GraceView(pn.viewable.Viewer):
     # -- messages ------------------------------------------------------------------------------------------
     def _show_message(self, *_: Any) -> None:
         text = self.message
-        self._status.object = text
-        self._status.alert_type = (
-            "danger" if text.startswith(("refused", "error", "refresh failed")) else "info"
-        )
+        kind = "danger" if text.startswith(("refused", "error", "refresh failed")) else "info"
+        self._status.object = note_html(text, kind) if text else ""
         self._status.visible = bool(text)
 
-    def act(self, what: str, fn: Callable[[], Any]) -> Any:
-        """Run an action the user asked for; errors become the view's message instead of a broken session."""
-        if not self.can_act:
+    def act(
+        self,
+        what: str,
+        fn: Callable[[], Any],
+        *,
+        action: str,
+        resource: str | None = None,
+        context: dict[str, Any] | None = None,
+        review: bool = False,
+    ) -> Any:
+        """Run an action the user asked for, if governance would allow ``action`` (see ``may``); a refusal or
+        an error becomes the view's message instead of a broken session."""
+        if not self.may(action, resource, context, review=review):
             self.message = f"refused: a {self.role} cannot {what}"
             return None
         try:

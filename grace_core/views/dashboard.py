@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import panel as pn
@@ -13,11 +13,23 @@ from bokeh.models import HoverTool
 from bokeh.palettes import Category10
 from bokeh.plotting import figure
 
+from grace_core.errors import ViewError
 from grace_core.events import Event
 
-from .base import GraceView, frame_for_table, short
+from .base import GraceView, frame_for_table, short, side_by_side
 
-__all__ = ["SERIES", "DashboardView", "activity_frame", "health_frame", "mttr_frame"]
+if TYPE_CHECKING:
+    from grace_core.workspace import Workspace
+
+__all__ = [
+    "SERIES",
+    "DashboardView",
+    "activity_frame",
+    "health_frame",
+    "insights_frame",
+    "mttr_frame",
+    "open_counts",
+]
 
 # name shown -> topic glob counted per time bucket
 SERIES: dict[str, str] = {
@@ -27,29 +39,28 @@ SERIES: dict[str, str] = {
     "task changes": "task.*",
     "loop ticks": "loop.ticked",
 }
+_WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _LOOP_COLUMNS = ["loop", "state", "lag", "ticks", "errors", "alive", "last_tick", "interval", "cursor"]
 PLOT_EVERY = 5.0  # seconds between plot redraws while events stream in (tables update on every batch)
+# The governed action behind each loop control (a pause is a stop that keeps the schedule).
+_LOOP_ACTIONS = {
+    "start": "loop.start",
+    "pause": "loop.stop",
+    "resume": "loop.start",
+    "stop": "loop.stop",
+    "step": "loop.step",
+}
 
 
 def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFrame:
     """Events per ``bucket`` seconds over the last ``minutes`` for each of ``SERIES`` (one column each)."""
-    until = ws.clock.now()
-    since = until - timedelta(minutes=minutes)
-    cases = ", ".join(f'count(*) FILTER (WHERE topic GLOB ?) AS "{name}"' for name in SERIES)
-    frame = ws.sql(
-        f"SELECT time_bucket(INTERVAL '{int(bucket)} seconds', ts) AS t, {cases} FROM events "
-        "WHERE ts >= ? GROUP BY t ORDER BY t",
-        [*SERIES.values(), since],
-    )
-    return frame
+    since = ws.clock.now() - timedelta(minutes=minutes)
+    return ws.ledger.counts_per_bucket(SERIES, since=since, bucket_s=bucket)
 
 
-def health_frame(ws: Any) -> pd.DataFrame | None:
-    """Each component's status from self-healing, or None when self-healing is not part of this workspace."""
-    healing = getattr(ws, "healing", None)
-    if healing is None or not hasattr(healing, "status"):
-        return None
-    status = healing.status()
+def health_frame(ws: Workspace) -> pd.DataFrame:
+    """Each component's status from self-healing."""
+    status = ws.healing.status()
     rows = [
         {"component": name, "status": s.get("status"), "detail": short(s.get("detail"), 100),
          "checked_at": s.get("checked_at")}
@@ -59,13 +70,9 @@ def health_frame(ws: Any) -> pd.DataFrame | None:
     return pd.DataFrame(rows, columns=["component", "status", "detail", "checked_at"])
 
 
-def mttr_frame(ws: Any) -> pd.DataFrame | None:
-    """Resolved incidents from self-healing (resolved_at, component, mttr_s, running mean), oldest first; None
-    when self-healing is not part of this workspace."""
-    healing = getattr(ws, "healing", None)
-    if healing is None or not hasattr(healing, "incidents"):
-        return None
-    frame = healing.incidents()
+def mttr_frame(ws: Workspace) -> pd.DataFrame:
+    """Resolved incidents from self-healing (resolved_at, component, mttr_s, running mean), oldest first."""
+    frame = ws.healing.incidents()
     columns = ["resolved_at", "component", "reason", "mttr_s"]
     if frame.empty or "resolved_at" not in frame.columns:
         return pd.DataFrame(columns=[*columns, "mean_s"])
@@ -74,13 +81,13 @@ def mttr_frame(ws: Any) -> pd.DataFrame | None:
     return done.reset_index(drop=True)
 
 
-def insights_frame(ws: Any, limit: int = 8) -> pd.DataFrame | None:
-    if getattr(ws, "reflection", None) is None:
-        return None
-    return ws.sql(
-        "SELECT created_at, kind, text, score, evidence_count FROM insights ORDER BY created_at DESC LIMIT ?",
-        [limit],
-    )
+def insights_frame(ws: Workspace, limit: int = 8) -> pd.DataFrame:
+    return ws.reflection.latest_insights(limit)
+
+
+def open_counts(ws: Workspace) -> dict[str, int]:
+    """The headline numbers that are not the ledger's own: alerts raised and open tasks."""
+    return {"alerts": ws.hunter.alert_count(), "open tasks": ws.tasks.open_count()}
 
 
 class DashboardView(GraceView):
@@ -97,29 +104,38 @@ class DashboardView(GraceView):
         super().__init__(**params)
         self._plotted_at = 0.0
         self.loops = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, selectable=1, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, selectable=1, sizing_mode="stretch_width",
+            layout="fit_data_stretch",
+        )  # fmt: skip
         self.loops.param.watch(self._pick_loop, "selection")
         self.buttons = {
-            name: pn.widgets.Button(label=label, color=kind, disabled=not self.can_act)
+            name: pn.widgets.Button(label=label, color=kind)
             for name, label, kind in (
                 ("start", "Start all", "success"), ("pause", "Pause", "warning"), ("resume", "Resume", "primary"),
                 ("stop", "Stop", "danger"), ("step", "Step selected", "light"),
             )
         }  # fmt: skip
         for name, button in self.buttons.items():
+            self.allow(
+                button,
+                self.may(_LOOP_ACTIONS[name]),
+                self.cannot("start, pause, stop or step the loops", needs="an admin"),
+            )
             button.on_click(lambda _e, name=name: self.control(name))
         self.health = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.health_table = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"detail": _WRAP}, widths={"component": 130, "status": 80},
+        )  # fmt: skip
         self.insights = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"text": _WRAP}, widths={"created_at": 150, "kind": 90, "score": 60, "evidence_count": 80},
+        )  # fmt: skip
         self.insights_note = pn.pane.Markdown("")
         self.recent = pn.widgets.Tabulator(
             pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", page_size=12,
-            pagination="local",
+            pagination="local", layout="fit_columns", formatters={"summary": _WRAP},
+            widths={"seq": 70, "ts": 150, "topic": "22%", "actor": 90},
         )  # fmt: skip
         self.numbers = {
             name: pn.indicators.Number(label=name, value=0, font_size="24pt", title_size="10pt")
@@ -140,22 +156,14 @@ class DashboardView(GraceView):
         status = status.reindex(columns=[c for c in _LOOP_COLUMNS if c in status.columns])
         self.loops.value = frame_for_table(status) if len(status) else pd.DataFrame({"loop": []})
         health = health_frame(ws)
-        if health is None:
-            self.health.object = "Self-healing: *not available in this workspace*."
-            self.health_table.visible = False
-        else:
-            bad = health[health["status"] != "ok"]
-            self.health.object = f"**{len(health) - len(bad)} of {len(health)} components ok**"
-            self.health_table.value = frame_for_table(health)
-            self.health_table.visible = True
+        bad = health[health["status"] != "ok"]
+        self.health.object = f"**{len(health) - len(bad)} of {len(health)} components ok**"
+        self.health_table.value = frame_for_table(health)
+        self.health_table.visible = True
         insights = insights_frame(ws)
-        if insights is None:
-            self.insights_note.object = "Insights: *not available in this workspace*."
-            self.insights.visible = False
-        else:
-            self.insights_note.object = f"{len(insights)} latest insight(s)"
-            self.insights.value = frame_for_table(insights)
-            self.insights.visible = True
+        self.insights_note.object = f"{len(insights)} latest insight(s)"
+        self.insights.value = frame_for_table(insights)
+        self.insights.visible = True
         recent = ws.ledger.events(since=max(0, self.head - 30))[::-1]
         self.recent.value = frame_for_table(
             pd.DataFrame(
@@ -172,13 +180,9 @@ class DashboardView(GraceView):
                 columns=["seq", "ts", "topic", "actor", "summary"],
             )
         )
-        counts = ws.sql(
-            "SELECT (SELECT count(*) FROM hunter_alerts) AS alerts, "
-            "(SELECT count(*) FROM tasks WHERE state IN ('pending', 'running')) AS open_tasks"
-        ).iloc[0]
         self.numbers["events"].value = self.head
-        self.numbers["alerts"].value = int(counts["alerts"])
-        self.numbers["open tasks"].value = int(counts["open_tasks"])
+        for name, value in open_counts(ws).items():
+            self.numbers[name].value = value
         running = int((status["state"] == "running").sum()) if len(status) else 0
         self.numbers["loops running"].value = running
         if plot:
@@ -209,10 +213,6 @@ class DashboardView(GraceView):
     def redraw_mttr(self) -> None:
         """MTTR per resolved incident over time, with its running mean (self-healing's incidents)."""
         frame = mttr_frame(self.ws)
-        if frame is None:
-            self.mttr_note.object = "MTTR: *self-healing is not available in this workspace*."
-            self.mttr_plot.visible = False
-            return
         open_now = len(self.ws.healing.incidents(open_only=True))
         if frame.empty:
             self.mttr_note.object = f"MTTR: *no incident resolved yet* ({open_now} open)."
@@ -241,47 +241,47 @@ class DashboardView(GraceView):
             self.selected_loop = str(self.loops.value.iloc[event.new[0]]["loop"])
 
     def control(self, action: str) -> None:
-        """start | pause | resume | stop every loop, or step the selected one (admins and researchers)."""
+        """start | pause | resume | stop every loop, or step the selected one, as the user (governed)."""
         loops = self.ws.loops
 
         def run() -> None:
             if action == "step":
                 if not self.selected_loop:
-                    raise ValueError("select a loop first")
-                n = loops.step(self.selected_loop)
+                    raise ViewError("select a loop first")
+                n = loops.step(self.selected_loop, actor=self.actor)
                 self.message = f"{self.selected_loop} processed {n} event(s)"
             else:
-                getattr(loops, action)()
+                getattr(loops, action)(actor=self.actor)
                 self.message = f"loops: {action}"
             self.refresh(plot=False)
 
-        self.act(f"{action} loops", run)
+        self.act(f"{action} loops", run, action=_LOOP_ACTIONS[action])
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
         minutes = pn.widgets.IntInput.from_param(self.param.minutes, label="Window (minutes)", width=140)
         loops = pn.Column(
             pn.pane.Markdown("### Loops"),
-            pn.Row(*self.buttons.values()),
+            pn.FlexBox(*self.buttons.values()),
             self.loops,
-            sizing_mode="stretch_width",
         )
-        health = pn.Column(pn.pane.Markdown("### Health"), self.health, self.health_table, width=440)
+        health = pn.Column(pn.pane.Markdown("### Health"), self.health, self.health_table)
+        recent = pn.Column(pn.pane.Markdown("### Recent events"), self.recent)
+        insights = pn.Column(pn.pane.Markdown("### Latest insights"), self.insights_note, self.insights)
         return pn.Column(
             self._status,
-            pn.Row(*self.numbers.values()),
-            pn.Row(loops, health, sizing_mode="stretch_width"),
+            self.read_only_note(
+                "start, pause, stop or step the loops",
+                allowed=any(self.may(a) for a in set(_LOOP_ACTIONS.values())),
+                needs="an admin",
+            ),
+            pn.FlexBox(*self.numbers.values()),
+            side_by_side(loops, health, min_width=420),
             pn.Row(pn.pane.Markdown("### Activity"), minutes),
             self.plot,
             pn.pane.Markdown("### Time to repair"),
             self.mttr_note,
             self.mttr_plot,
-            pn.Row(
-                pn.Column(pn.pane.Markdown("### Recent events"), self.recent, sizing_mode="stretch_width"),
-                pn.Column(
-                    pn.pane.Markdown("### Latest insights"), self.insights_note, self.insights, width=520
-                ),
-                sizing_mode="stretch_width",
-            ),
+            side_by_side(recent, insights, min_width=420),
             sizing_mode="stretch_width",
         )

@@ -15,13 +15,16 @@ import panel as pn
 import param
 import yaml
 
+from grace_core.errors import RuleError, ScanError
 from grace_core.hunter.rules import SEVERITIES, TARGETS, severity_rank
 
 from .base import GraceView, frame_for_table, short
+from .render import UserHTML, text_html
 
 __all__ = ["HunterView", "precision_frame", "rule_changes", "rule_yaml"]
 
 
+_WRAP = {"type": "textarea"}  # a long cell wraps instead of being cut off (the formatter escapes it)
 _ALERT_COLUMNS = ["ts", "severity", "rule", "target", "actor", "resource", "count", "excerpts", "id"]
 _RULE_COLUMNS = ["id", "enabled", "severity", "category", "description", "hits", "precision", "recall"]
 # What an optional field of a rule means when the edited YAML leaves it out (as in a rule pack). The required
@@ -51,9 +54,9 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ValueError(f"the rule is not valid YAML: {exc}") from None
+        raise RuleError(f"the rule is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
+        raise RuleError("the rule is a YAML mapping of its fields (severity: high, regex: ..., ...)")
     changes = dict(data)
     if changes.get("id") == rule.id:
         del changes["id"]  # unchanged; a different id is refused by update_rule
@@ -63,6 +66,14 @@ def rule_changes(rule: Any, text: str) -> dict[str, Any]:
         if key not in data and key in _FIELD_DEFAULTS:
             changes[key] = _FIELD_DEFAULTS[key]  # a field deleted in the editor goes back to its default
     return changes
+
+
+_ANY_RULE = "hunter:rule:*"  # asking whether the user may change rules at all, before one is selected
+
+
+def _toggle_action(enabled: bool) -> str:
+    """The governed action of switching a rule that is ``enabled`` (off) or not (on)."""
+    return "hunter.rule.disable" if enabled else "hunter.rule.enable"
 
 
 @functools.lru_cache(maxsize=1)
@@ -111,29 +122,32 @@ class HunterView(GraceView):
         self._precision: pd.DataFrame | None = None
         self.alerts_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=_ALERT_COLUMNS), disabled=True, show_index=False, pagination="local",
-            page_size=12, sizing_mode="stretch_width",
+            page_size=12, sizing_mode="stretch_width", layout="fit_data_stretch",
+            formatters={"excerpts": _WRAP, "resource": _WRAP}, hidden_columns=["id"],
         )  # fmt: skip
         self.rules_table = pn.widgets.Tabulator(
             pd.DataFrame(columns=_RULE_COLUMNS), disabled=True, show_index=False, selectable=1,
-            pagination="local", page_size=12, sizing_mode="stretch_width",
+            pagination="local", page_size=12, sizing_mode="stretch_width", layout="fit_data_stretch",
+            formatters={"description": _WRAP},
         )  # fmt: skip
         self.rules_table.param.watch(self._select_rule, "selection")
-        self.toggle_button = pn.widgets.Button(label="Disable rule", color="warning", disabled=True)
+        self.toggle_button = pn.widgets.Button(label="Disable rule", color="warning")
         self.toggle_button.on_click(lambda _e: self.toggle_rule())
         self.precision_button = pn.widgets.Button(label="Measure precision", color="light")
         self.precision_button.on_click(lambda _e: self.measure_precision())
         self.rule_editor = pn.widgets.CodeEditor.from_param(
             self.param.rule_text, language="yaml", height=300, sizing_mode="stretch_width", readonly=True
         )
-        self.save_button = pn.widgets.Button(label="Save rule", color="primary", disabled=True)
+        self.save_button = pn.widgets.Button(label="Save rule", color="primary")
         self.save_button.on_click(lambda _e: self.save_rule())
+        self._no_rule_selected()
         self.scan_button = pn.widgets.Button(label="Scan", color="primary")
         self.scan_button.on_click(lambda _e: self.scan())
         self.findings = pn.widgets.Tabulator(
             pd.DataFrame(columns=["rule", "severity", "category", "excerpt"]), disabled=True, show_index=False,
-            sizing_mode="stretch_width",
+            sizing_mode="stretch_width", layout="fit_data_stretch", formatters={"excerpt": _WRAP},
         )  # fmt: skip
-        self.scan_result = pn.pane.Markdown("", sizing_mode="stretch_width")
+        self.scan_result = UserHTML("")
         self.counter = pn.indicators.Number(label="alerts", value=0, font_size="28pt", title_size="10pt")
         self.refresh()
 
@@ -158,7 +172,7 @@ class HunterView(GraceView):
             rules["precision"] = rules["id"].map(self._precision["precision"]).round(3)
             rules["recall"] = rules["id"].map(self._precision["recall"]).round(3)
         rules = rules.reindex(columns=_RULE_COLUMNS)
-        rules["description"] = rules["description"].map(lambda d: short(d, 70))
+        rules["description"] = rules["description"].map(lambda d: short(d, 160))
         self.rules_table.value = rules.reset_index(drop=True)
 
     def rules_frame(self) -> pd.DataFrame:
@@ -175,27 +189,43 @@ class HunterView(GraceView):
         frame = self.rules_table.value
         row = frame[frame["id"] == self.selected_rule]
         if row.empty:
-            self.toggle_button.disabled = True
-            self.save_button.disabled = True
-            self.rule_editor.readonly = True
+            self._no_rule_selected()
             self.rule_text = ""
             return
         self._load_rule_text()
         editable = self.may("hunter.rule.update", f"hunter:rule:{self.selected_rule}")
-        self.save_button.disabled = not editable
+        self.allow(self.save_button, editable, self.cannot("edit Hunter's rules", needs="an admin"))
         self.rule_editor.readonly = not editable
         enabled = bool(row.iloc[0]["enabled"])
         self.toggle_button.label = f"{'Disable' if enabled else 'Enable'} {self.selected_rule}"
         self.toggle_button.color = "warning" if enabled else "success"
-        self.toggle_button.disabled = not self.is_admin
+        self.allow(
+            self.toggle_button,
+            self.may(_toggle_action(enabled), f"hunter:rule:{self.selected_rule}"),
+            self.cannot("switch Hunter's rules", needs="an admin"),
+        )
+
+    def _no_rule_selected(self) -> None:
+        if not self.may(
+            "hunter.rule.update", _ANY_RULE
+        ):  # say the lasting reason (policy), not the passing one
+            self.allow(self.toggle_button, False, self.cannot("switch Hunter's rules", needs="an admin"))
+            self.allow(self.save_button, False, self.cannot("edit Hunter's rules", needs="an admin"))
+        else:
+            self.allow(self.toggle_button, False, "Select a rule in the list to switch it on or off.")
+            self.allow(self.save_button, False, "Select a rule in the list to edit it.")
+        self.rule_editor.readonly = True
 
     def toggle_rule(self) -> None:
-        """Switch the selected rule on or off (admins only)."""
-        if not self.is_admin:
-            self.message = f"refused: a {self.role} cannot change Hunter's rules"
-            return
+        """Switch the selected rule on or off (``hunter.rule.disable`` / ``.enable``: admins in the default pack)."""
         if not self.selected_rule:
             self.message = "error: choose a rule first"
+            return
+        rule_id = self.selected_rule
+        try:
+            enabled = self.ws.hunter.rule(rule_id).enabled
+        except RuleError as exc:  # a stale selection: said, the session goes on
+            self.message = f"error: {exc}"
             return
 
         def switch() -> None:
@@ -210,7 +240,9 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._update_toggle()
 
-        self.act("change Hunter's rules", switch)
+        self.act(
+            "change Hunter's rules", switch, action=_toggle_action(enabled), resource=f"hunter:rule:{rule_id}"
+        )
 
     def _load_rule_text(self) -> None:
         self.rule_text = rule_yaml(self.ws.hunter.rule(self.selected_rule))
@@ -240,7 +272,7 @@ class HunterView(GraceView):
             self._refresh_rules()
             self._load_rule_text()  # as stored (defaults dropped, order normalised)
 
-        self.act(f"save rule {rule_id}", save)
+        self.act(f"save rule {rule_id}", save, action="hunter.rule.update", resource=f"hunter:rule:{rule_id}")
 
     def measure_precision(self) -> pd.DataFrame:
         """Precision and recall of each rule on the seeded corpus, shown in the rule list."""
@@ -252,9 +284,13 @@ class HunterView(GraceView):
         """Scan ``text`` as ``target`` with the enabled rules (publishes nothing); the selected rule is marked."""
         text = self.text
         if not text.strip():
-            self.scan_result.object = "Type some text to scan."
+            self.scan_result.object = text_html("Type some text to scan.")
             return self.findings.value
-        findings = self.ws.hunter.scan(text, target=self.target)
+        try:
+            findings = self.ws.hunter.scan(text, target=self.target)
+        except ScanError as exc:  # over Hunter's size limit: say so, scan nothing
+            self.scan_result.object = str(exc)
+            return self.findings.value
         frame = pd.DataFrame(
             [
                 {"rule": f.rule, "severity": f.severity, "category": f.category, "excerpt": f.excerpt}
@@ -263,14 +299,14 @@ class HunterView(GraceView):
             columns=["rule", "severity", "category", "excerpt"],
         )
         self.findings.value = frame
-        lines = [f"**{len(findings)} finding(s)** as `{self.target}`."]
+        lines = [f"{len(findings)} finding(s) as {self.target}."]
         if self.selected_rule:
             report = self.ws.hunter.evaluate(
                 pd.DataFrame({"text": [text], "label": [[]]}), target=self.target, rules=[self.selected_rule]
             )
             fired = bool(report.predictions["detected"].iloc[0])
-            lines.append(f"Rule `{self.selected_rule}` {'fires' if fired else 'does not fire'} on this text.")
-        self.scan_result.object = " ".join(lines)
+            lines.append(f"Rule {self.selected_rule} {'fires' if fired else 'does not fire'} on this text.")
+        self.scan_result.object = text_html(" ".join(lines))
         return frame
 
     # -- layout --------------------------------------------------------------------------------------------
@@ -286,7 +322,12 @@ class HunterView(GraceView):
         )  # fmt: skip
         rules = pn.Column(
             pn.pane.Markdown("### Rules"),
-            pn.Row(self.toggle_button, self.precision_button),
+            self.read_only_note(
+                "switch or edit Hunter's rules",
+                allowed=self.may("hunter.rule.update", _ANY_RULE),
+                needs="an admin",
+            ),
+            pn.FlexBox(self.toggle_button, self.precision_button),
             self.rules_table,
             pn.pane.Markdown("#### Selected rule (YAML)"),
             self.rule_editor,
@@ -294,7 +335,7 @@ class HunterView(GraceView):
             sizing_mode="stretch_width",
         )
         tester = pn.Column(
-            pn.pane.Markdown("### Test text"), text, pn.Row(target, self.scan_button), self.scan_result,
+            pn.pane.Markdown("### Test text"), text, pn.FlexBox(target, self.scan_button), self.scan_result,
             self.findings, sizing_mode="stretch_width",
         )  # fmt: skip
         return pn.Column(

@@ -11,7 +11,6 @@ memory at a path; Hunter scans it, and a secret is stored masked (the view says 
 
 from __future__ import annotations
 
-import html
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -20,7 +19,8 @@ import param
 
 from grace_core.events import Event
 
-from .base import GraceView
+from .base import GraceView, side_by_side
+from .render import UserHTML, code_html, markdown_html, note_html, text_html
 
 __all__ = ["EXAMPLE", "IDEView", "console_html"]
 
@@ -39,21 +39,15 @@ def console_html(execution: Any) -> str:
     """The console for one run: a status line, then stdout and stderr (already secret-masked by the sandbox)."""
     ok = execution.ok
     how = f"exit {execution.exit_code}" if execution.signal is None else f"signal {execution.signal}"
-    parts = [
-        f"{'✓ completed' if ok else '✗ failed'}",
-        how,
-        f"{execution.duration_s * 1e3:.0f} ms",
-    ]
+    parts = [f"{'✓ completed' if ok else '✗ failed'}", how, f"{execution.duration_s * 1e3:.0f} ms"]
     if execution.limit_hit:
-        parts.append(f"stopped by the <b>{html.escape(execution.limit_hit)}</b> limit")
+        parts.append(f"stopped by the {execution.limit_hit} limit")
     layers = ", ".join(execution.isolation) or "none"
     missing = "; ".join(f"{k}: {v}" for k, v in sorted(dict(execution.missing_layers).items()))
-    color = "#1b7f3b" if ok else "#b00020"
+    isolation = f"isolation: {layers}" + (f" (missing: {missing})" if missing else "")
     out = [
-        f'<div class="grace-run-status" style="color:{color};font-weight:600">{" · ".join(parts)}</div>',
-        f'<div style="font-size:.85rem;color:#555">isolation: {html.escape(layers)}'
-        + (f" (missing: {html.escape(missing)})" if missing else "")
-        + "</div>",
+        f'<div class="grace-run-status grace-{"ok" if ok else "failed"}">{text_html(" · ".join(parts))}</div>',
+        f'<div class="grace-muted">{text_html(isolation)}</div>',
     ]
     for name, text, truncated in (
         ("stdout", execution.stdout, execution.stdout_truncated),
@@ -61,11 +55,8 @@ def console_html(execution: Any) -> str:
     ):
         if text or name == "stdout":
             note = " (truncated)" if truncated else ""
-            out.append(
-                f'<div style="font-size:.8rem;color:#777;margin-top:.4rem">{name}{note}</div>'
-                f'<pre class="grace-{name}" style="background:#f6f8f8;padding:.5rem;margin:0;'
-                f'white-space:pre-wrap;max-height:320px;overflow:auto">{html.escape(text or "")}</pre>'
-            )
+            out.append(f'<div class="grace-muted">{name}{note}</div>')
+            out.append(f'<div class="grace-{name}">{code_html(text or "")}</div>')
     return "".join(out)
 
 
@@ -91,24 +82,33 @@ class IDEView(GraceView):
         )
         self.editor.link(self, value="code", bidirectional=True)
         self.run_button = pn.widgets.Button(
-            label="▶ Run", color="primary", disabled=not self.can_act, description=self._why_not()
+            label="▶ Run", color="primary", disabled=not self._may_run(), description=self._why_not()
         )
         self.run_button.on_click(lambda _e: self.run())
         self.save_button = pn.widgets.Button(
-            label="Save to memory", color="light", disabled=not self.can_act, description=self._why_not()
+            label="Save to memory",
+            color="light",
+            disabled=not self.may("memory.write"),
+            description=self._why_not(),
         )
         self.save_button.on_click(lambda _e: self.save())
-        self.role_note = pn.pane.Alert(VIEWER_NOTE, alert_type="warning", visible=not self.can_act)
-        self.console = pn.pane.HTML(
-            '<div style="color:#777">Run the code to see its output here.</div>',
-            sizing_mode="stretch_width",
+        self.role_note = UserHTML(note_html(VIEWER_NOTE, "warning"), visible=not self._may_run())
+        self.console = UserHTML(
+            f'<div class="grace-muted">{text_html("Run the code to see its output here.")}</div>',
             min_height=120,
         )
         self.remedies = pn.Column(sizing_mode="stretch_width")
-        self.saved = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.saved = UserHTML("")
 
     def _why_not(self) -> str | None:
-        return None if self.can_act else VIEWER_NOTE
+        return None if self._may_run() else VIEWER_NOTE
+
+    def _run_context(self) -> dict[str, Any]:
+        return {"network": False, "timeout_s": float(self.timeout_s), "language": "python"}
+
+    def _may_run(self) -> bool:
+        # A run that needs an admin's approval may still be asked for: the view then shows the pending approval.
+        return self.may("sandbox.execute", context=self._run_context(), review=True)
 
     # -- running -------------------------------------------------------------------------------------------
     def run(self) -> Any:
@@ -116,7 +116,7 @@ class IDEView(GraceView):
         from grace_core.errors import PermissionDenied
         from grace_core.sandbox import Limits
 
-        if not self.can_act:
+        if not self._may_run():
             self.message = f"refused: a {self.role} cannot run code"
             return None
         code, timeout = self.code, float(self.timeout_s)
@@ -137,8 +137,8 @@ class IDEView(GraceView):
             self.status = "refused"
             self.message = f"refused: {exc}"
             self.console.object = (
-                '<div style="color:#b00020;font-weight:600">✗ not run</div>'
-                f"<div>{html.escape(str(exc))}</div>"
+                f'<div class="grace-run-status grace-failed">{text_html("✗ not run")}</div>'
+                + text_html(str(exc))
             )
             return None
         except Exception as exc:  # noqa: BLE001 - a degraded mode or bad input: shown, the session goes on
@@ -187,18 +187,17 @@ class IDEView(GraceView):
                 continue  # a fix that changes nothing (ruff found nothing to fix): not worth a button
             is_fix = row["patched_code"] is not None
             fixes += int(is_fix)
-            head = pn.pane.Markdown(
-                f"**{html.escape(str(row['kind']))}** — {row['summary']}", sizing_mode="stretch_width"
-            )
+            # The summary and the diff quote the user's code and its error: rendered, never fetched or run.
+            head = UserHTML(f"<b>{text_html(row['kind'])}</b> — " + markdown_html(row["summary"]))
             items: list[Any] = [head]
             if row["diff"]:
-                items.append(pn.pane.Markdown(f"```diff\n{row['diff']}\n```", sizing_mode="stretch_width"))
+                items.append(UserHTML(code_html(row["diff"], "diff")))
             if is_fix:
                 done = row["state"] != "proposed"
                 button = pn.widgets.Button(
                     label=f"Apply and re-run ({row['state']})" if done else "Apply and re-run",
                     color="success",
-                    disabled=done or not self.can_act,
+                    disabled=done or not self._may_run(),
                     description=self._why_not(),
                 )
                 button.on_click(lambda _e, pid=row["id"]: self.apply(pid))
@@ -226,7 +225,9 @@ class IDEView(GraceView):
             )
             return application
 
-        return self.act("apply a remedy", go)
+        return self.act(
+            "apply a remedy", go, action="sandbox.execute", context=self._run_context(), review=True
+        )
 
     # -- saving --------------------------------------------------------------------------------------------
     def save(self) -> Any:
@@ -239,12 +240,11 @@ class IDEView(GraceView):
                 self.path, code, actor=self.actor, content_type="text/x-python", reason="saved from the IDE"
             )
             masked = artifact.content != code
-            lines = [f"Saved <b>{html.escape(artifact.path)}</b> (version {artifact.version})."]
+            lines = [text_html(f"Saved {artifact.path} (version {artifact.version}).")]
             if findings:
                 rules = ", ".join(sorted({f.rule for f in findings}))
                 lines.append(
-                    f'<div class="grace-hunter-alert" style="color:#b00020">⚑ Hunter alert: '
-                    f"{html.escape(rules)}</div>"
+                    f'<div class="grace-hunter-alert grace-failed">{text_html(f"⚑ Hunter alert: {rules}")}</div>'
                 )
             if masked:
                 lines.append("<div>The secret was stored <b>masked</b>, as Hunter found it.</div>")
@@ -252,7 +252,7 @@ class IDEView(GraceView):
             self.message = f"saved {artifact.path} v{artifact.version}" + (" (masked)" if masked else "")
             return artifact
 
-        return self.act("save to memory", go)
+        return self.act("save to memory", go, action="memory.write")
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
@@ -260,17 +260,14 @@ class IDEView(GraceView):
         path = pn.widgets.TextInput.from_param(self.param.path, label="Memory path", width=260)
         left = pn.Column(
             self.editor,
-            pn.Row(self.run_button, timeout),
-            pn.Row(path, self.save_button, align="end"),
+            pn.FlexBox(self.run_button, timeout, align_items="flex-end"),
+            pn.FlexBox(path, self.save_button, align_items="flex-end"),
             self.saved,
-            sizing_mode="stretch_width",
         )
-        right = pn.Column(
-            pn.pane.Markdown("### Console"), self.console, self.remedies, sizing_mode="stretch_width"
-        )
+        right = pn.Column(pn.pane.Markdown("### Console"), self.console, self.remedies)
         return pn.Column(
             self._status,
             self.role_note,
-            pn.Row(left, right, sizing_mode="stretch_width"),
+            side_by_side(left, right, min_width=400),
             sizing_mode="stretch_width",
         )

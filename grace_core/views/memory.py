@@ -9,16 +9,15 @@ import pandas as pd
 import panel as pn
 import param
 
-from .base import GraceView, frame_for_table
+from .base import GraceView, frame_for_table, side_by_side
+from .render import UserHTML, code_html, text_html
 
 __all__ = ["MemoryView"]
 
 _LIST_COLUMNS = ["folder", "name", "version", "owner", "updated_at", "path"]
-
-
-def _fence(text: str, lang: str = "") -> str:
-    ticks = "````" if "```" in text else "```"
-    return f"{ticks}{lang}\n{text}\n{ticks}"
+_RESULT_COLUMNS = ["path", "score", "snippet"]
+# Long cells wrap instead of being cut off (Tabulator's textarea formatter escapes the text).
+_WRAP = {"type": "textarea"}
 
 
 class MemoryView(GraceView):
@@ -38,22 +37,28 @@ class MemoryView(GraceView):
         super().__init__(**params)
         self.items = pn.widgets.Tabulator(
             pd.DataFrame(columns=_LIST_COLUMNS), groupby=["folder"], disabled=True, show_index=False,
-            selectable=1, sizing_mode="stretch_width", height=420, hidden_columns=["path"],
+            selectable=1, sizing_mode="stretch_width", height=420, hidden_columns=["path", "folder"],
+            layout="fit_columns", formatters={"name": _WRAP}, widths={"name": "40%", "version": 100, "owner": 90},
         )  # fmt: skip
         self.items.param.watch(lambda e: self._pick(self.items, e.new), "selection")
         self.results = pn.widgets.Tabulator(
-            pd.DataFrame(columns=["path", "score", "snippet"]), disabled=True, show_index=False, selectable=1,
-            sizing_mode="stretch_width",
+            pd.DataFrame(columns=_RESULT_COLUMNS), disabled=True, show_index=False, selectable=1,
+            sizing_mode="stretch_width", layout="fit_columns", formatters={"path": _WRAP, "snippet": _WRAP},
+            widths={"path": "30%", "score": 90}, visible=False,
         )  # fmt: skip
         self.results.param.watch(lambda e: self._pick(self.results, e.new), "selection")
-        self.content = pn.pane.Markdown("Choose an artifact.", sizing_mode="stretch_width")
+        self.results_note = UserHTML("")
+        self.content = UserHTML(text_html("Choose an artifact in the tree, or search."))
         self.versions = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
-        self.diff = pn.pane.Markdown("", sizing_mode="stretch_width")
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"reason": _WRAP},
+        )  # fmt: skip
+        self.diff = UserHTML("")
         self.audit = pn.widgets.Tabulator(
-            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width"
-        )
+            pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
+            formatters={"reason": _WRAP, "path": _WRAP},
+        )  # fmt: skip
+        self._shown = ""  # the artifact whose versions the diff inputs were set for
         self.refresh()
         if not self.path:
             self._from_url()
@@ -90,50 +95,72 @@ class MemoryView(GraceView):
         try:
             artifact = self.ws.memory.read(self.path)
         except Exception as exc:  # noqa: BLE001 - a stale link or a deleted artifact: say so
-            self.content.object = f"**{self.path}**: {exc}"
+            self.content.object = text_html(f"{self.path}: {exc}")
             return
         tags = ", ".join(artifact.tags) or "no tags"
-        # Shown as source, never rendered: an artifact is written by someone else and may carry HTML.
+        # Shown as source, never rendered: an artifact is written by someone else and may carry anything.
         lang = "markdown" if artifact.content_type == "text/markdown" else "text"
         self.content.object = (
-            f"### {artifact.path}\nversion {artifact.version} · {artifact.content_type} · {tags}\n\n"
-            + _fence(artifact.content, lang)
+            f"<h3>{text_html(artifact.path)}</h3>"
+            + text_html(f"version {artifact.version} · {artifact.content_type} · {tags}")
+            + code_html(artifact.content, lang)
         )
         versions = self.ws.memory.versions(self.path)
         self.versions.value = frame_for_table(versions)
         self.audit.value = frame_for_table(self.ws.memory.audit(self.path))
         latest = int(versions["version"].max())
-        b = self.version_b or latest
-        a = self.version_a or max(1, b - 1)
+        if self._shown != self.path:
+            # A new artifact: the inputs show the versions compared (its latest and the one before), not 0/0.
+            self._shown = self.path
+            wanted = {"version_a": max(1, latest - 1), "version_b": latest}
+            if (self.version_a, self.version_b) != (wanted["version_a"], wanted["version_b"]):
+                self.param.update(**wanted)  # which shows the diff through this same method
+                return
+        b = min(self.version_b or latest, latest)
+        a = min(self.version_a or max(1, b - 1), latest)
         if a == b:
-            self.diff.object = f"Only one version ({b}): nothing to compare."
+            self.diff.object = text_html(f"Only one version ({b}): nothing to compare.")
         else:
             try:
                 text = self.ws.memory.diff(self.path, a, b)
             except Exception as exc:  # noqa: BLE001
-                self.diff.object = f"error: {exc}"
+                self.diff.object = text_html(f"error: {exc}")
             else:
-                self.diff.object = f"Diff {a} → {b}\n\n" + _fence(text or "(no change)", "diff")
+                self.diff.object = text_html(f"Diff {a} → {b}") + code_html(text or "(no change)", "diff")
 
     @param.depends("query", watch=True)
     def search(self) -> pd.DataFrame:
-        if not self.query.strip():
-            self.results.value = pd.DataFrame(columns=["path", "score", "snippet"])
+        """The best matches of ``query``: path, BM25 score and a snippet of the text around the words."""
+        query = self.query.strip()
+        if not query:
+            self.results.value = pd.DataFrame(columns=_RESULT_COLUMNS)
+            self.results.visible = False
+            self.results_note.object = ""
             return self.results.value
-        frame = self.ws.memory.search(self.query, limit=20)
-        frame = frame.reindex(columns=["path", "score", "snippet"])
+        try:
+            frame = self.ws.memory.search(query, limit=20, actor=self.actor)
+        except Exception as exc:  # noqa: BLE001 - refused or bad input: said on the page, the view goes on
+            self.message = f"error: search: {exc}"
+            return self.results.value
+        frame = frame.reindex(columns=_RESULT_COLUMNS)
         frame["score"] = frame["score"].astype(float).round(3)
         self.results.value = frame.reset_index(drop=True)
+        self.results.visible = not frame.empty
+        found = f"{len(frame)} match(es)" if len(frame) else "No match"
+        self.results_note.object = text_html(f"{found} for “{query}”, best first; choose one to open it.")
         return self.results.value
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
         search = pn.widgets.TextInput.from_param(
-            self.param.query, label="Search", placeholder="words to find"
+            self.param.query, label="Search", placeholder="words to find", sizing_mode="stretch_width"
         )
         a = pn.widgets.IntInput.from_param(self.param.version_a, label="from version", width=110)
         b = pn.widgets.IntInput.from_param(self.param.version_b, label="to version", width=110)
-        left = pn.Column(search, self.results, pn.pane.Markdown("### Tree"), self.items, width=460)
+        left = pn.Column(
+            search, self.results_note, self.results, pn.pane.Markdown("### Tree"), self.items,
+            sizing_mode="stretch_width",
+        )  # fmt: skip
         right = pn.Tabs(
             ("Artifact", pn.Column(self.content, sizing_mode="stretch_width")),
             ("Versions", pn.Column(self.versions, pn.Row(a, b), self.diff, sizing_mode="stretch_width")),
@@ -141,6 +168,4 @@ class MemoryView(GraceView):
             dynamic=False,
             sizing_mode="stretch_width",
         )
-        return pn.Column(
-            self._status, pn.Row(left, right, sizing_mode="stretch_width"), sizing_mode="stretch_width"
-        )
+        return pn.Column(self._status, side_by_side(left, right, min_width=420), sizing_mode="stretch_width")

@@ -71,7 +71,7 @@ def test_audit_view_verifies_the_chain_and_proves_an_event(ui):
     page = ui.login("vic", "/audit")
     page.get_by_role("button", name="Verify chain").click()
     page.get_by_text("Chain verified").wait_for()
-    page.locator(".tabulator-row").first.click()
+    page.locator(".tabulator-row").first.locator("[tabulator-field=seq]").click()  # no sideways scroll
     page.get_by_text("hash ").first.wait_for()
     ui.shot(page, "audit")
 
@@ -81,17 +81,27 @@ def test_memory_view_and_viewer_cannot_run_code(ui):
     page = ui.login("vic", "/memory", context=context)
     page.goto(f"{ui.base}/memory?path=/notes/weekly-review.md")
     page.get_by_text("in the small room").first.wait_for()
+    search = page.get_by_placeholder("words to find")
+    search.fill("weekly review")
+    search.press("Enter")
+    page.get_by_text("match(es) for").first.wait_for()
+    results = page.locator(".tabulator-row", has_text="/notes/weekly-review.md").first
+    expect(results).to_contain_text("Fridays at 10:00")  # the snippet says why it matched
+    expect(results).to_contain_text(re.compile(r"\d\.\d+"))  # with its score
     ui.shot(page, "memory")
     ide = context.new_page()
     ide.goto(f"{ui.base}/ide")
     ide.get_by_text(VIEWER_NOTE).first.wait_for()
 
 
-def test_health_and_metrics_answer_for_monitoring(server):
-    with urllib.request.urlopen(server + "/health", timeout=5) as r:
+def test_health_and_metrics_answer_for_monitoring(server, monitor_token):
+    auth = {"Authorization": f"Bearer {monitor_token}"}
+    request = urllib.request.Request(server + "/health", headers=auth)
+    with urllib.request.urlopen(request, timeout=5) as r:
         report = json.loads(r.read())
     assert report["status"] == "ok"
     assert report["components"]["ledger"]["status"] == "ok"
-    with urllib.request.urlopen(server + "/metrics", timeout=5) as r:
+    request = urllib.request.Request(server + "/metrics", headers=auth)
+    with urllib.request.urlopen(request, timeout=5) as r:
         text = r.read().decode()
     assert "grace_ledger_events" in text

@@ -70,7 +70,7 @@ def test_a_long_run_waits_for_an_admin_who_approves_it_in_the_tasks_view(ui):
     ide.get_by_text("the long batch").first.wait_for()
 
 
-def test_voila_renders_the_hunter_notebook_with_its_alerts(ui, tmp_path, free_port):
+def test_voila_renders_the_hunter_notebook_with_its_alerts(browse, tmp_path, free_port):
     from grace_core import open_workspace
 
     ws = open_workspace(tmp_path / "ws.duckdb")
@@ -99,7 +99,7 @@ def test_voila_renders_the_hunter_notebook_with_its_alerts(ui, tmp_path, free_po
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("voila did not start:\n" + (tmp_path / "voila.log").read_text())
             time.sleep(0.3)
-        page = ui.context().new_page()
+        page = browse(base).context().new_page()
         page.goto(base + "/", timeout=60_000)
         page.get_by_text("aws-access-key-id", exact=True).first.wait_for(timeout=60_000)
         page.get_by_text("Alerts (live)").first.wait_for()

@@ -93,3 +93,23 @@ def test_admin_approves_with_a_reason_and_four_eyes_are_enforced(vws):
     admin.answer("rejected")
     assert "someone else must decide" in admin.message
     assert vws.governance.approval(own).state == "pending"
+
+
+def test_who_answers_approvals_is_policy_and_the_view_follows_it(vws):
+    approval_id = _approval(vws, "bob")
+    vic = TasksView(ws=vws, user="vic", role="viewer")
+    vic.selected_approval = approval_id
+    assert vic.approve_button.disabled
+    # The admins hand approvals to viewers: a policy change, no code change, and the view follows it.
+    vws.governance.remove_policy("approvals-decided-by-admins", actor="ada")
+    vws.governance.add_policy(
+        {"id": "viewers-answer", "effect": "allow", "roles": ["viewer"],
+         "actions": ["governance.approval.decide"]},
+        actor="ada",
+    )  # fmt: skip
+    again = TasksView(ws=vws, user="vic", role="viewer")
+    again.selected_approval = approval_id
+    assert not again.approve_button.disabled
+    again.reason = "fine by me"
+    again.answer("approved")
+    assert vws.governance.approval(approval_id).state == "approved"

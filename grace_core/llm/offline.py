@@ -1,0 +1,252 @@
+"""The offline policy: a pure Python function per prompt, of the prompt's structured inputs.
+
+It needs no model and gives the same answer for the same inputs, so deterministic runs (ManualClock + seed)
+stay deterministic with the loops calling ``ws.llm``. The default handlers are deliberately simple and say
+what they do:
+
+* ``chat.answer``: the sentence of the retrieved passages that shares the most words with the question,
+  citing its passage id; "I do not know" when no passage shares a word.
+* ``reflection.questions``: one question per most frequent topic of the observations, topics with failures
+  first.
+* ``reflection.insights``: for the words that recur most across the retrieved statements, an insight naming the
+  word and how often it recurs, citing the statements that contain it.
+* ``learning.operations``: UPVOTE a lesson whose measured outcome improved, DOWNVOTE one that got worse, ADD
+  each new insight that is not yet a lesson (citing it). It never EDITs: rewording needs a model.
+
+Replace or add a handler with ``ws.llm.register_offline(name, fn)``; ``fn(inputs) -> str`` gets the inputs
+with defaults filled in and list items as dicts, and returns the answer text (JSON text for json prompts).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from grace_core.errors import LanguageModelError, ModelCallError
+from grace_core.responders import tokenize
+
+from .base import Request, Result
+
+__all__ = ["DEFAULT_HANDLERS", "OfflineBackend", "OfflineHandler", "handler_name"]
+
+OfflineHandler = Callable[[Mapping[str, Any]], str]
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_FAILURE = re.compile(r"\b(fail\w*|error\w*|denied|timeout|timed out|crash\w*|refused)\b", re.IGNORECASE)
+
+
+def _count(value: Any, default: int) -> int:
+    try:
+        return max(1, int(value))
+    except (TypeError, ValueError):
+        return default
+
+
+# -- chat.answer -----------------------------------------------------------------------------------------------
+def answer_from_best_passage(inputs: Mapping[str, Any]) -> str:
+    """The passage sentence with the most question words (ties: the earlier passage), citing its id."""
+    question = set(tokenize(str(inputs.get("question", ""))))
+    best: tuple[int, str, str] | None = None
+    for passage in inputs.get("passages") or []:
+        for sentence in _SENTENCE.split(str(passage.get("text", "")).strip()):
+            overlap = len(question & set(tokenize(sentence)))
+            if overlap and (best is None or overlap > best[0]):
+                best = (overlap, sentence.strip(), str(passage.get("id", "")))
+    if best is None:
+        return "I do not know: none of the passages I was given answers that."
+    return f"{best[1]} [{best[2]}]"
+
+
+# -- reflection.questions --------------------------------------------------------------------------------------
+def _topic(observation: Mapping[str, Any]) -> str:
+    topic = observation.get("topic")
+    if isinstance(topic, str) and topic:
+        return topic
+    words = tokenize(str(observation.get("text", "")))
+    return words[0] if words else "other"
+
+
+def questions_from_frequent_topics(inputs: Mapping[str, Any]) -> str:
+    """A question per most frequent topic, topics with failures first (ties: first seen)."""
+    observations = list(inputs.get("observations") or [])
+    count = _count(inputs.get("count"), 3)
+    seen: dict[str, int] = {}
+    totals: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
+    for i, obs in enumerate(observations):
+        topic = _topic(obs)
+        seen.setdefault(topic, i)
+        totals[topic] += 1
+        if _FAILURE.search(str(obs.get("text", ""))):
+            failures[topic] += 1
+    ranked = sorted(totals, key=lambda t: (-failures[t], -totals[t], seen[t]))[:count]
+    questions = []
+    for topic in ranked:
+        if failures[topic]:
+            questions.append(
+                f"Why do {topic} events fail ({failures[topic]} of {totals[topic]} recent ones), "
+                "and what would prevent it?"
+            )
+        else:
+            questions.append(
+                f"What explains the recent {topic} events ({totals[topic]} of {len(observations)} observations)?"
+            )
+    return json.dumps({"questions": questions})
+
+
+# -- reflection.insights ---------------------------------------------------------------------------------------
+def insights_from_recurring_words(inputs: Mapping[str, Any]) -> str:
+    """For the words found in the most statements (at least two), an insight citing those statements."""
+    statements = list(inputs.get("statements") or [])
+    count = _count(inputs.get("count"), 3)
+    holders: dict[str, list[str]] = {}
+    for statement in statements:
+        for word in dict.fromkeys(tokenize(str(statement.get("text", "")))):
+            holders.setdefault(word, []).append(str(statement.get("id", "")))
+    order = {w: i for i, w in enumerate(holders)}
+    recurring = sorted(
+        (w for w in holders if len(holders[w]) >= 2), key=lambda w: (-len(holders[w]), order[w])
+    )
+    insights = []
+    covered: set[tuple[str, ...]] = set()
+    for word in recurring:
+        ids = tuple(holders[word])
+        if ids in covered:  # another word with the same statements says nothing new
+            continue
+        covered.add(ids)
+        insights.append(
+            {
+                "text": f"'{word}' recurs in {len(ids)} of {len(statements)} statements about: "
+                f"{inputs.get('question', '')}",
+                "evidence": list(ids),
+            }
+        )
+        if len(insights) == count:
+            break
+    return json.dumps({"insights": insights})
+
+
+# -- learning.operations ---------------------------------------------------------------------------------------
+def _improved(outcome: Mapping[str, Any]) -> bool | None:
+    before, after = outcome.get("before"), outcome.get("after")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (before, after)):
+        return None
+    assert isinstance(before, int | float)
+    assert isinstance(after, int | float)
+    if before == after:
+        return None
+    lower_is_better = str(outcome.get("better", "higher")).lower() == "lower"
+    return (after < before) if lower_is_better else (after > before)
+
+
+def operations_from_outcomes(inputs: Mapping[str, Any]) -> str:
+    """Votes from measured outcomes, then ADD for each insight that is not a lesson yet; never EDIT."""
+    lessons = list(inputs.get("lessons") or [])
+    limit = _count(inputs.get("max_operations"), 4)
+    known = {str(lesson.get("id")) for lesson in lessons}
+    texts = {" ".join(str(lesson.get("text", "")).lower().split()) for lesson in lessons}
+    operations: list[dict[str, Any]] = []
+    voted: set[str] = set()
+    for outcome in inputs.get("outcomes") or []:
+        lesson = str(outcome.get("lesson"))
+        improved = _improved(outcome)
+        if lesson not in known or lesson in voted or improved is None:
+            continue
+        voted.add(lesson)
+        change = f"{outcome.get('metric')} went from {outcome.get('before')} to {outcome.get('after')}"
+        operations.append({"op": "UPVOTE" if improved else "DOWNVOTE", "id": lesson, "reason": change})
+    for insight in inputs.get("insights") or []:
+        text = " ".join(str(insight.get("text", "")).split())
+        if text and text.lower() not in texts:
+            texts.add(text.lower())
+            operations.append({"op": "ADD", "text": text, "evidence": [str(insight.get("id", ""))]})
+    return json.dumps({"operations": operations[:limit]})
+
+
+DEFAULT_HANDLERS: Mapping[str, OfflineHandler] = {
+    "chat.answer": answer_from_best_passage,
+    "reflection.questions": questions_from_frequent_topics,
+    "reflection.insights": insights_from_recurring_words,
+    "learning.operations": operations_from_outcomes,
+}
+
+
+def handler_name(fn: OfflineHandler) -> str:
+    """What the ledger records as the offline backend's model: the handler's qualified name."""
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+
+
+class OfflineBackend:
+    """Answers each prompt with its registered handler; deterministic, no model, no latency to record."""
+
+    name = "offline"
+
+    def __init__(self, handlers: Iterable[tuple[str, OfflineHandler]] | None = None) -> None:
+        self.handlers: dict[str, OfflineHandler] = dict(
+            handlers if handlers is not None else DEFAULT_HANDLERS.items()
+        )
+
+    def register(self, name: str, handler: OfflineHandler) -> OfflineHandler | None:
+        """Use ``handler`` for prompt ``name`` from now on; returns the handler it replaces, if any."""
+        if not callable(handler):
+            raise LanguageModelError(f"an offline handler must be callable, not {type(handler).__name__}")
+        previous = self.handlers.get(name)
+        self.handlers[name] = handler
+        return previous
+
+    def for_prompt(self, name: str) -> _Bound:
+        """This backend as it answers prompt ``name`` (its ``model`` is that prompt's handler)."""
+        return _Bound(self, name)
+
+    @property
+    def model(self) -> str:
+        return "offline"
+
+    def complete(self, request: Request) -> Result:
+        return self.for_prompt(request.prompt).complete(request)
+
+
+class _Bound:
+    """The offline backend for one prompt, so the recorded model names the handler that answered."""
+
+    name = "offline"
+
+    def __init__(self, backend: OfflineBackend, prompt: str) -> None:
+        self._backend = backend
+        self._prompt = prompt
+
+    @property
+    def handler(self) -> OfflineHandler | None:
+        return self._backend.handlers.get(self._prompt)
+
+    @property
+    def model(self) -> str:
+        handler = self.handler
+        return handler_name(handler) if handler is not None else "offline"
+
+    def complete(self, request: Request) -> Result:
+        handler = self.handler
+        if handler is None:
+            raise ModelCallError(
+                f"the offline backend has no handler for prompt {request.prompt}; register one with "
+                "ws.llm.register_offline(name, fn) or use another backend",
+                kind="no_handler",
+            )
+        try:
+            text = handler(request.inputs)
+        except Exception as exc:
+            raise ModelCallError(
+                f"the offline handler {handler_name(handler)} failed on {request.prompt}: "
+                f"{type(exc).__name__}: {exc}",
+                kind="handler_error",
+            ) from exc
+        if not isinstance(text, str):
+            raise ModelCallError(
+                f"the offline handler {handler_name(handler)} returned {type(text).__name__}, not text",
+                kind="handler_error",
+            )
+        return Result(text=text, finish_reason="stop")

@@ -1,0 +1,201 @@
+"""Train and evaluate the prompt-injection classifier on the external corpora; build the shipped default model.
+
+Evaluation is by family, never by row: every family key of a row (its corpus category, its jailbreak template
+type and its instruction type, its chat template) is dealt to one of ``FOLDS`` folds by a seeded shuffle. A row
+is held out in fold *k* when all its keys are in *k*, and trains the model for fold *k* only when none is, so no
+held-out text shares a template, an instruction or a category with what the model saw.
+
+Each fold is scored by a model trained without its families, and judged at a threshold calibrated (the lowest
+score whose false-positive rate is at most ``TARGET_FPR``) on the other folds' held-out scores. The report gives
+the held-out TPR and FPR of the external corpora at those thresholds, the TPR at FPR <= 0.05 of the pooled
+held-out scores, the false-positive rate on the workbench's own chat, and rates per language and per source. The
+shipped threshold is calibrated on all held-out scores. The default model is
+then trained on every row and written with a manifest (sha256, dataset digest, parameters, report)::
+
+    python -m grace_core.mldl.external            # evaluate and print the report
+    python -m grace_core.mldl.external --write    # also rebuild grace_core/mldl/data/prompt-injection.*
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.metadata
+import json
+import pickle
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from grace_core import __version__
+
+from .common import code_digest, dataset_digest
+from .corpora import CORPORA, external_frame, grace_frame
+from .injection import InjectionModel, InjectionTrainer
+
+__all__ = ["DATA", "FOLDS", "PARAMS", "TARGET_FPR", "build_default", "evaluate", "training_frame"]
+
+FOLDS = 5
+TARGET_FPR = 0.05
+SEED = 0
+PARAMS: Mapping[str, Any] = {
+    **InjectionTrainer.defaults,
+    "C": 8.0,
+    "char_min": 2,
+    "char_max": 5,
+    "max_features": 30_000,
+    "min_df": 2,
+    "steps": 1,
+}
+DATA = Path(__file__).with_name("data")
+_PACKAGES = ("bastioncorpus", "spikee", "jailbreak-corpus-mini-py")
+
+
+def training_frame() -> pd.DataFrame:
+    """The external corpora and the workbench's benign chat, with their family keys dealt to folds."""
+    frame = pd.concat([external_frame(), grace_frame()], ignore_index=True)
+    keys = sorted({k for g in frame["group"] for k in g.split("+")})
+    order = np.random.default_rng(SEED).permutation(len(keys))
+    fold_of = {key: int(order[i] % FOLDS) for i, key in enumerate(keys)}
+    folds = [{fold_of[k] for k in g.split("+")} for g in frame["group"]]
+    frame["fold"] = [next(iter(f)) if len(f) == 1 else -1 for f in folds]  # -1: keys in several folds
+    frame["folds"] = [",".join(map(str, sorted(f))) for f in folds]
+    return frame
+
+
+def _fit(frame: pd.DataFrame, params: Mapping[str, Any]) -> InjectionModel:
+    return InjectionTrainer().fit(frame[["text", "label"]], params=params, seed=SEED, log=lambda *_: None)
+
+
+def _train_without(frame: pd.DataFrame, fold: int) -> pd.DataFrame:
+    return frame[~frame["folds"].str.contains(str(fold))]
+
+
+def _tpr_at(y: np.ndarray, score: np.ndarray, fpr: float) -> tuple[float, float]:
+    """The best TPR whose FPR is at most ``fpr``, and its threshold."""
+    negatives = np.sort(score[y == 0])[::-1]
+    allowed = int(np.floor(fpr * len(negatives)))
+    threshold = float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else 0.0
+    return float(np.mean(score[y == 1] >= threshold)), threshold
+
+
+def _rates(frame: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for key, part in frame.groupby(by):
+        flagged = part["flagged"].astype(bool)
+        neg, pos = part["label"] == 0, part["label"] == 1
+        out[str(key)] = {
+            "benign": int(neg.sum()),
+            "fpr": round(float(flagged[neg].mean()), 4) if neg.any() else float("nan"),
+            "attacks": int(pos.sum()),
+            "tpr": round(float(flagged[pos].mean()), 4) if pos.any() else float("nan"),
+        }
+    return out
+
+
+def evaluate(params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
+    """The report (see the module docstring) of a classifier with ``params`` on held-out families."""
+    frame = training_frame()
+    scored = []
+    for fold in range(FOLDS):
+        test = frame[frame["fold"] == fold].copy()
+        model = _fit(_train_without(frame, fold), params)
+        test["score"] = model.predict_proba(list(test["text"]))
+        scored.append(test)
+    held = pd.concat(scored, ignore_index=True)
+    # Each fold is judged at a threshold calibrated on the other folds' held-out scores only.
+    # The external corpora's benign rows are the hard ones (traps that look like injections): the threshold is
+    # calibrated on them, and the workbench's own chat is reported at it.
+    held["flagged"] = False
+    external = held[held["source"] != "grace"]
+    for fold in range(FOLDS):
+        other = external[external["fold"] != fold]
+        _, t = _tpr_at(other["label"].to_numpy(), other["score"].to_numpy(), TARGET_FPR)
+        mine = held["fold"] == fold
+        held.loc[mine, "flagged"] = held.loc[mine, "score"] >= t
+    _, threshold = _tpr_at(external["label"].to_numpy(), external["score"].to_numpy(), TARGET_FPR)
+    external = held[held["source"] != "grace"]
+    y, s = external["label"].to_numpy(), external["score"].to_numpy()
+    flagged = external["flagged"].to_numpy()
+    tpr_at_target, _ = _tpr_at(y, s, TARGET_FPR)
+    return {
+        "threshold": round(threshold, 6),
+        "held_out": {
+            "rows": len(external),
+            "attacks": int((y == 1).sum()),
+            "benign": int((y == 0).sum()),
+            "tpr": round(float(flagged[y == 1].mean()), 4),
+            "fpr": round(float(flagged[y == 0].mean()), 4),
+            f"tpr_at_fpr_{TARGET_FPR:g}": round(tpr_at_target, 4),
+            "grace_chat_fpr": round(float(held.loc[held["source"] == "grace", "flagged"].mean()), 4),
+        },
+        "by_language": _rates(held, "lang"),
+        "by_source": _rates(held, "source"),
+        "unused_rows": int((frame["fold"] == -1).sum()),
+    }
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in (*_PACKAGES, "scikit-learn", "numpy"):
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "missing"
+    return out
+
+
+def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
+    """Evaluate, train on every row with the calibrated threshold, and write the model and its manifest."""
+    report = evaluate(params)
+    frame = training_frame()
+    data = frame[["text", "label"]]
+    model = _fit(data, {**params, "threshold": report["threshold"]})
+    blob = pickle.dumps(model, protocol=5)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "prompt-injection.pkl").write_bytes(blob)
+    manifest = {
+        "name": "prompt-injection",
+        "kind": "injection",
+        "artifact": "prompt-injection.pkl",
+        "sha256": "sha256:" + hashlib.sha256(blob).hexdigest(),
+        "bytes": len(blob),
+        "threshold": report["threshold"],
+        "params": {k: params[k] for k in sorted(params)},
+        "seed": SEED,
+        "dataset": {
+            "digest": dataset_digest(data),
+            "rows": len(data),
+            "labels": {str(k): int(v) for k, v in data["label"].value_counts().sort_index().items()},
+            "sources": {str(k): int(v) for k, v in frame["source"].value_counts().sort_index().items()},
+            "corpora": list(CORPORA),
+        },
+        "code": {
+            "grace": __version__,
+            "trainer": code_digest(InjectionTrainer),
+            "builder": "sha256:" + hashlib.sha256(Path(__file__).read_bytes()).hexdigest(),
+        },
+        "packages": _versions(),
+        "metrics": report,
+        "command": "python -m grace_core.mldl.external --write",
+    }
+    (target / "prompt-injection.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m grace_core.mldl.external", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--write", action="store_true", help="rebuild the shipped default model and manifest")
+    args = parser.parse_args(argv)
+    result = build_default() if args.write else {"metrics": evaluate()}
+    print(json.dumps(result["metrics"], indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
