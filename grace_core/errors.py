@@ -6,6 +6,7 @@ __all__ = [
     "ArtifactError",
     "AuthError",
     "BenchError",
+    "CassetteError",
     "ChainBrokenError",
     "ChatError",
     "ClockError",
@@ -13,20 +14,26 @@ __all__ = [
     "EventError",
     "GraceError",
     "LakeError",
+    "LanguageModelError",
     "LedgerError",
+    "LessonError",
     "LoopError",
     "MetricsError",
     "ModeError",
+    "ModelCallError",
     "ModelError",
+    "ModelOutputError",
     "PayloadError",
     "PermissionDenied",
     "PolicyError",
+    "PromptError",
     "ProofError",
     "ReadOnlyError",
     "ResponderError",
     "RuleError",
     "SandboxError",
     "ScanError",
+    "ScenarioError",
     "SignatureError",
     "SubscriptionError",
     "SweepError",
@@ -35,6 +42,7 @@ __all__ = [
     "TokenError",
     "ViewError",
     "WeakPasswordError",
+    "WitnessError",
     "WorkspaceError",
     "WorkspaceLockedError",
 ]
@@ -233,3 +241,11 @@ class ViewError(GraceError):
 
 class BenchError(GraceError):
     """A benchmark is unknown or registered twice, or a measurement is not acceptable."""
+
+
+class LessonError(GraceError):
+    """A lesson or its executable effect is malformed, or a lesson does not exist."""
+
+
+class ScenarioError(GraceError):
+    """A scenario is unknown, or cannot run as asked (bad parameters, a workspace without a ManualClock)."""

@@ -1,46 +1,61 @@
-"""The task executor: runs pending tasks with the handler registered for their kind.
+"""The task executor: runs pending tasks with the handler registered for their kind, as lessons say.
 
 ``ws.executor.register(kind, handler, max_attempts=3, backoff=30.0)`` registers ``handler(task, ws) -> result``
 (a JSON-able value). The loop ``executor`` (``ws.loops``, default every 10 s) picks the due pending tasks,
 highest priority first, then oldest, and for each one, while handling its ``task.created`` event (so everything
 the run publishes is caused by the task, and through it by whatever created the task):
 
-1. asks governance: ``check("executor", "task.run", "task:<id>", {"kind": ...})`` (a denial
+1. applies the **lessons** for the task's kind: the effects of the active lessons (``ws.learning``, schema in
+   ``grace_core.effects``) whose condition holds for the task's ``details.params``, oldest first. A run that
+   would start in an hour a lesson avoids is deferred to the next allowed hour (``task.deferred``); parameter
+   overrides reach the handler in ``task.details["params"]``; retry overrides replace the kind's attempts and
+   backoff. A seeded share of tasks (``learning.holdout_share``, ``learning.held_out``) is held out of every
+   lesson: the baseline the lessons are measured against. Which lessons applied to the run, or would have, is
+   recorded on the run (``policy``), so outcomes can be attributed (table ``lesson_runs``);
+2. asks governance: ``check("executor", "task.run", "task:<id>", {"kind": ...})`` (a denial
    fails the task with the decision's explanation),
-2. moves it to ``running`` (attempt n), calls the handler,
-3. moves it to ``done`` with the handler's result, or, when the handler raised, back to ``pending`` with a retry
+3. moves it to ``running`` (attempt n), calls the handler,
+4. moves it to ``done`` with the handler's result, or, when the handler raised, back to ``pending`` with a retry
    time ``backoff * 2**(n-1)`` seconds later on the workspace clock (capped at ``max_backoff``), or to
    ``failed`` once ``max_attempts`` runs failed.
 
 A task whose kind has no handler stays pending with the note ``no handler for kind X`` (a ``task.noted``
 event), and runs as soon as a handler is registered. Remediation (or an operator) can raise a kind's backoff
 or pause it for a while (``adjust``, an ``executor.kind_adjusted`` event). While the workspace is in the
-``read_only`` degraded mode nothing runs.
+``read_only`` degraded mode nothing runs. ``runs()`` gives the ended runs with their observable features, the
+input of the failure analysis (``grace_core.diagnosis``).
 
 Two handlers come built in, for the tasks the system creates itself:
 
 - ``security_alert`` (Hunter's fan-out): collects the alert's causal lineage (the ids of the events that led to
   it) and a summary of the finding into the result, appends the case to ``/security/cases/<rule>.md`` and
   publishes an ``executor.notification``.
-- ``learned`` (the learning engine): collects the evidence of the insights behind the lesson, appends the lesson
-  to ``/lessons/<pattern>.md`` and publishes an ``executor.notification``.
+- ``learned`` (the learning engine): investigates the pattern behind it. For the failures of a task kind it runs
+  the failure analysis over the kind's whole history and reports, per error type, the failure rates by feature
+  and the causes found (with the lessons already acting on the kind); for any pattern it collects the evidence
+  of the insights behind it. The report goes to ``/lessons/<pattern>.md`` and an ``executor.notification``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
 from .causal import handling
+from .diagnosis import diagnose, error_type
+from .effects import applies, combine, next_allowed
 from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
+from .learning import ActiveEffect, Learning, describe_effect, held_out
 from .loops import Loop, Scheduler
+from .mesh import Message
 from .tasks import COLUMNS, Task, _task
 
 if TYPE_CHECKING:
@@ -72,6 +87,70 @@ class HandlerSpec:
     def delay(self, attempt: int, factor: float = 1.0) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
         return float(min(self.max_backoff * factor, self.backoff * factor * 2.0 ** (attempt - 1)))
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the lessons do to one run: the lessons applied (or held out), and their combined effect."""
+
+    lessons: tuple[str, ...] = ()
+    held_out: tuple[str, ...] = ()
+    effect: Mapping[str, Any] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """The ``policy`` recorded on the run (empty when no lesson concerned it)."""
+        out: dict[str, Any] = {}
+        if self.lessons:
+            out["lessons"] = list(self.lessons)
+            out.update({k: v for k, v in self.effect.items() if k != "avoid_hours"})
+        if self.held_out:
+            out["held_out"] = list(self.held_out)
+        return out
+
+    def outcome_record(self, deferred_by: Sequence[str] = ()) -> dict[str, Any] | None:
+        """The ``policy`` recorded on the run's end: the lessons it ran under (those that deferred the task
+        included) or was held out of, so that the outcome reaches them (``lesson_runs``)."""
+        lessons = list(dict.fromkeys([*deferred_by, *self.lessons]))
+        out: dict[str, Any] = {}
+        if lessons:
+            out["lessons"] = lessons
+        if self.held_out:
+            out["held_out"] = list(self.held_out)
+        return out or None
+
+
+_NO_POLICY = Policy()
+
+
+@dataclass(frozen=True)
+class _Adjustment:
+    """A kind's adjustment by remediation or an operator (``executor.kind_adjusted``)."""
+
+    factor: float
+    paused_until: float | None
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True)
+class _Start:
+    """A task about to run: its handler settings (lessons applied), and its ``task.created`` event."""
+
+    task: Task
+    spec: HandlerSpec
+    factor: float  # the kind's backoff factor (remediation)
+    created: Event
+    policy: Policy
+
+    @property
+    def attempt(self) -> int:
+        return self.task.attempts + 1
+
+
+@dataclass(frozen=True)
+class _Context:
+    lessons: Mapping[str, Sequence[ActiveEffect]]
+    kinds: Mapping[str, _Adjustment]
 
 
 class ExecutorLoop(Loop):
@@ -110,15 +189,27 @@ class Executor:
     """``ws.executor``: handlers per task kind, and the loop that runs the tasks."""
 
     def __init__(
-        self, ws: Workspace, *, loops: Scheduler, governance: Governance, modes: Modes, tasks: Tasks
+        self,
+        ws: Workspace,
+        *,
+        loops: Scheduler,
+        governance: Governance,
+        modes: Modes,
+        tasks: Tasks,
+        learning: Learning,
     ) -> None:
         self.ws = ws
+        self._loops = loops
         self._governance = governance
         self._modes = modes
         self._tasks = tasks
+        self._learning = learning
         self._handlers: dict[str, HandlerSpec] = {}
         self._lock = threading.RLock()  # one run at a time per workspace (the loop thread, the CLI, a test)
         self._running: set[str] = set()
+        # Tasks left `running` come from a process that stopped mid-run, or from a tick of this one that did not
+        # finish; only then is there anything to recover (checked on the first tick, and after such a tick).
+        self._recovered = False
         ws.projections.register(
             "executor_kinds", "executor.kind_adjusted", _apply_kinds, tables=["executor_kinds"]
         )
@@ -221,16 +312,21 @@ class Executor:
 
     def settings(self, kind: str) -> tuple[float, float | None]:
         """(backoff factor, paused until as epoch seconds or None) of a kind."""
-        row = (
+        adjusted = self._adjustments().get(kind)
+        return (1.0, None) if adjusted is None else (adjusted.factor, adjusted.paused_until)
+
+    def _adjustments(self) -> dict[str, _Adjustment]:
+        rows = (
             self.ws.ledger.reader()
             .execute(
-                "SELECT backoff_factor, epoch_us(paused_until) FROM executor_kinds WHERE kind = ?", [kind]
+                "SELECT kind, backoff_factor, epoch_us(paused_until), reason, changed_by FROM executor_kinds"
             )
-            .fetchone()
+            .fetchall()
         )
-        if row is None:
-            return 1.0, None
-        return float(row[0]), None if row[1] is None else row[1] / 1e6
+        return {
+            str(r[0]): _Adjustment(float(r[1]), None if r[2] is None else r[2] / 1e6, str(r[3]), str(r[4]))
+            for r in rows
+        }
 
     def _kind_rows(self) -> list[tuple[Any, ...]]:
         return (
@@ -253,27 +349,32 @@ class Executor:
 
     def run_due(self, *, limit: int | None = 20) -> dict[str, int]:
         """Run the due tasks (at most ``limit``); returns the non-zero counts by outcome (ran, done, retried,
-        failed, waiting) for the loop's tick event: empty when there was nothing to do, so an idle tick records
-        nothing."""
-        counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0}
+        failed, waiting, deferred) for the loop's tick event: empty when there was nothing to do, so an idle tick
+        records nothing."""
+        counts = {"ran": 0, "done": 0, "retried": 0, "failed": 0, "waiting": 0, "deferred": 0}
         if self._modes.is_active("read_only"):
             return {}  # nothing may change; healing lifts the mode
         with self._lock:
-            self._recover()
+            if not self._recovered:
+                self._recover()
+                self._recovered = True
             tasks = self.due(None)
-            started = 0
+            context = self._context() if tasks else _Context({}, {})
+            starts: list[_Start] = []
             for task in tasks:
-                if limit is not None and started >= limit:
+                if limit is not None and len(starts) + counts["failed"] >= limit:
                     break
-                outcome = self._run(task)
-                if outcome == "waiting":
-                    counts["waiting"] += 1
-                    continue
-                started += 1
+                prepared = self._prepare(task, context)
+                if isinstance(prepared, _Start):
+                    starts.append(prepared)
+                else:
+                    counts[prepared] += 1
+                    counts["ran"] += prepared == "failed"
+            for outcome in self._run_all(starts):
                 counts["ran"] += 1
                 counts[outcome] += 1
         # Tasks that only wait (no handler, a paused kind) are not news on every tick: their note says why.
-        return {k: v for k, v in counts.items() if v} if counts["ran"] else {}
+        return {k: v for k, v in counts.items() if v} if counts["ran"] or counts["deferred"] else {}
 
     def run(self, task_id: str) -> Task:
         """Run one pending task now, whatever its retry time (``grace tasks run``); returns it afterwards."""
@@ -282,9 +383,11 @@ class Executor:
             task = self._tasks.get(task_id)
             if task.state != "pending":
                 raise TaskError(f"task {task_id} is {task.state}; only a pending task can run")
-            outcome = self._run(task)
+            prepared = self._prepare(task, self._context(), deferrable=False)
+            if isinstance(prepared, _Start):
+                self._run_all([prepared])
             task = self._tasks.get(task_id)
-            if outcome == "waiting":
+            if prepared == "waiting":
                 raise TaskError(f"task {task_id} cannot run: {task.note}")
             return task
 
@@ -309,7 +412,46 @@ class Executor:
                         task.id, "pending", actor=ACTOR, error=error, reason="retry after an interruption"
                     )
 
-    def _run(self, task: Task) -> str:
+    def policy(self, task: Task, lessons: Mapping[str, Sequence[ActiveEffect]] | None = None) -> Policy:
+        """What the active lessons (``ws.learning.effects()`` unless given) do to a run of ``task`` now.
+
+        A lesson concerns the run when its condition (``when``) holds for the task's parameters and it changes
+        parameters or retries, or the run would start in an hour it avoids. Of those, the ones the task is held
+        out of (``learning.held_out``, drawn for each lesson) are recorded as ``held_out``; the others apply.
+        """
+        candidates = (self._learning.effects() if lessons is None else lessons).get(task.kind)
+        if not candidates:
+            return _NO_POLICY
+        params = task.details.get("params") if isinstance(task.details.get("params"), Mapping) else {}
+        hour = int(self.ws.clock.time() // 3600) % 24
+        relevant = [
+            lesson
+            for lesson in candidates
+            if applies(lesson.effect, params or {})
+            and (
+                "params" in lesson.effect
+                or "retry" in lesson.effect
+                or hour in lesson.effect.get("avoid_hours", ())
+            )
+        ]
+        if not relevant:
+            return _NO_POLICY
+        share = float(self._loops.param("learning", "holdout_share"))
+        held = [lesson for lesson in relevant if held_out(self.ws.seed, task, share, lesson.key)]
+        applied = [lesson for lesson in relevant if lesson not in held]
+        return Policy(
+            lessons=tuple(lesson.id for lesson in applied),
+            held_out=tuple(lesson.id for lesson in held),
+            effect=combine(lesson.effect for lesson in applied),
+        )
+
+    def _context(self) -> _Context:
+        """What every run of one tick reads: the lessons' effects and the kinds' adjustments (read once)."""
+        return _Context(self._learning.effects(), self._adjustments())
+
+    def _prepare(self, task: Task, context: _Context, *, deferrable: bool = True) -> str | _Start:
+        """Everything before a run: a kind without handler or paused waits, a lesson may defer it, governance
+        may refuse it (each an outcome); otherwise what the run needs (``_Start``)."""
         ws = self.ws
         spec = self._handlers.get(task.kind)
         if spec is None:
@@ -320,68 +462,124 @@ class Executor:
             if task.note != note:
                 self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
-        factor, paused_until = self.settings(task.kind)
+        adjusted = context.kinds.get(task.kind)
         now = ws.clock.time()
-        if paused_until is not None and paused_until > now:
-            row = (
-                ws.ledger.reader()
-                .execute("SELECT reason, changed_by FROM executor_kinds WHERE kind = ?", [task.kind])
-                .fetchone()
-            )
-            reason, by = row if row else ("", "")
-            until = pd.Timestamp(paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
-            note = f"kind {task.kind!r} paused by {by} until {until} UTC: {reason}"
+        if adjusted is not None and adjusted.paused_until is not None and adjusted.paused_until > now:
+            until = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+            note = f"kind {task.kind!r} paused by {adjusted.by} until {until} UTC: {adjusted.reason}"
             if task.note != note:
                 self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
         created = ws.ledger.get(task.id)
-        attempt = task.attempts + 1
+        policy = self.policy(task, context.lessons)
+        effect = policy.effect
+        if deferrable and effect.get("avoid_hours"):
+            until = next_allowed(now, effect["avoid_hours"])
+            if until is not None:
+                with handling(created):
+                    self._tasks.defer(
+                        task,
+                        until,
+                        actor=ACTOR,
+                        reason=f"deferred to {_hhmm(until)} UTC by lesson(s) {', '.join(policy.lessons)}",
+                        policy=policy.record(),
+                    )
+                return "deferred"
+        if effect.get("retry"):
+            spec = dataclasses.replace(spec, **effect["retry"])
         with handling(created):
             try:
                 self._governance.check(
                     ACTOR, "task.run", resource=f"task:{task.id}", context={"kind": task.kind}
                 )
             except PermissionDenied as exc:
-                self._tasks.transition(
-                    task.id, "failed", actor=ACTOR, error=str(exc), reason="governance denied"
-                )
+                self._tasks.move(task, "failed", actor=ACTOR, error=str(exc), reason="governance denied")
                 return "failed"
-            running = self._tasks.transition(task.id, "running", actor=ACTOR, attempt=attempt)
-            self._running.add(task.id)
-            try:
-                try:
-                    result = spec.handler(running, ws)
-                    canonical_json({"result": result})
-                except PayloadError as exc:
-                    error = f"the handler's result cannot be stored: {exc}"
-                except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
-                    error = f"{type(exc).__name__}: {exc}"
-                else:
-                    self._tasks.transition(task.id, "done", actor=ACTOR, result=result, attempt=attempt)
-                    return "done"
-                if attempt >= spec.max_attempts:
-                    self._tasks.transition(
-                        task.id,
-                        "failed",
-                        actor=ACTOR,
-                        attempt=attempt,
-                        error=error,
-                        reason=f"failed {attempt} time(s), no attempts left",
-                    )
-                    return "failed"
-                delay = spec.delay(attempt, factor)
-                self._tasks.transition(
-                    task.id,
-                    "pending",
-                    actor=ACTOR,
-                    attempt=attempt,
-                    error=error,
-                    retry_at=ws.clock.time() + delay,
-                    reason=f"attempt {attempt} of {spec.max_attempts} failed; retry in {delay:g} s",
+        return _Start(task, spec, 1.0 if adjusted is None else adjusted.factor, created, policy)
+
+    def _run_all(self, starts: Sequence[_Start]) -> list[str]:
+        """Run prepared tasks: all move to ``running`` in one batch, then each handler runs, then all their ends
+        are recorded in one batch (a crash in between leaves them ``running``, and recovery retries them:
+        handlers are idempotent). Each event is caused by its task's ``task.created``. Returns the outcomes."""
+        if not starts:
+            return []
+        ws = self.ws
+        ws.publish_many(
+            [
+                self._tasks.message(
+                    s.task, "running", attempt=s.attempt, policy=s.policy.record(), cause=s.created
                 )
-                return "retried"
+                for s in starts
+            ],
+            actor=ACTOR,
+        )
+        self._running.update(s.task.id for s in starts)
+        outcomes: list[str] = []
+        ends: list[Message] = []
+        try:
+            for s in starts:
+                outcome, end = self._run_one(s)
+                outcomes.append(outcome)
+                ends.append(end)
+        finally:
+            self._recovered = len(ends) == len(starts)  # else the next tick recovers the ones left running
+            try:
+                if ends:
+                    ws.publish_many(ends, actor=ACTOR)
+            except BaseException:
+                self._recovered = False
+                raise
             finally:
-                self._running.discard(task.id)
+                self._running.difference_update(s.task.id for s in starts)
+        return outcomes
+
+    def _run_one(self, s: _Start) -> tuple[str, Message]:
+        """Call one prepared task's handler; its outcome and the ``task.state_changed`` that records it."""
+        ws = self.ws
+        task, spec, attempt = s.task, s.spec, s.attempt
+        effect = s.policy.effect
+        details = task.details
+        if effect.get("params"):
+            details = {**details, "params": {**(details.get("params") or {}), **effect["params"]}}
+        # What the handler gets: the task as the running event left it (its projection, without a read).
+        running = dataclasses.replace(task, state="running", attempts=attempt, details=details, note=None)
+        ended = s.policy.outcome_record(task.deferred_by)
+        with handling(s.created):
+            try:
+                result = spec.handler(running, ws)
+                canonical_json({"result": result})
+            except PayloadError as exc:
+                error = f"the handler's result cannot be stored: {exc}"
+            except Exception as exc:  # noqa: BLE001 - any handler error is the task's failure, retried
+                error = f"{type(exc).__name__}: {exc}"
+            else:
+                done = self._tasks.message(
+                    running, "done", result=result, attempt=attempt, policy=ended, cause=s.created
+                )
+                return "done", done
+        if attempt >= spec.max_attempts:
+            failed = self._tasks.message(
+                running,
+                "failed",
+                attempt=attempt,
+                error=error,
+                reason=f"failed {attempt} time(s), no attempts left",
+                policy=ended,
+                cause=s.created,
+            )
+            return "failed", failed
+        delay = spec.delay(attempt, s.factor)
+        retry = self._tasks.message(
+            running,
+            "pending",
+            attempt=attempt,
+            error=error,
+            retry_at=ws.clock.time() + delay,
+            reason=f"attempt {attempt} of {spec.max_attempts} failed; retry in {delay:g} s",
+            policy=ended,
+            cause=s.created,
+        )
+        return "retried", retry
 
     # -- inspection ------------------------------------------------------------------------------------------
     def queue(self) -> pd.DataFrame:
@@ -406,6 +604,10 @@ class Executor:
             sql += " AND ts < make_timestamptz(?::BIGINT)"
             params.append(round(until * 1e6))
         return self.ws.sql(sql + " ORDER BY seq", params)
+
+
+def _hhmm(t: float) -> str:
+    return str(pd.Timestamp(t, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M"))
 
 
 # -- built-in handlers ---------------------------------------------------------------------------------------
@@ -518,7 +720,8 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
 
 
 def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:
-    """The insights' evidence, the lesson in a memory note, a notification."""
+    """Investigate a learned pattern: the insights' evidence and, for a task kind's failures, the failure
+    analysis of its whole history; a report in a memory note and a notification."""
     ids = [str(i) for i in task.details.get("insights", [])]
     rows = []
     if ids:
@@ -541,24 +744,34 @@ def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:
     pattern = str(task.details.get("pattern") or task.key or task.id)
     lesson = str(task.details.get("lesson") or task.title)
     path = f"{LESSONS}/{_slug(pattern)}.md"
-    lines = [f"## Task {task.id}", "", f"- learned: {_when(ws)}", f"- lesson: {lesson}"]
+    lines = [f"## Task {task.id}", "", f"- investigated: {_when(ws)}", f"- lesson: {lesson}"]
     if task.details.get("summary"):
         lines.append(f"- latest insight: {task.details['summary']}")
     lines.append(f"- insights: {len(rows)}, resting on {len(evidence)} events")
     lines += [f"  - {r[1]} ({float(r[4]):.2f}): {r[3]}" for r in rows[:10]]
+    result: dict[str, Any] = {}
+    if pattern.startswith("failure:task:"):
+        report = investigate_kind(ws, pattern.removeprefix("failure:task:"))
+        result["investigation"] = report
+        lines += ["", *_report_lines(report)]
     version = _append_note(
         ws,
         path,
         f"Lesson: {pattern}",
         "\n".join(lines),
         tags=("lesson", "learned"),
-        reason=f"lesson of task {task.id}",
+        reason=f"investigation of task {task.id}",
     )
+    causes = len(result.get("investigation", {}).get("causes", []))
     _notify(
         ws,
         task,
-        title=f"Lesson recorded: {pattern}",
-        message=f"{lesson} ({len(rows)} insight(s), {len(evidence)} events of evidence); note in {path}",
+        title=f"Investigated: {pattern}",
+        message=(
+            f"{lesson} ({len(rows)} insight(s), {len(evidence)} events of evidence"
+            + (f"; {causes} cause(s) found" if "investigation" in result else "")
+            + f"); report in {path}"
+        ),
         severity="info",
         path=path,
         n=len(evidence),
@@ -571,7 +784,69 @@ def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:
         "evidence_count": len(evidence),
         "memory_path": path,
         "memory_version": version,
+        **result,
     }
+
+
+def investigate_kind(ws: Workspace, kind: str) -> dict[str, Any]:
+    """Why do runs of ``kind`` fail? Failure rates by error type and feature over its whole history, the causes
+    the failure analysis finds in the runs no lesson changed, and the lessons acting on the kind."""
+    runs = ws.tasks.runs(kinds=[kind])
+    unaffected = ws.tasks.runs(kinds=[kind], unaffected=True)
+    failed = [r for r in runs if not r["ok"]]
+    errors: dict[str, int] = {}
+    for r in failed:
+        errors[error_type(r["error"])] = errors.get(error_type(r["error"]), 0) + 1
+    by_feature: dict[str, dict[str, list[int]]] = {}
+    for r in runs:
+        for name, value in [*r["features"].items(), ("hour", r["hour"])]:
+            bucket = _bucket(name, value)
+            counts = by_feature.setdefault(name, {}).setdefault(bucket, [0, 0])
+            counts[0] += 1
+            counts[1] += 0 if r["ok"] else 1
+    causes = diagnose({"runs": unaffected})["insights"]
+    lessons = [
+        {"id": lesson.id, "effect": lesson.effect, "does": describe_effect(lesson.effect)}
+        for lesson in ws.learning.effects().get(kind, [])
+    ]
+    return {
+        "kind": kind,
+        "runs": len(runs),
+        "failed": len(failed),
+        "errors": dict(sorted(errors.items())),
+        "failure_rate_by": {
+            name: {b: round(c[1] / c[0], 4) for b, c in sorted(buckets.items())}
+            for name, buckets in sorted(by_feature.items())
+        },
+        "causes": [
+            {"cause": c["data"]["cause"], "text": c["text"], "effect": c["data"].get("effect")}
+            for c in causes
+        ],
+        "lessons": lessons,
+    }
+
+
+def _bucket(name: str, value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float) or name == "hour":
+        return str(value) if name != "hour" else f"{int(value):02d}"
+    if value <= 0:
+        return "<=0"
+    low = 10 ** math.floor(math.log10(value))
+    return f"{low:g}-{low * 10:g}"
+
+
+def _report_lines(report: Mapping[str, Any]) -> list[str]:
+    lines = [
+        f"### Failure analysis of {report['kind']}",
+        "",
+        f"- runs: {report['runs']}, failed: {report['failed']}; errors: "
+        + (", ".join(f"{k} {v}" for k, v in report["errors"].items()) or "none"),
+    ]
+    for name, rates in report["failure_rate_by"].items():
+        lines.append(f"- failure rate by {name}: " + ", ".join(f"{b} {r:.0%}" for b, r in rates.items()))
+    lines += [f"- cause: {c['text']}" for c in report["causes"]] or ["- cause: none found"]
+    lines += [f"- lesson {x['id']}: {x['does']}" for x in report["lessons"]]
+    return lines
 
 
 def _apply_kinds(con: Any, events: list[Event]) -> None:

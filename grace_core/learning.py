@@ -1,51 +1,117 @@
-"""Learning: turns insights into tasks and into a registry of lessons that strengthen and decay.
+"""Learning: turns insights into lessons that change behaviour, votes on them by measured outcomes, and opens tasks.
 
-The ``learning`` loop runs on ``reflection.completed`` events (one per reflection, after that reflection's
-insights). For each reflection, in ledger order:
+The ``learning`` loop runs on ``reflection.completed`` events (one per reflection, after its insights). For each
+reflection, in ledger order:
 
-* **Tasks.** A pattern (an insight ``key`` such as ``alert:secret.aws_key`` or ``failure:sandbox.execution_failed``)
-  seen in at least ``min_insights`` insights over the last ``task_window`` reflections creates a task
-  ``ws.tasks.create(title, kind="learned", actor="learning", key="learned:<pattern>", details={...})``, published
-  while handling the latest of those insights, so the task's causes are the insights (and, through them, the
-  events they rest on). The key deduplicates: while the task is open, the same pattern does not open another.
-* **Lessons**, in the manner of ExpeL (Zhao et al., 2024): a registry of rules with votes. A pattern seen for
-  the first time **adds** a rule (2 votes); the pattern recurring in a later reflection **agrees** (+1), or
-  **edits** the rule (+1, new text) when its wording changed (e.g. a failure went from occasional to frequent);
-  a rule whose pattern has not recurred for ``decay_after`` reflections is **removed** once (-1) and again after
-  each further ``decay_after`` reflections; at zero votes it is dropped. Each operation is an event
-  (``learning.rule_added|rule_agreed|rule_edited|rule_removed``); tables ``learned_rules`` and
-  ``learned_rule_history`` are their projections. ``ws.learning.rules()`` and ``ws.learning.history(rule_id)``
-  show them as DataFrames.
+* **Lessons**, as in ExpeL (Zhao et al., 2024): a registry of rules with votes, changed by four operations,
+  each an event (``learning.rule_added|rule_edited|rule_upvoted|rule_downvoted``; tables ``learned_rules`` and
+  ``learned_rule_history`` are their projections):
+
+  - **ADD** (2 votes) a lesson for an insight pattern (its ``key``) that has none. An insight that proposes an
+    executable **effect** (``failure_cause`` insights, see ``grace_core.diagnosis``) gives a lesson with that
+    effect: the executor applies it to the tasks of its kind (``grace_core.effects``). An effect once dropped
+    for doing harm is not added again.
+  - **EDIT** a lesson whose pattern recurs with a different wording or a different proposed effect (0 votes).
+  - **UPVOTE** (+1) / **DOWNVOTE** (-1). A lesson *with an effect* is voted on by **measured outcomes** only:
+    the tasks it applied to against a seeded **holdout** (below); it gains a vote when its tasks succeed
+    significantly more often (a two-proportion z-test, ``vote_z``), loses one when they succeed significantly
+    less often. A lesson *without* an effect (advice a person reads) is voted on by recurrence: its pattern
+    recurring upvotes it, its pattern staying away for ``decay_after`` reflections downvotes it (again after
+    each further ``decay_after``).
+
+  At zero votes a lesson is dropped and its effect stops applying. ``choose_operations`` decides all of this as
+  a pure function of JSON-able input (no workspace access), so a model can take its place.
+
+* **Tasks.** A pattern seen in at least ``min_insights`` insights over the last ``task_window`` reflections
+  creates a ``learned`` task (key ``learned:<pattern>``, one open task per pattern), caused by the latest of
+  those insights. Patterns whose insight proposes an effect do not: their lesson acts on them already.
+
+**Why a holdout, not before/after.** Comparing a kind's runs before a lesson with those after it confounds the
+lesson with everything else that changed meanwhile: the hour of day (a failure window at night makes any lesson
+added at dawn look good), the mix of work, other lessons added at the same time. Instead the executor holds a
+seeded share ``holdout_share`` of tasks out of each lesson (a hash of the workspace seed, the task and the
+lesson, so it is the same on every replay) and records, for each held-out task, the lessons that would have
+applied (``lesson_runs``): both arms see the same hours, the same work and the same other conditions, so the
+difference between them is the lesson's. Each lesson draws its holdout on its own, so a second lesson of the
+same kind is applied equally often in both arms of the first one's comparison and cannot take its credit. The
+price is that the held-out share does not benefit; a smaller share costs less and takes longer to reach a vote
+(``min_runs`` held-out tasks per arm).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import pandas as pd
 
 from .causal import handling
-from .errors import EventError, GraceError
-from .events import Event
+from .effects import validate_effect
+from .errors import EventError, GraceError, LessonError
+from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
 
 if TYPE_CHECKING:
-    from .tasks import Tasks
+    from .tasks import Task, Tasks
     from .workspace import Workspace
 
-__all__ = ["INITIAL_VOTES", "Learning", "LearningLoop", "lesson_text", "rule_votes"]
+__all__ = [
+    "INITIAL_VOTES",
+    "ActiveEffect",
+    "Learning",
+    "LearningLoop",
+    "choose_operations",
+    "describe_effect",
+    "held_out",
+    "lesson_text",
+    "rule_votes",
+]
 
 ACTOR = "learning"
 INITIAL_VOTES = 2  # as in ExpeL: a new rule starts with two votes
 _PRIORITY = {"alert_rate": 70, "failure_rate": 60, "anomaly": 55, "unanswered": 50, "chat_topic": 40}
+#: Operation -> (event topic, history op, vote delta).
+OPERATIONS: Mapping[str, tuple[str, str, int]] = {
+    "ADD": ("learning.rule_added", "add", INITIAL_VOTES),
+    "EDIT": ("learning.rule_edited", "edit", 0),
+    "UPVOTE": ("learning.rule_upvoted", "upvote", 1),
+    "DOWNVOTE": ("learning.rule_downvoted", "downvote", -1),
+}
+
+
+def describe_effect(effect: Mapping[str, Any]) -> str:
+    """What an effect makes the executor do, in a few words."""
+    parts = []
+    if effect.get("params"):
+        what = ", ".join(f"{k} = {v}" for k, v in effect["params"].items())
+        parts.append(f"use {what}")
+    if effect.get("retry"):
+        retry = effect["retry"]
+        if "max_attempts" in retry:
+            parts.append(f"give it up to {retry['max_attempts']} attempts")
+        if "backoff" in retry:
+            parts.append(f"wait {retry['backoff']:g} s before a retry")
+    if effect.get("avoid_hours"):
+        parts.append(
+            "run it outside the hours " + ", ".join(f"{h:02d}" for h in effect["avoid_hours"]) + " UTC"
+        )
+    when = effect.get("when")
+    condition = " when " + ", ".join(f"{k} = {v}" for k, v in when.items()) if when else ""
+    return f"{effect.get('kind')}{condition}: " + "; ".join(parts)
 
 
 def lesson_text(kind: str, key: str, data: Mapping[str, Any]) -> str:
     """The lesson an insight teaches, worded from its stable parts (so recurrence reads the same)."""
     pattern = key.split(":", 1)[-1]
+    if kind == "failure_cause":
+        effect = data.get("effect")
+        cause = str(data.get("cause", "")).replace("_", " ")
+        what = f"{data.get('task_kind')} fails with {data.get('error')} ({cause})"
+        return f"{what}: {describe_effect(effect).split(': ', 1)[1]}." if effect else f"{what}."
     if kind == "chat_topic":
         return f'Users keep asking about "{pattern}": keep a memory note that answers it.'
     if kind == "failure_rate":
@@ -75,6 +141,143 @@ def _task_title(kind: str, key: str, data: Mapping[str, Any]) -> str:
     return titles.get(kind, f"Look into the recurring pattern {key}")
 
 
+def held_out(seed: int | None, task: Task, share: float, lesson: str) -> bool:
+    """Whether a task is held out of the lesson with key ``lesson``: a hash of the workspace seed, the task (its
+    kind, title, details and creation time) and the lesson, below ``share``. Each lesson draws on its own, so the
+    other lessons of a kind are spread evenly over both arms of a lesson's comparison. Not the task's id: ids
+    are drawn in ledger order, so any unrelated event before a task would change the draw."""
+    if share <= 0:
+        return False
+    what = canonical_json({"kind": task.kind, "title": task.title, "details": task.details})
+    created = round(task.created_at.timestamp() * 1e6)
+    digest = hashlib.sha256(f"grace-holdout:{seed}:{lesson}:{created}:{what}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+class ActiveEffect(NamedTuple):
+    """An active lesson with an effect, as the executor applies it."""
+
+    id: str
+    key: str
+    effect: dict[str, Any]
+
+
+# -- the choice of operations (pure) ----------------------------------------------------------------------------
+#: Defaults of ``choose_operations`` (a request's ``params`` override them).
+CHOICE_PARAMS: Mapping[str, float] = {"decay_after": 3, "min_runs": 3, "vote_z": 1.96}
+
+
+def _effect_of(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    effect = data.get("effect")
+    if effect is None:
+        return None
+    try:
+        return validate_effect(effect)
+    except LessonError:
+        return None  # a malformed proposal teaches advice, not behaviour
+
+
+def _z(applied: Mapping[str, Any], held: Mapping[str, Any]) -> float:
+    """Two-proportion z statistic of success (applied minus held out); 0 when both arms are all alike."""
+    n1, n0 = int(applied["tasks"]), int(held["tasks"])
+    s1, s0 = int(applied["done"]), int(held["done"])
+    pooled = (s1 + s0) / (n1 + n0)
+    if pooled in (0.0, 1.0):
+        return 0.0
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n0))
+    return (s1 / n1 - s0 / n0) / se
+
+
+def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The ExpeL operations learning makes after one reflection (JSON in, JSON out; no workspace access).
+
+    ``request``: ``reflection`` (its number), ``insights`` (this reflection's, in ledger order: id, kind, key,
+    text, data), ``lessons`` (the active ones: id, key, text, votes, effect or null, last_reflection),
+    ``dropped`` (lessons dropped so far: key, effect), ``outcomes`` (per lesson with an effect, the tasks ended
+    since its last outcome vote: ``{"rule_id", "applied": {"tasks", "done"}, "held_out": {"tasks", "done"}}``)
+    and ``params`` (``CHOICE_PARAMS``). Answers ``{"operations": [...]}``, each with ``op`` (ADD, EDIT, UPVOTE,
+    DOWNVOTE), ``basis`` (insight, recurrence, quiet, outcome) and what the op needs (key, text, effect,
+    rule_id, insight, evidence).
+    """
+    params = {**CHOICE_PARAMS, **dict(request.get("params") or {})}
+    n = int(request["reflection"])
+    lessons = {str(lesson["key"]): lesson for lesson in request.get("lessons", [])}
+    harmful = {
+        (str(d["key"]), canonical_json({"e": d["effect"]}))
+        for d in request.get("dropped", [])
+        if d.get("effect") is not None
+    }
+    latest: dict[str, Mapping[str, Any]] = {}
+    for insight in request.get("insights", []):
+        latest[str(insight["key"])] = insight  # the last of a key wins
+    ops: list[dict[str, Any]] = []
+    for key in sorted(latest):
+        insight = latest[key]
+        data = insight.get("data") or {}
+        effect = _effect_of(data)
+        text = lesson_text(str(insight["kind"]), key, data)
+        lesson = lessons.get(key)
+        common = {"key": key, "insight": insight["id"]}
+        if lesson is None:
+            if effect is not None and (key, canonical_json({"e": effect})) in harmful:
+                continue  # measured to do harm once: not again
+            op = {"op": "ADD", "basis": "insight", **common, "text": text}
+            ops.append({**op, "effect": effect} if effect is not None else op)
+            continue
+        changed = text != lesson["text"] or (effect is not None and effect != lesson.get("effect"))
+        if changed:
+            edit = {
+                "op": "EDIT",
+                "basis": "insight",
+                **common,
+                "rule_id": lesson["id"],
+                "text": text,
+                "old_text": lesson["text"],
+            }
+            if effect is not None:
+                edit.update(effect=effect, old_effect=lesson.get("effect"))
+            ops.append(edit)
+        if lesson.get("effect") is None and effect is None:
+            ops.append({"op": "UPVOTE", "basis": "recurrence", **common, "rule_id": lesson["id"]})
+    decay_after = max(1, math.floor(float(params["decay_after"])))
+    for key in sorted(set(lessons) - set(latest)):
+        lesson = lessons[key]
+        if lesson.get("effect") is not None:
+            continue  # measured, not judged by recurrence (a working fix makes its pattern go away)
+        quiet = n - int(lesson["last_reflection"])
+        if quiet > 0 and quiet % decay_after == 0:
+            ops.append(
+                {"op": "DOWNVOTE", "basis": "quiet", "key": key, "rule_id": lesson["id"], "quiet": quiet}
+            )
+    by_id = {str(lesson["id"]): lesson for lesson in lessons.values()}
+    for outcome in sorted(request.get("outcomes", []), key=lambda o: str(o["rule_id"])):
+        lesson = by_id.get(str(outcome["rule_id"]))
+        applied, held = outcome.get("applied"), outcome.get("held_out")
+        if lesson is None or lesson.get("effect") is None or not applied or not held:
+            continue
+        if min(int(applied["tasks"]), int(held["tasks"])) < params["min_runs"]:
+            continue
+        z = _z(applied, held)
+        if abs(z) < params["vote_z"]:
+            continue
+        evidence = {
+            "applied": {"tasks": int(applied["tasks"]), "done": int(applied["done"])},
+            "held_out": {"tasks": int(held["tasks"]), "done": int(held["done"])},
+            "z": round(z, 4),
+        }
+        ops.append(
+            {
+                "op": "UPVOTE" if z > 0 else "DOWNVOTE",
+                "basis": "outcome",
+                "key": lesson["key"],
+                "rule_id": lesson["id"],
+                "evidence": evidence,
+            }
+        )
+    return {"operations": ops}
+
+
+# -- the loop ----------------------------------------------------------------------------------------------------
 class LearningLoop(Loop):
     """The ``learning`` loop (see the module docstring)."""
 
@@ -85,7 +288,10 @@ class LearningLoop(Loop):
         "batch_size": 10_000,
         "min_insights": 3.0,  # insights with one key that make a task
         "task_window": 10.0,  # ... within this many reflections
-        "decay_after": 3.0,  # reflections without support before a rule loses a vote
+        "decay_after": 3.0,  # reflections without support before an advice lesson loses a vote
+        "holdout_share": 0.2,  # tasks held out of every lesson, the baseline of outcome votes
+        "min_runs": 3,  # ended tasks per arm (applied, held out) before an outcome vote
+        "vote_z": 1.96,  # |z| of the difference in success rates that casts a vote
     }
     tunable: ClassVar[Mapping[str, tuple[float, float]]] = {
         "interval": (2.0, 120.0),
@@ -94,21 +300,18 @@ class LearningLoop(Loop):
         "decay_after": (1.0, 50.0),
     }
 
-    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks) -> None:
-        self._ws = ws
+    def __init__(self, learning: Learning, loops: Scheduler, tasks: Tasks) -> None:
+        self.learning = learning
+        self._ws = learning.ws
         self._loops = loops
         self._tasks = tasks
 
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
-        """Share of the lessons' votes in [since, until) that held up: agreements and edits / all votes cast.
-
-        A lesson that keeps being confirmed scores; one that decays for lack of support does not. None when
-        fewer than 3 votes were cast.
-        """
+        """Share of the votes cast in [since, until) that were upvotes (None with fewer than 3 votes)."""
         row = (
             ws.ledger.reader()
             .execute(
-                "SELECT count(*) FILTER (WHERE op IN ('agree', 'edit')), count(*) FILTER (WHERE op <> 'add') "
+                "SELECT count(*) FILTER (WHERE op = 'upvote'), count(*) FILTER (WHERE op IN ('upvote', 'downvote')) "
                 "FROM learned_rule_history WHERE ts >= make_timestamptz(?::BIGINT) "
                 "AND ts < make_timestamptz(?::BIGINT)",
                 [int(since * 1e6), int(until * 1e6)],
@@ -131,84 +334,55 @@ class LearningLoop(Loop):
 
     # -- one reflection ----------------------------------------------------------------------------------------
     def learn(self, completed: Event) -> tuple[int, int]:
-        """Learn from one ``reflection.completed``: returns (tasks created, rule operations)."""
-        ws = self._ws
+        """Learn from one ``reflection.completed``: returns (tasks created, lesson operations)."""
         n = int(completed.payload["n"])
-        insights = self._insights_of(n)
-        by_key: dict[str, list[Event]] = {}
-        for insight in insights:
-            by_key.setdefault(insight.payload["key"], []).append(insight)
-        ops = 0
-        created = 0
-        rules = self._active_rules()
-        messages: list[Message] = []
-        for key in sorted(by_key):
-            latest = by_key[key][-1]
-            p = latest.payload
-            text = lesson_text(p["kind"], key, p.get("data", {}))
-            common = {"key": key, "reflection": n, "insight": latest.id}
-            rule = rules.get(key)
-            if rule is None:
-                messages.append(
-                    Message(
-                        "learning.rule_added",
-                        {**common, "text": text, "votes": INITIAL_VOTES},
-                        f"lesson:{key}",
-                        cause=latest,
-                    )
-                )
-            elif rule["text"] != text:
-                messages.append(
-                    Message(
-                        "learning.rule_edited",
-                        {
-                            **common,
-                            "rule_id": rule["id"],
-                            "text": text,
-                            "old_text": rule["text"],
-                            "votes": rule["votes"] + 1,
-                        },
-                        f"lesson:{rule['id']}",
-                        cause=latest,
-                    )
-                )
-            else:
-                messages.append(
-                    Message(
-                        "learning.rule_agreed",
-                        {**common, "rule_id": rule["id"], "votes": rule["votes"] + 1},
-                        f"lesson:{rule['id']}",
-                        cause=latest,
-                    )
-                )
-        decay_after = max(1, math.floor(self._param("decay_after")))
-        for key in sorted(set(rules) - set(by_key)):
-            rule = rules[key]
-            quiet = n - rule["last_reflection"]
-            if quiet > 0 and quiet % decay_after == 0:
-                votes = rule["votes"] - 1
-                messages.append(
-                    Message(
-                        "learning.rule_removed",
-                        {
-                            "key": key,
-                            "rule_id": rule["id"],
-                            "reflection": n,
-                            "votes": votes,
-                            "dropped": votes <= 0,
-                            "quiet": quiet,
-                        },
-                        f"lesson:{rule['id']}",
-                        cause=completed,
-                    )
-                )
+        insights = self._insights_of(completed)
+        by_id = {e.id: e for e in insights}
+        request = {
+            "reflection": n,
+            "insights": [
+                {
+                    "id": e.id,
+                    "kind": e.payload["kind"],
+                    "key": e.payload["key"],
+                    "text": e.payload["text"],
+                    "data": e.payload.get("data", {}),
+                }
+                for e in insights
+            ],
+            "lessons": self.learning.lessons(),
+            "dropped": self.learning.lessons(state="dropped", with_effect=True),
+            "outcomes": self.learning.pending_outcomes(),
+            "params": {k: self._param(k) for k in CHOICE_PARAMS},
+        }
+        operations = choose_operations(request)["operations"]
+        messages = [self._message(op, n, by_id, completed) for op in operations]
         if messages:
-            ws.publish_many(messages, actor=ACTOR)
-            ops = len(messages)
-        for key in sorted(by_key):
-            if self._make_task(key, n, by_key[key][-1]):
+            self._ws.publish_many(messages, actor=ACTOR)
+        created = 0
+        latest: dict[str, Event] = {}
+        for e in insights:
+            latest[e.payload["key"]] = e
+        for key in sorted(latest):
+            if _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
+                key, n, latest[key]
+            ):
                 created += 1
-        return created, ops
+        return created, len(messages)
+
+    def _message(
+        self, op: Mapping[str, Any], n: int, insights: Mapping[str, Event], completed: Event
+    ) -> Message:
+        topic = OPERATIONS[op["op"]][0]
+        payload: dict[str, Any] = {"key": op["key"], "reflection": n, "basis": op["basis"]}
+        for field in ("rule_id", "text", "old_text", "effect", "old_effect", "insight", "evidence", "quiet"):
+            if field in op:
+                payload[field] = op[field]
+        if op["op"] == "ADD":
+            payload["votes"] = INITIAL_VOTES
+        cause = insights.get(str(op.get("insight"))) or completed
+        resource = f"lesson:{op.get('rule_id') or op['key']}"
+        return Message(topic, payload, resource, cause=cause)
 
     def _make_task(self, key: str, n: int, latest: Event) -> bool:
         window = max(1, math.floor(self._param("task_window")))
@@ -247,86 +421,183 @@ class LearningLoop(Loop):
                 return False  # e.g. governance or a degraded mode said no; the next recurrence tries again
         return True
 
-    def _insights_of(self, n: int) -> list[Event]:
-        ids = [
-            r[0]
-            for r in self._ws.ledger.reader()
-            .execute("SELECT id FROM insights WHERE reflection = ?", [n])
-            .fetchall()
-        ]
-        events = [self._ws.ledger.get(i) for i in ids]
-        return sorted(events, key=lambda e: e.seq)
-
-    def _active_rules(self) -> dict[str, dict[str, Any]]:
-        frame = (
-            self._ws.ledger.reader()
-            .execute(
-                "SELECT id, \"key\", text, votes, last_reflection FROM learned_rules WHERE state = 'active'"
-            )
-            .fetchall()
-        )
-        return {
-            r[1]: {"id": r[0], "key": r[1], "text": r[2], "votes": int(r[3]), "last_reflection": int(r[4])}
-            for r in frame
-        }
+    def _insights_of(self, completed: Event) -> list[Event]:
+        """The insights of a reflection: published in the same batch, just before its ``reflection.completed``."""
+        count = int(completed.payload.get("insights", 0))
+        if not count:
+            return []
+        since = completed.seq - count - 1
+        events = self._ws.ledger.events(since=since, until=completed.seq - 1, topic="reflection.insight")
+        return [e for e in events if e.payload.get("reflection") == completed.payload["n"]]
 
 
+# -- the engine ----------------------------------------------------------------------------------------------
 class Learning:
-    """``ws.learning``: the loop, the lessons it keeps and their history."""
+    """``ws.learning``: the loop, the lessons it keeps, their history and the outcomes they are judged by."""
 
     def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
-        self._ws = ws
+        self.ws = ws
         self._tasks = tasks
         ws.projections.register(
             "learned_rules", "learning.*", _apply, tables=["learned_rules", "learned_rule_history"]
         )
-        self.loop = LearningLoop(ws, loops, tasks)
+        ws.projections.register("lesson_runs", "task.*", _apply_runs, tables=["lesson_runs"])
+        self.loop = LearningLoop(self, loops, tasks)
         loops.add(self.loop)
 
+    # -- reading ---------------------------------------------------------------------------------------------
     def rules(self, *, include_dropped: bool = False) -> pd.DataFrame:
         """Lessons, strongest first."""
         where = "" if include_dropped else "WHERE state = 'active'"
-        return self._ws.sql(f"SELECT * FROM learned_rules {where} ORDER BY votes DESC, created_at, id")
+        return self.ws.sql(f"SELECT * FROM learned_rules {where} ORDER BY votes DESC, created_at, id")
 
     def history(self, rule_id: str | None = None) -> pd.DataFrame:
-        """Every vote on a lesson (or on all lessons), oldest first: op, delta, votes after it, text, insight."""
+        """Every operation on a lesson (or on all lessons), oldest first: op, delta, votes after it, basis."""
         if rule_id is None:
-            return self._ws.sql("SELECT * FROM learned_rule_history ORDER BY seq")
-        return self._ws.sql("SELECT * FROM learned_rule_history WHERE rule_id = ? ORDER BY seq", [rule_id])
+            return self.ws.sql("SELECT * FROM learned_rule_history ORDER BY seq")
+        return self.ws.sql("SELECT * FROM learned_rule_history WHERE rule_id = ? ORDER BY seq", [rule_id])
 
     def tasks(self) -> pd.DataFrame:
         """The tasks learning created."""
         return self._tasks.list(kind="learned")
 
+    def lessons(self, *, state: str = "active", with_effect: bool = False) -> list[dict[str, Any]]:
+        """Lessons as JSON-able dicts (id, key, text, votes, effect, last_reflection), oldest first."""
+        sql = (
+            'SELECT id, "key", text, votes, effect, last_reflection FROM learned_rules WHERE state = ?'
+            + (" AND effect IS NOT NULL" if with_effect else "")
+            + ' ORDER BY created_at, "key"'
+        )
+        rows = self.ws.ledger.reader().execute(sql, [state]).fetchall()
+        return [
+            {
+                "id": r[0],
+                "key": r[1],
+                "text": r[2],
+                "votes": int(r[3]),
+                "effect": None if r[4] is None else json.loads(r[4]),
+                "last_reflection": int(r[5]),
+            }
+            for r in rows
+        ]
 
-_OPS = {
-    "learning.rule_added": ("add", INITIAL_VOTES),
-    "learning.rule_agreed": ("agree", 1),
-    "learning.rule_edited": ("edit", 1),
-    "learning.rule_removed": ("remove", -1),
-}
+    def effects(self) -> dict[str, list[ActiveEffect]]:
+        """Task kind -> the active lessons with an effect (id, key, effect), oldest first."""
+        rows = (
+            self.ws.ledger.reader()
+            .execute(
+                "SELECT task_kind, id, \"key\", effect FROM learned_rules WHERE state = 'active' "
+                'AND effect IS NOT NULL ORDER BY created_at, "key"'
+            )
+            .fetchall()
+        )
+        out: dict[str, list[ActiveEffect]] = {}
+        for kind, rule_id, key, effect in rows:
+            out.setdefault(str(kind), []).append(ActiveEffect(str(rule_id), str(key), json.loads(effect)))
+        return out
+
+    def pending_outcomes(self) -> list[dict[str, Any]]:
+        """Per active lesson with an effect: its applied and held-out tasks that ended since its last outcome vote."""
+        rows = (
+            self.ws.ledger.reader()
+            .execute(
+                "SELECT r.rule_id, r.arm, count(*), count(*) FILTER (WHERE r.outcome = 'done') "
+                "FROM lesson_runs r JOIN learned_rules l ON l.id = r.rule_id "
+                "WHERE l.state = 'active' AND r.outcome IN ('done', 'failed') "
+                "AND r.ended_seq > coalesce(l.evaluated_seq, 0) GROUP BY 1, 2 ORDER BY 1, 2"
+            )
+            .fetchall()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for rule_id, arm, tasks, done in rows:
+            out.setdefault(str(rule_id), {"rule_id": str(rule_id)})[str(arm)] = {
+                "tasks": int(tasks),
+                "done": int(done),
+            }
+        return [out[k] for k in sorted(out)]
+
+    def outcomes(self) -> pd.DataFrame:
+        """Per lesson and arm (applied, held_out): tasks ended, done, success rate and mean time to done."""
+        return self.ws.sql(
+            "SELECT r.rule_id, l.key, l.state, r.arm, count(*) AS tasks, "
+            "count(*) FILTER (WHERE r.outcome = 'done') AS done, "
+            "count(*) FILTER (WHERE r.outcome = 'done') / count(*) AS success_rate, "
+            "avg(r.duration_s) FILTER (WHERE r.outcome = 'done') AS mean_time_to_done_s "
+            "FROM lesson_runs r JOIN learned_rules l ON l.id = r.rule_id WHERE r.outcome IN ('done', 'failed') "
+            "GROUP BY ALL ORDER BY l.key, r.arm"
+        )
+
+    # -- writing ---------------------------------------------------------------------------------------------
+    def add_lesson(
+        self,
+        text: str,
+        *,
+        effect: Mapping[str, Any] | None = None,
+        actor: str,
+        key: str | None = None,
+    ) -> str:
+        """Add a lesson by hand (a researcher's, or an experiment's deliberate mistake); returns its id.
+
+        It starts with ``INITIAL_VOTES`` like any other and is judged the same way: a lesson with an ``effect``
+        by measured outcomes, one without by the recurrence of its ``key``'s pattern.
+        """
+        if not isinstance(text, str) or not text.strip():
+            raise LessonError("a lesson needs a text")
+        normal = None if effect is None else validate_effect(effect)
+        key = key or (
+            f"manual:{normal['kind']}:{normal['cause']}" if normal else f"manual:{text.strip()[:60]}"
+        )
+        if any(lesson["key"] == key for lesson in self.lessons()):
+            raise LessonError(f"an active lesson has the key {key!r} already; edit or drop it first")
+        row = self.ws.ledger.reader().execute("SELECT coalesce(max(n), 0) FROM reflections").fetchone()
+        payload: dict[str, Any] = {
+            "key": key,
+            "text": text.strip(),
+            "votes": INITIAL_VOTES,
+            "reflection": int(row[0]) if row else 0,
+            "basis": "injected",
+        }
+        if normal is not None:
+            payload["effect"] = normal
+        return self.ws.publish("learning.rule_added", payload, actor=actor, resource=f"lesson:{key}").id
 
 
 def _apply(con: Any, events: Iterable[Event]) -> None:
+    ops = {topic: (op, delta) for topic, op, delta in OPERATIONS.values()}
     for e in events:
-        if e.topic not in _OPS:
+        if e.topic not in ops:
             continue
-        op, delta = _OPS[e.topic]
+        op, delta = ops[e.topic]
         p = e.payload
         reflection = int(p["reflection"])
+        basis = str(p.get("basis", "insight"))
+        evidence = canonical_json(p["evidence"]) if "evidence" in p else None
         if op == "add":
             rule_id = e.id
             votes = INITIAL_VOTES
             text = p["text"]
+            effect = p.get("effect")
             con.execute(
-                "INSERT INTO learned_rules VALUES (?, ?, ?, ?, 'active', 1, ?, make_timestamptz(?::BIGINT), "
-                "make_timestamptz(?::BIGINT))",
-                [rule_id, p["key"], text, votes, reflection, e.ts_us, e.ts_us],
+                'INSERT INTO learned_rules (id, "key", text, votes, state, support, last_reflection, created_at, '
+                "updated_at, effect, task_kind, created_by, evaluated_seq) VALUES (?, ?, ?, ?, 'active', 1, ?, "
+                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), ?, ?, ?, NULL)",
+                [
+                    rule_id,
+                    p["key"],
+                    text,
+                    votes,
+                    reflection,
+                    e.ts_us,
+                    e.ts_us,
+                    None if effect is None else canonical_json(_valid(effect)),
+                    None if effect is None else effect["kind"],
+                    e.actor,
+                ],
             )
         else:
             rule_id = p["rule_id"]
             row = con.execute(
-                "SELECT votes, text, state FROM learned_rules WHERE id = ?", [rule_id]
+                "SELECT votes, text, state, effect FROM learned_rules WHERE id = ?", [rule_id]
             ).fetchone()
             if row is None:
                 raise EventError(f"{e.topic} names an unknown rule {rule_id}")
@@ -335,39 +606,102 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             # The votes follow from the history, whatever the payload claims: replay gives the same numbers.
             votes = int(row[0]) + delta
             text = p.get("text", row[1])
-            supported = op in ("agree", "edit")
+            effect_json = row[3]
+            if op == "edit" and p.get("effect") is not None:
+                effect_json = canonical_json(_valid(p["effect"]))
+            supported = op == "edit" or (op == "upvote" and basis == "recurrence")
             con.execute(
-                "UPDATE learned_rules SET votes = ?, text = ?, state = ?, support = support + ?, "
+                "UPDATE learned_rules SET votes = ?, text = ?, state = ?, support = support + ?, effect = ?, "
+                "task_kind = json_extract_string(?, '$.kind'), "
                 "last_reflection = CASE WHEN ? THEN ? ELSE last_reflection END, "
+                "evaluated_seq = CASE WHEN ? THEN ? ELSE evaluated_seq END, "
                 "updated_at = make_timestamptz(?::BIGINT) WHERE id = ?",
                 [
                     votes,
                     text,
                     "active" if votes > 0 else "dropped",
                     int(supported),
+                    effect_json,
+                    effect_json,
                     supported,
                     reflection,
+                    basis == "outcome",
+                    e.seq,
                     e.ts_us,
                     rule_id,
                 ],
             )
         con.execute(
-            "INSERT INTO learned_rule_history VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT))",
-            [rule_id, e.seq, e.id, op, delta, votes, text, p.get("insight"), reflection, e.ts_us],
+            "INSERT INTO learned_rule_history (rule_id, seq, event_id, op, delta, votes, text, insight, reflection, "
+            "ts, basis, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?, ?)",
+            [
+                rule_id,
+                e.seq,
+                e.id,
+                op,
+                delta,
+                votes,
+                text,
+                p.get("insight"),
+                reflection,
+                e.ts_us,
+                basis,
+                evidence,
+            ],
         )
+
+
+def _valid(effect: Any) -> dict[str, Any]:
+    """An effect in its normal form; a malformed one makes the projection refuse the event."""
+    try:
+        return validate_effect(effect)
+    except LessonError as exc:
+        raise EventError(str(exc)) from exc
+
+
+def _apply_runs(con: Any, events: Sequence[Event]) -> None:
+    """``lesson_runs`` from the policy the executor records: a run's start or a deferral adds the lessons it
+    concerned (applied or held out), the run that ends the task sets their outcome."""
+    for e in events:
+        p = e.payload
+        policy = p.get("policy")
+        if not policy:
+            continue
+        if e.topic == "task.state_changed" and p.get("from") == "running":
+            if p.get("to") in ("done", "failed", "cancelled"):
+                con.execute(
+                    "UPDATE lesson_runs SET outcome = ?, ended_seq = ?, duration_s = (? - created_us) / 1e6 "
+                    "WHERE task_id = ? AND outcome IS NULL",
+                    [p["to"], e.seq, e.ts_us, p["task_id"]],
+                )
+            continue
+        rows = [
+            (rule_id, arm)
+            for arm, ids in (("applied", policy.get("lessons", ())), ("held_out", policy.get("held_out", ())))
+            for rule_id in ids
+        ]
+        if rows:
+            values = ", ".join(["(?, ?, ?, ?, ?)"] * len(rows))
+            con.execute(
+                "INSERT INTO lesson_runs (rule_id, task_id, kind, arm, first_seq, created_us) "
+                f"SELECT v.*, epoch_us(t.created_at) FROM (VALUES {values}) v JOIN tasks t ON t.id = v.col1 "
+                "ON CONFLICT DO NOTHING",
+                [x for rule_id, arm in rows for x in (rule_id, p["task_id"], p["kind"], arm, e.seq)],
+            )
 
 
 def rule_votes(ops: Iterable[str]) -> list[int]:
     """The votes after each operation of a sequence (``add`` first), stopping when the rule is dropped.
 
-    The arithmetic of the registry, kept pure for reasoning and tests: ``add`` gives ``INITIAL_VOTES``,
-    ``agree`` and ``edit`` +1, ``remove`` -1; at zero the rule is gone and later operations do not apply.
+    The arithmetic of the registry, kept pure for reasoning and tests: ``add`` gives ``INITIAL_VOTES``, ``edit``
+    0, ``upvote`` +1, ``downvote`` -1; at zero the rule is gone and later operations do not apply.
     """
+    deltas = {op: delta for _topic, op, delta in OPERATIONS.values()}
     out: list[int] = []
     votes = 0
     for op in ops:
         if out and votes <= 0:
             break
-        votes = INITIAL_VOTES if op == "add" else votes + dict(agree=1, edit=1, remove=-1)[op]
+        votes = INITIAL_VOTES if op == "add" else votes + deltas[op]
         out.append(votes)
     return out

@@ -24,6 +24,11 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
 ``anomaly``
     a topic whose rate is ``anomaly_ratio`` times its rolling baseline (an exponentially weighted mean of
     events per minute over earlier reflections, stored in each ``reflection.completed``).
+``failure_cause``
+    why the runs of a task kind fail: the failure analysis (``grace_core.diagnosis``) compares its failed and
+    successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.tasks.runs``) by
+    feature (parameter values, size threshold, hour of day, retry-then-success) and proposes an executable
+    effect, which learning turns into a lesson for the executor. Run for the kinds with a new failed run.
 
 Each insight lists every event it rests on (``evidence``) and is published as caused by one of them (the most
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
@@ -45,6 +50,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from .diagnosis import diagnose
 from .errors import GraceError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
@@ -53,6 +59,7 @@ from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
     from .responders import Responder
+    from .tasks import Tasks
     from .workspace import Workspace
 
 __all__ = ["IMPORTANCE", "SEVERITY_IMPORTANCE", "Reflection", "ReflectionLoop", "importance"]
@@ -60,8 +67,9 @@ __all__ = ["IMPORTANCE", "SEVERITY_IMPORTANCE", "Reflection", "ReflectionLoop", 
 ACTOR = "reflection"
 # Events by these actors are the loops' own output: reflecting on them would feed the loop its own echo.
 _SELF_ACTORS = frozenset({"reflection", "learning"})
-# Bookkeeping that says nothing about the workspace's users or engines.
-_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "llm.")
+# Bookkeeping that says nothing about the workspace's users or engines. ``scenario.`` events carry the scores a
+# scenario measures against its hidden ground truth: a loop that read them would learn from the answer key.
+_IGNORED_PREFIXES = ("loop.", "reflection.", "learning.", "metrics.", "ledger.", "llm.", "scenario.")
 _TOKEN = r"(?u)\b[a-zA-Z][a-zA-Z0-9_]{2,}\b"  # noqa: S105 - a regex: words of 3+ characters
 MAX_EVIDENCE = 20_000  # ids per insight; far above any window the defaults produce (keeps payloads < 1 MB)
 
@@ -165,6 +173,7 @@ class ReflectionLoop(Loop):
         "baseline_alpha": 0.3,  # weight of the newest window in the rolling baseline
         "baseline_windows": 3,  # reflections needed before anomalies are reported
         "max_topics": 3,  # chat topics per reflection
+        "cause_lookback": 86400.0,  # seconds of task runs the failure analysis compares
         "wording": "plain",  # plain | responder
     }
     # Ticks with no new event still run: pending events are reflected on once the period is over.
@@ -179,14 +188,16 @@ class ReflectionLoop(Loop):
         "anomaly_ratio": (1.5, 20.0),
     }
 
-    def __init__(self, ws: Workspace, loops: Scheduler) -> None:
+    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
         self._loops = loops
+        self._tasks = tasks
         self.responder: Responder | None = None
         # The pending window kept in memory between ticks: the relevant events in (_from, _upto].
         self._pending: list[Event] = []
         self._from: int | None = None
         self._upto = 0
+        self._proposed: dict[str, Any] = {}  # insight key -> the effect its latest insight proposed
 
     # -- the tick ----------------------------------------------------------------------------------------------
     def process(self, events: list[Event], scheduler: Scheduler) -> Mapping[str, Any] | None:
@@ -259,6 +270,7 @@ class ReflectionLoop(Loop):
                 *self._failures(span, span_minutes),
                 *self._alerts(span, span_minutes),
                 *self._unanswered(span),
+                *self._causes(window),
             )
             if any(i in new for i in f.evidence)
         ]
@@ -323,6 +335,9 @@ class ReflectionLoop(Loop):
             )
         )
         self._ws.publish_many(messages, actor=ACTOR)
+        for f in findings:
+            if f.kind == "failure_cause":
+                self._proposed[f.key] = f.data.get("effect")
         return len(findings)
 
     def _span(self, window: list[Event], end_us: int) -> tuple[list[Event], int]:
@@ -361,8 +376,6 @@ class ReflectionLoop(Loop):
 
     # -- kinds of insight ------------------------------------------------------------------------------------
     def _chat_topics(self, window: list[Event], minutes: float) -> list[Finding]:
-        from sklearn.feature_extraction.text import TfidfVectorizer
-
         min_count = math.ceil(float(self._param("min_count")))
         alerted = {e.parent_id for e in window if e.topic == "hunter.alert"}
         questions = [
@@ -374,6 +387,8 @@ class ReflectionLoop(Loop):
         ]
         if len(questions) < min_count:
             return []
+        from sklearn.feature_extraction.text import TfidfVectorizer  # seconds to import: only when needed
+
         docs = [_strip_redactions(e.payload["text"]) for e in questions]
         vectorizer = TfidfVectorizer(
             stop_words="english",
@@ -457,12 +472,7 @@ class ReflectionLoop(Loop):
         if e.topic == "task.state_changed":
             if e.payload.get("to") != "failed":
                 return None
-            row = (
-                self._ws.ledger.reader()
-                .execute("SELECT kind FROM tasks WHERE id = ?", [e.payload.get("task_id")])
-                .fetchone()
-            )
-            return f"task:{row[0] if row else 'unknown'}"
+            return f"task:{e.payload.get('kind') or 'unknown'}"
         if e.topic == "hunter.alert" or e.topic.startswith("governance."):
             return None
         return e.topic if _is_failure_topic(e.topic) else None
@@ -544,6 +554,57 @@ class ReflectionLoop(Loop):
             )
         return out
 
+    def _causes(self, window: list[Event]) -> list[Finding]:
+        """Failure causes of the task kinds with an ended run in the window (``grace_core.diagnosis``): reported
+        when the kind failed again, or when the finding changed (successes outside a failing window are what
+        tell a window from a kind that always fails)."""
+        latest: dict[str, Event] = {}
+        failed: set[str] = set()
+        for e in window:
+            p = e.payload
+            if e.topic == "task.state_changed" and p.get("from") == "running":
+                latest[str(p.get("kind"))] = e
+                if p.get("to") != "done":
+                    failed.add(str(p.get("kind")))
+        if not latest:
+            return []
+        since = self._ws.clock.time() - float(self._param("cause_lookback"))
+        runs = self._tasks.runs(kinds=sorted(latest), since=since, unaffected=True)
+        out = []
+        for insight in diagnose({"runs": runs})["insights"]:
+            data = insight["data"]
+            kind = data["task_kind"]
+            if kind not in failed and self._last_effect(insight["key"]) == data.get("effect"):
+                continue  # nothing new: no new failure, the same proposal
+            out.append(
+                Finding(
+                    "failure_cause",
+                    insight["key"],
+                    insight["text"],
+                    float(insight["score"]),
+                    list(insight["evidence"]),
+                    latest[kind],
+                    data,
+                )
+            )
+        return out
+
+    def _last_effect(self, key: str) -> Any:
+        """The effect the latest insight with ``key`` proposed (None: none; ``_NONE``: no such insight). Kept in
+        memory once read: only this loop writes insights, and it notes each one it publishes (``reflect``)."""
+        if key not in self._proposed:
+            row = (
+                self._ws.ledger.reader()
+                .execute(
+                    "SELECT payload->'$.data.effect' FROM events WHERE topic = 'reflection.insight' "
+                    "AND (payload->>'$.key') = ? ORDER BY seq DESC LIMIT 1",
+                    [key],
+                )
+                .fetchone()
+            )
+            self._proposed[key] = _NONE if row is None else (None if row[0] is None else json.loads(row[0]))
+        return self._proposed[key]
+
     def _question(self, answer: Event) -> Event | None:
         if answer.parent_id is None:
             return None
@@ -587,6 +648,9 @@ class ReflectionLoop(Loop):
         return out
 
 
+_NONE = object()  # "no earlier insight", distinct from an insight that proposed no effect
+
+
 def _band(rate: float) -> str:
     """A coarse level for a rate per minute (>= 1 constant, >= 0.1 frequent); learning edits a lesson on change."""
     return "constant" if rate >= 1 else "frequent" if rate >= 0.1 else "occasional"
@@ -606,10 +670,10 @@ def _strip_redactions(text: str) -> str:
 class Reflection:
     """``ws.reflection``: the loop, its insights and reflections as DataFrames."""
 
-    def __init__(self, ws: Workspace, *, loops: Scheduler) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
         self._ws = ws
         ws.projections.register("insights", "reflection.*", _apply, tables=["insights", "reflections"])
-        self.loop = ReflectionLoop(ws, loops)
+        self.loop = ReflectionLoop(ws, loops, tasks)
         loops.add(self.loop)
 
     def insights(self, *, kind: str | None = None, since: float | None = None) -> pd.DataFrame:

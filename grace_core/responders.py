@@ -240,7 +240,7 @@ class HttpResponder:
         from .llm.http import HttpBackend
 
         if timeout <= 0 or retries < 0 or backoff < 0:
-            raise ValueError("timeout must be positive; retries and backoff not negative")
+            raise ResponderError("timeout must be positive; retries and backoff not negative")
         try:
             # One HTTP client and one place that reads the model settings (env, then workspace): ws.llm's.
             self._http = HttpBackend(

@@ -3,13 +3,15 @@
 A task is ``pending`` until the executor (``ws.executor``) runs it: ``running``, then ``done`` or, when its
 handler raised, back to ``pending`` with a retry time (``next_attempt_at``) until its attempts are used up, then
 ``failed``. Anyone allowed may ``cancel`` an open task. Why a pending task waits (no handler for its kind, its
-kind paused) is its ``note`` (a ``task.noted`` event).
+kind paused) is its ``note`` (a ``task.noted`` event); a pending task the executor puts off until a later time
+(a lesson says its kind fails at this hour) is ``deferred`` (a ``task.deferred`` event that sets its retry time).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,6 +20,7 @@ import pandas as pd
 
 from .errors import TaskError
 from .events import Event, canonical_json
+from .mesh import Message
 from .times import TS, to_us
 
 if TYPE_CHECKING:
@@ -56,6 +59,7 @@ class Task:
     last_error: str | None = None
     next_attempt_at: datetime | None = None
     note: str | None = None
+    deferred_by: tuple[str, ...] = ()  # the lessons that put it off to a later hour (task.deferred)
 
     @property
     def open(self) -> bool:
@@ -101,7 +105,11 @@ class Tasks:
             {"kind": kind, "title": title, "priority": priority, "details": details, "key": key},
             actor=actor,
         )
-        return self.get(event.id)
+        # The new row, as the projection wrote it (without reading it back).
+        p = event.payload
+        return Task(
+            event.id, kind, title, "pending", priority, key, p["details"], actor, event.ts, event.ts, None
+        )
 
     def transition(
         self,
@@ -114,19 +122,76 @@ class Tasks:
         attempt: int | None = None,
         error: str | None = None,
         retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> Task:
         """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids.
 
-        The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed)
-        and ``retry_at`` (workspace-clock epoch seconds before which a retry must not start).
+        The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed),
+        ``retry_at`` (workspace-clock epoch seconds before which a retry must not start) and ``policy`` (the
+        lessons that applied to the run, or would have but the task is held out, and what they changed).
+        Returns the task as it is afterwards.
         """
-        task = self.get(task_id)
+        self.move(
+            self.get(task_id),
+            state,
+            actor=actor,
+            result=result,
+            reason=reason,
+            attempt=attempt,
+            error=error,
+            retry_at=retry_at,
+            policy=policy,
+        )
+        return self.get(task_id)
+
+    def move(
+        self,
+        task: Task,
+        state: str,
+        *,
+        actor: str,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``transition`` for a caller that holds the task's current row (the executor, under its lock): the
+        same checks and event, without reading the task before or after."""
+        message = self.message(
+            task,
+            state,
+            result=result,
+            reason=reason,
+            attempt=attempt,
+            error=error,
+            retry_at=retry_at,
+            policy=policy,
+        )
+        self._ws.publish(message.topic, message.payload, actor=actor, resource=message.resource)
+
+    def message(
+        self,
+        task: Task,
+        state: str,
+        *,
+        result: Any = None,
+        reason: str = "",
+        attempt: int | None = None,
+        error: str | None = None,
+        retry_at: float | None = None,
+        policy: Mapping[str, Any] | None = None,
+        cause: Event | None = None,
+    ) -> Message:
+        """The ``task.state_changed`` message of ``move``, to publish with others in one batch
+        (``ws.publish_many``); refuses moves the lifecycle forbids."""
         if state not in STATES:
             raise TaskError(f"unknown task state {state!r}; states: {', '.join(STATES)}")
         if state not in TRANSITIONS[task.state]:
-            raise TaskError(f"task {task_id} is {task.state}; it cannot become {state}")
+            raise TaskError(f"task {task.id} is {task.state}; it cannot become {state}")
         payload: dict[str, Any] = {
-            "task_id": task_id,
+            "task_id": task.id,
             "kind": task.kind,
             "from": task.state,
             "to": state,
@@ -139,8 +204,27 @@ class Tasks:
             payload["error"] = error[:2000]
         if retry_at is not None:
             payload["retry_at_us"] = to_us(retry_at)
-        self._ws.publish("task.state_changed", payload, actor=actor, resource=f"task:{task_id}")
-        return self.get(task_id)
+        if policy:
+            payload["policy"] = dict(policy)
+        if cause is None:
+            return Message("task.state_changed", payload, f"task:{task.id}")
+        return Message("task.state_changed", payload, f"task:{task.id}", cause=cause)
+
+    def defer(
+        self, task: Task, until: float, *, actor: str, reason: str, policy: Mapping[str, Any] | None = None
+    ) -> None:
+        """Put a pending task off until ``until`` (workspace-clock epoch seconds): a ``task.deferred`` event."""
+        if task.state != "pending":
+            raise TaskError(f"task {task.id} is {task.state}; only a pending task can be deferred")
+        payload: dict[str, Any] = {
+            "task_id": task.id,
+            "kind": task.kind,
+            "until_us": to_us(until),
+            "reason": reason,
+        }
+        if policy:
+            payload["policy"] = dict(policy)
+        self._ws.publish("task.deferred", payload, actor=actor, resource=f"task:{task.id}")
 
     def cancel(self, task_id: str, *, actor: str, reason: str = "") -> Task:
         """Cancel an open task (governed: ``task.cancel`` on ``task:<id>``)."""
@@ -199,16 +283,66 @@ class Tasks:
             params.append(kind)
         return self._ws.sql(sql + " ORDER BY priority DESC, created_at", params)
 
+    def runs(
+        self, *, kinds: Sequence[str] | None = None, since: float | None = None, unaffected: bool = False
+    ) -> list[dict[str, Any]]:
+        """Ended runs as JSON-able records, the input of ``grace_core.diagnosis.diagnose``, oldest first.
+
+        Each: ``id`` (the event that ended it), ``task``, ``kind``, ``attempt``, ``ok``, ``error``, ``hour`` (of the
+        day, UTC) and ``features``: the task's ``details.params`` values and its ``details.size``. With
+        ``unaffected`` only runs no lesson changed (held-out runs and those before any lesson), so that what
+        the lessons did does not blur what the runs show.
+        """
+        sql = (
+            "SELECT e.id, e.payload->>'$.task_id', e.payload->>'$.kind', "
+            "TRY_CAST(e.payload->>'$.attempt' AS INTEGER), (e.payload->>'$.to') = 'done', "
+            "e.payload->>'$.error', hour(e.ts), t.details FROM events e JOIN tasks t "
+            "ON t.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
+            "AND (e.payload->>'$.from') = 'running'"
+        )
+        params: list[Any] = []
+        if since is not None:
+            sql += f" AND e.ts >= {TS}"
+            params.append(to_us(since))
+        if kinds is not None:
+            sql += " AND (e.payload->>'$.kind') IN (SELECT unnest(?::VARCHAR[]))"
+            params.append(list(kinds))
+        if unaffected:
+            sql += " AND json_extract(e.payload, '$.policy.lessons') IS NULL"
+        out = []
+        for event_id, task_id, kind, attempt, ok, error, hour, details in (
+            self._ws.ledger.reader().execute(sql + " ORDER BY e.seq", params).fetchall()
+        ):
+            d = json.loads(details)
+            features = {
+                k: v for k, v in (d.get("params") or {}).items() if isinstance(v, str | bool) or _finite(v)
+            }
+            if _finite(d.get("size")) and not isinstance(d.get("size"), bool):
+                features["size"] = d["size"]
+            out.append(
+                {
+                    "id": event_id,
+                    "task": task_id,
+                    "kind": kind,
+                    "attempt": int(attempt or 1),
+                    "ok": bool(ok),
+                    "error": error,
+                    "hour": int(hour),
+                    "features": features,
+                }
+            )
+        return out
+
 
 COLUMNS = (
     "id, kind, title, state, priority, key, details, created_by, created_at, updated_at, result, "
-    "attempts, last_error, next_attempt_at, note"
+    "attempts, last_error, next_attempt_at, note, deferred_by"
 )
 
 
 def _task(row: tuple[Any, ...]) -> Task:
     id_, kind, title, state, priority, key, details, by, created, updated, result, *rest = row
-    attempts, last_error, next_at, note = rest
+    attempts, last_error, next_at, note, deferred_by = rest
     return Task(
         id_,
         kind,
@@ -225,6 +359,7 @@ def _task(row: tuple[Any, ...]) -> Task:
         last_error,
         next_at,
         note,
+        tuple(json.loads(deferred_by)) if deferred_by else (),
     )
 
 
@@ -234,7 +369,7 @@ def _apply(con: Any, events: list[Event]) -> None:
         if e.topic == "task.created":
             con.execute(
                 f"INSERT INTO tasks ({COLUMNS}) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, "
-                f"{TS}, {TS}, NULL, 0, NULL, NULL, NULL)",
+                f"{TS}, {TS}, NULL, 0, NULL, NULL, NULL, NULL)",
                 [
                     e.id,
                     p["kind"],
@@ -270,3 +405,14 @@ def _apply(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "task.noted":
             con.execute("UPDATE tasks SET note = ? WHERE id = ?", [p["note"], p["task_id"]])
+        elif e.topic == "task.deferred":
+            lessons = (p.get("policy") or {}).get("lessons")
+            con.execute(
+                f"UPDATE tasks SET next_attempt_at = {TS}, note = ?, "
+                "deferred_by = coalesce(?, deferred_by) WHERE id = ?",
+                [p["until_us"], p["reason"], json.dumps(sorted(lessons)) if lessons else None, p["task_id"]],
+            )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)

@@ -182,7 +182,7 @@ class Witness:
             elif kind == "checkpoint":
                 try:
                     checkpoints.append(_witnessed(record, at, number, keys, origin))
-                except (SignatureError, ValueError, TypeError, KeyError) as exc:
+                except (SignatureError, WitnessError, ValueError, TypeError, KeyError) as exc:
                     return stop(number, str(exc))
             else:
                 return stop(number, f"unknown record kind {kind!r}")
@@ -286,7 +286,7 @@ def _witnessed(
     """A checkpoint record, its note checked against the keys pinned before it."""
     note = record["note"]
     if not isinstance(note, str):
-        raise ValueError("a checkpoint record needs a note")
+        raise WitnessError("a checkpoint record needs a note")
     cp = open_signed_checkpoint(note, (key.verifier_key for key in keys))
     if cp is None:
         raise SignatureError("its checkpoint is not signed by a key pinned in the witness before it")
@@ -301,7 +301,7 @@ def _witnessed(
     padding = len(encoded) - len(encoded.rstrip("="))
     count = (len(encoded) // 4 * 3 - padding) // MARK_BYTES
     if start < 0 or step < 1 or len(encoded) % 4 or start + count * step > cp.size:
-        raise ValueError(f"marks outside the checkpoint of size {cp.size}")
+        raise WitnessError(f"marks outside the checkpoint of size {cp.size}")
     return Witnessed(cp.size, cp.root, chain, note, at, line, start, step, encoded)
 
 

@@ -4,8 +4,9 @@
 registered users (researchers and viewers, each with favourite topics) ask questions through ``ws.chat``, write
 memory notes, now and then paste a secret or try a prompt injection (Hunter must catch those), and create tasks of
 a deliberately flaky kind. Between actions the clock moves and every started
-loop ticks when it is due (``ws.loops.run_for``), so reflection, learning, the executor, healing and the meta-loop
-all see a realistic stream of events.
+loop ticks when it is due, so reflection, learning, the executor, healing and the meta-loop all see a realistic
+stream of events. The stepping is the scenarios' driver (``grace_core.scenarios.driver``); unlike a scenario, the
+workload is open-loop and has no ground truth to score against.
 
 Every random choice comes from ``random.Random(seed)``: the same seed on a fresh workspace (opened with the same
 ``ManualClock`` start and ``seed``) gives the same ledger, down to its head hash.
@@ -13,10 +14,10 @@ Every random choice comes from ``random.Random(seed)``: the same seed on a fresh
 
 from __future__ import annotations
 
+import functools
 import os
 import random
 import string
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .clock import DEFAULT_START, ManualClock
-from .errors import GraceError, LoopError
+from .errors import GraceError
+from .scenarios.driver import Action, Driver, require_manual_clock
 from .times import from_us
 
 if TYPE_CHECKING:
@@ -200,15 +202,15 @@ class Workload:
         return "".join(self.rng.choice(string.ascii_letters + string.digits) for _ in range(20))
 
     # -- one step ------------------------------------------------------------------------------------------
-    def plan(self, step: float) -> list[tuple[float, _User, str]]:
-        """The actions of the next ``step`` seconds: (offset, user, kind), in time order."""
+    def plan(self, step: float) -> list[tuple[float, Action]]:
+        """The actions of the next ``step`` seconds: (offset, action), in time order."""
         actions = []
         for user in self.users:
             for kind in ("chat", "note", "task"):
                 if self.rng.random() < self.rates[kind]:
                     actions.append((round(self.rng.uniform(0, step), 3), user, kind))
         actions.sort(key=lambda a: (a[0], a[1].name, a[2]))
-        return actions
+        return [(offset, functools.partial(self.act, user, kind)) for offset, user, kind in actions]
 
     def act(self, user: _User, kind: str) -> None:
         try:
@@ -285,60 +287,25 @@ def simulate(
 
     ``start_loops`` starts every registered loop (True), the named ones, or none (False) before the run; loops
     started already keep running either way. With ``progress`` a bar on stderr counts simulated minutes.
-
-    ``min_interval`` (seconds, default 120): for the run, a running loop whose interval is shorter ticks this
-    often instead, so that a simulated day stays under a minute of wall time (a 10 s loop would tick 8640 times
-    a day). The change goes through ``set_param`` like any other (actor ``system``, a ``loop.param_changed``
-    event saying why) and is undone at the end unless someone (the meta-loop) changed the value meanwhile.
-    For the run it is also ``ws.loops.min_interval``, a floor under the bounds of every tunable interval, so
-    the meta-loop cannot tune a loop back to ticking every few seconds. ``None`` keeps every configured
-    interval.
+    ``min_interval`` (seconds, default 120; ``None`` keeps every configured interval): running loops tick at most
+    this often during the run (see ``grace_core.scenarios.driver``).
     """
-    if not isinstance(ws.clock, ManualClock):
-        raise LoopError(
-            "simulate needs a workspace opened with a ManualClock (and a seed, to repeat exactly)"
-        )
+    require_manual_clock(ws)
     if hours <= 0 or step <= 0:
         raise GraceError(f"hours and step must be positive, not {hours!r} and {step!r}")
     started = time.perf_counter()
     first_seq = ws.ledger.head[0]
     workload = Workload(ws, seed=seed, users=users, attack_share=attack_share, failure_share=failure_share)
-    if start_loops is True:
-        ws.loops.start()
-    elif start_loops:
-        for name in start_loops:
-            ws.loops.start(name)
-    raised = _raise_intervals(ws, min_interval)
-    floor = ws.loops.min_interval
-    if min_interval is not None:
-        ws.loops.min_interval = max(min_interval, floor or 0.0)  # the meta-loop may not tune below it either
-    steps = max(1, round(hours * 3600 / step))
-    ticks = 0
-    bar = _bar(steps, progress)
-    try:
-        for _ in range(steps):
-            done = 0.0
-            for offset, user, kind in workload.plan(step):
-                ticks += ws.loops.run_for(seconds=offset - done)
-                done = offset
-                workload.act(user, kind)
-            ticks += ws.loops.run_for(seconds=step - done)
-            if bar is not None:
-                bar.update(1)
-    finally:
-        ws.loops.min_interval = floor
-        if bar is not None:
-            bar.close()
-    for name, (old, new) in raised.items():
-        if ws.loops.param(name, "interval") == new:  # untouched since: give the loop its own schedule back
-            ws.loops.set_param(name, "interval", old, actor="system", reason="simulation over")
+    driver = Driver(ws, workload, step=step, loops=start_loops, min_interval=min_interval)
+    with driver:
+        steps = driver.run(hours, progress=progress)
     head_seq, head_hash = ws.ledger.head
     return SimulationSummary(
         hours=hours,
         seed=seed,
         users=users,
         steps=steps,
-        ticks=ticks,
+        ticks=driver.ticks,
         counts=_counts(ws, first_seq),
         head_seq=head_seq,
         head_hash=head_hash.hex() if isinstance(head_hash, bytes) else str(head_hash),
@@ -363,19 +330,6 @@ def simulation_clock(path: str | os.PathLike[str]) -> ManualClock:
     return ManualClock(max(start, newest + 1.0))
 
 
-def _raise_intervals(ws: Workspace, floor: float | None) -> dict[str, tuple[Any, float]]:
-    raised: dict[str, tuple[Any, float]] = {}
-    if floor is None:
-        return raised
-    for name in ws.loops.names:
-        old = ws.loops.param(name, "interval")
-        if ws.loops.state(name).state == "running" and float(old) < floor:
-            reason = f"simulation: tick at most every {floor:g} s of simulated time (was {old:g} s)"
-            ws.loops.set_param(name, "interval", float(floor), actor="system", reason=reason)
-            raised[name] = (old, float(floor))
-    return raised
-
-
 def _counts(ws: Workspace, since: int) -> dict[str, int]:
     select = ", ".join(f"count(*) FILTER (WHERE {cond}) AS {name}" for name, cond in _COUNTS.items())
     row = ws.ledger.reader().execute(f"SELECT {select} FROM events WHERE seq > ?", [since]).fetchone()
@@ -390,11 +344,3 @@ def _topics(ws: Workspace, since: int) -> dict[str, int]:
         .fetchall()
     )
     return {str(t): int(n) for t, n in rows}
-
-
-def _bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="step", desc="simulating", file=sys.stderr, leave=False)

@@ -64,6 +64,7 @@ from .projections import Projections
 from .reflection import Reflection
 from .remedy import Remedy
 from .sandbox import Sandbox
+from .scenarios import Scenarios
 from .settings import DEFAULT_WORKSPACE, Settings, workspace_path
 from .tasks import Tasks
 from .times import TS
@@ -144,13 +145,14 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("mldl", MLDL, needs=("governance", "hunter"), close=True),
     EngineSpec("sandbox", Sandbox, needs=("governance", "hunter", "modes")),
     EngineSpec("remedy", Remedy, needs=("sandbox",)),
-    EngineSpec("reflection", Reflection, needs=("loops",)),
+    EngineSpec("reflection", Reflection, needs=("loops", "tasks")),
     EngineSpec("learning", Learning, needs=("loops", "tasks")),
-    EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks")),
+    EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks", "learning")),
     EngineSpec("healing", Healing, needs=("loops", "governance", "modes", "tasks", "executor")),
     EngineSpec("meta", Meta, needs=("loops",)),
     EngineSpec("llm", LanguageModels),
     EngineSpec("lake", Lake, needs=("loops",), close=True),
+    EngineSpec("scenarios", Scenarios),
 )
 # What the workspace itself holds before any engine: no engine may take these names.
 _SPINE = frozenset(
@@ -278,6 +280,7 @@ class Workspace:
     meta: Meta
     llm: LanguageModels
     lake: Lake
+    scenarios: Scenarios
 
     def __init__(
         self,

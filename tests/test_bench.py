@@ -213,7 +213,11 @@ def test_run_script_rejects_unknown_names(tmp_path: Path) -> None:
 def test_each_benchmark_declares_its_goals_and_lives_in_its_areas_module(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    area_of = {"checkpoint": "merkle", "sweep": "lake"}  # figures whose area module has another name
+    area_of = {
+        "checkpoint": "merkle",
+        "sweep": "lake",
+        "scenario": "scenarios",
+    }  # figures whose area module has another name
     for b in bench.REGISTRY.values():
         assert {g.figure for g in b.goals} <= set(b.figures)
         prefix = b.name.split(".")[0]

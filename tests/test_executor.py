@@ -339,3 +339,184 @@ def test_cli_tasks_ls_show_run_cancel(tmp_path: Path) -> None:
     assert cancelled.returncode == 0, cancelled.stderr
     pending = grace("tasks", "ls", "--state", "pending", "-w", path)
     assert other not in pending.stdout
+
+
+# -- lessons as executable policy ---------------------------------------------------------------------------------
+def _recording(
+    ws: g.Workspace, kind: str, *, fails: Any = None, max_attempts: int = 3
+) -> list[dict[str, Any]]:
+    """Register a handler for ``kind`` that records what each run saw (and raises when ``fails(task)``)."""
+    seen: list[dict[str, Any]] = []
+
+    def handler(task: Task, w: g.Workspace) -> str:
+        seen.append(
+            {
+                "task": task.id,
+                "params": dict(task.details.get("params", {})),
+                "attempt": task.attempts,
+                "hour": int(w.clock.time() // 3600) % 24,
+            }
+        )
+        if fails is not None and fails(task):
+            raise RuntimeError("refused")
+        return "ok"
+
+    ws.executor.register(kind, handler, max_attempts=max_attempts, backoff=1)
+    return seen
+
+
+def test_a_lessons_parameter_fix_reaches_the_handler_only_when_its_condition_holds(ws: g.Workspace) -> None:
+    seen = _recording(ws, "export")
+    rule = ws.learning.add_lesson(
+        "lz4 fails: use zstd",
+        effect={"kind": "export", "when": {"codec": "lz4"}, "params": {"codec": "zstd"}},
+        actor="rita",
+    )
+    ws.loops.set_param("learning", "holdout_share", 1e-9, actor="system")  # none held out
+    bad = ws.tasks.create("a", kind="export", actor="alice", details={"params": {"codec": "lz4"}})
+    fine = ws.tasks.create("b", kind="export", actor="alice", details={"params": {"codec": "gzip"}})
+    ws.executor.run_due()
+    # Both were created at the same instant: the order between them is not what this test is about.
+    assert sorted(s["params"]["codec"] for s in seen) == ["gzip", "zstd"]
+    assert ws.tasks.get(bad.id).details["params"] == {"codec": "lz4"}  # the task itself is unchanged
+    started = {
+        e.payload["task_id"]: e.payload
+        for e in ws.ledger.events(topic="task.state_changed")
+        if e.payload["to"] == "running"
+    }
+    assert started[bad.id]["policy"] == {"lessons": [rule], "params": {"codec": "zstd"}}
+    assert "policy" not in started[fine.id]
+    runs = ws.sql("SELECT rule_id, task_id, arm, outcome FROM lesson_runs")
+    assert runs.to_dict(orient="records") == [
+        {"rule_id": rule, "task_id": bad.id, "arm": "applied", "outcome": "done"}
+    ]
+
+
+def test_a_retry_lesson_gives_a_flaky_kind_more_attempts(ws: g.Workspace) -> None:
+    seen = _recording(ws, "sync", fails=lambda t: t.attempts < 5, max_attempts=3)
+    ws.loops.set_param("learning", "holdout_share", 1e-9, actor="system")  # none held out
+    fast(ws)
+    first = ws.tasks.create("a", kind="sync", actor="alice")
+    ws.loops.run_for(minutes=5)
+    assert (ws.tasks.get(first.id).state, len(seen)) == ("failed", 3)
+    ws.learning.add_lesson("retry more", effect={"kind": "sync", "retry": {"max_attempts": 6}}, actor="rita")
+    second = ws.tasks.create("b", kind="sync", actor="alice")
+    ws.loops.run_for(minutes=5)
+    done = ws.tasks.get(second.id)
+    assert (done.state, done.attempts) == ("done", 5)
+
+
+def test_an_hours_lesson_defers_runs_out_of_the_window_and_gets_the_outcome(ws: g.Workspace) -> None:
+    seen = _recording(ws, "backup")
+    ws.loops.set_param("learning", "holdout_share", 1e-9, actor="system")  # none held out
+    rule = ws.learning.add_lesson(
+        "not at night", effect={"kind": "backup", "avoid_hours": [0, 1]}, actor="rita"
+    )
+    fast(ws, interval=60)
+    task = ws.tasks.create("a", kind="backup", actor="alice")  # created at 00:00
+    ws.loops.run_for(minutes=30)
+    waiting = ws.tasks.get(task.id)
+    assert waiting.state == "pending"
+    assert waiting.deferred_by == (rule,)
+    assert waiting.next_attempt_at is not None
+    assert waiting.next_attempt_at.hour == 2
+    assert len(ws.events(topic="task.deferred")) == 1  # deferred once, not on every tick
+    ws.loops.run_for(hours=2)
+    assert ws.tasks.get(task.id).state == "done"
+    assert [s["hour"] for s in seen] == [2]
+    [row] = ws.sql("SELECT arm, outcome, duration_s FROM lesson_runs").to_dict(orient="records")
+    assert (row["arm"], row["outcome"]) == ("applied", "done")
+    assert row["duration_s"] >= 2 * 3600
+
+
+def test_held_out_tasks_run_without_lessons_and_record_which_would_have_applied(ws: g.Workspace) -> None:
+    seen = _recording(ws, "export")
+    rule = ws.learning.add_lesson(
+        "use zstd", effect={"kind": "export", "params": {"codec": "zstd"}}, actor="rita"
+    )
+    ws.loops.set_param("learning", "holdout_share", 0.5, actor="system")
+    tasks = [
+        ws.tasks.create(f"t{i}", kind="export", actor="alice", details={"params": {"codec": "lz4"}})
+        for i in range(40)
+    ]
+    ws.executor.run_due(limit=None)
+    arms = dict(ws.sql("SELECT task_id, arm FROM lesson_runs").itertuples(index=False, name=None))
+    assert set(arms) == {t.id for t in tasks}
+    held = [t.id for t in tasks if arms[t.id] == "held_out"]
+    assert 8 <= len(held) <= 32  # about half, drawn from the seed and the task id
+    codecs = {s["task"]: s["params"]["codec"] for s in seen}
+    assert all(codecs[t] == "lz4" for t in held)
+    assert all(codecs[t.id] == "zstd" for t in tasks if t.id not in held)
+    assert set(ws.learning.outcomes()["arm"]) == {"applied", "held_out"}
+    assert ws.executor.policy(ws.tasks.get(held[0])).held_out == (rule,)  # the same draw every time
+
+
+def test_runs_are_the_analysis_input_and_can_leave_out_what_lessons_changed(ws: g.Workspace) -> None:
+    _recording(ws, "export", fails=lambda t: t.details["params"]["codec"] == "lz4", max_attempts=1)
+    ws.loops.set_param("learning", "holdout_share", 1e-9, actor="system")  # none held out
+    a = ws.tasks.create("a", kind="export", actor="alice", details={"size": 12.5, "params": {"codec": "lz4"}})
+    ws.executor.run_due()
+    ws.learning.add_lesson("use zstd", effect={"kind": "export", "params": {"codec": "zstd"}}, actor="rita")
+    ws.tasks.create("b", kind="export", actor="alice", details={"size": 3, "params": {"codec": "lz4"}})
+    ws.executor.run_due()
+    runs = ws.tasks.runs(kinds=["export"])
+    assert [(r["task"] == a.id, r["ok"], r["features"]) for r in runs] == [
+        (True, False, {"codec": "lz4", "size": 12.5}),
+        (False, True, {"codec": "lz4", "size": 3}),
+    ]
+    assert runs[0]["error"] == "RuntimeError: refused"
+    assert runs[0]["hour"] == 0
+    assert [r["task"] for r in ws.tasks.runs(kinds=["export"], unaffected=True)] == [a.id]
+    assert json.loads(json.dumps(runs)) == runs
+
+
+def test_the_learned_handler_investigates_a_failing_task_kind(ws: g.Workspace) -> None:
+    _recording(ws, "export", fails=lambda t: t.details["params"]["codec"] == "lz4", max_attempts=1)
+    for i in range(24):
+        ws.tasks.create(
+            f"t{i}",
+            kind="export",
+            actor="alice",
+            details={"size": 10 + i, "params": {"codec": ("lz4", "gzip", "zstd")[i % 3]}},
+        )
+    ws.executor.run_due(limit=None)
+    task = ws.tasks.create(
+        "Investigate",
+        kind="learned",
+        actor="learning",
+        details={"pattern": "failure:task:export", "lesson": "export fails"},
+    )
+    done = ws.executor.run(task.id)
+    report = done.result["investigation"]
+    assert (report["runs"], report["failed"]) == (24, 8)
+    assert report["failure_rate_by"]["codec"] == {"gzip": 0.0, "lz4": 1.0, "zstd": 0.0}
+    [cause] = report["causes"]
+    assert cause["effect"]["when"] == {"codec": "lz4"}
+    note = ws.memory.read(done.result["memory_path"]).content
+    assert "failure rate by codec: gzip 0%, lz4 100%, zstd 0%" in note
+
+
+def test_each_lesson_draws_its_own_holdout(ws: g.Workspace) -> None:
+    """Two lessons of one kind: a task held out of one is as likely as any other to get the second, so the
+    second cannot take credit for the first (or the other way round)."""
+    _recording(ws, "export")
+    first = ws.learning.add_lesson(
+        "zstd", effect={"kind": "export", "params": {"codec": "zstd"}}, actor="rita", key="manual:zstd"
+    )
+    second = ws.learning.add_lesson(
+        "retry", effect={"kind": "export", "retry": {"max_attempts": 5}}, actor="rita", key="manual:retry"
+    )
+    ws.loops.set_param("learning", "holdout_share", 0.5, actor="system")
+    for i in range(40):
+        ws.tasks.create(f"t{i}", kind="export", actor="alice", details={"params": {"codec": "lz4"}})
+    ws.executor.run_due(limit=None)
+    arms = ws.sql("SELECT task_id, rule_id, arm FROM lesson_runs").pivot(
+        index="task_id", columns="rule_id", values="arm"
+    )
+    combinations = set(zip(arms[first], arms[second], strict=True))
+    assert combinations == {
+        ("applied", "applied"),
+        ("applied", "held_out"),
+        ("held_out", "applied"),
+        ("held_out", "held_out"),
+    }

@@ -1,4 +1,5 @@
-"""Learning: tasks from recurring insights (deduplicated by key) and lessons whose votes rise and decay."""
+"""Learning: tasks from recurring insights (deduplicated by key); advice lessons voted on by recurrence; lessons
+with an effect voted on by measured outcomes (holdout), dropped at zero; the pure choice of operations."""
 
 from __future__ import annotations
 
@@ -12,9 +13,10 @@ from hypothesis import strategies as st
 from support import grace
 
 from grace_core import ManualClock, Workspace, open_workspace
-from grace_core.errors import EventError
+from grace_core.errors import EventError, LessonError
 from grace_core.events import Event
-from grace_core.learning import INITIAL_VOTES, rule_votes
+from grace_core.learning import INITIAL_VOTES, choose_operations, lesson_text, rule_votes
+from grace_core.tasks import Task
 
 PASSWORD = "correct horse battery staple 42"
 KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -107,14 +109,15 @@ def test_lessons_strengthen_while_recurring_then_decay_and_drop(ws: Workspace) -
     for _ in range(2):  # reflections 2, 3: agree
         failures(ws, 1)
         cycle(ws)
-    assert votes_of(ws, key) == [("add", 2), ("agree", 3), ("agree", 4)]
+    assert votes_of(ws, key) == [("add", 2), ("upvote", 3), ("upvote", 4)]
     # Another pattern keeps the reflections coming while this one is quiet.
     ws.loops.set_param("reflection", "lookback", 300.0, actor="system")
     for _ in range(8):  # reflections 4..11: quiet for 1..8 reflections
         failures(ws, 3, topic="build.link_error")
         cycle(ws)
     # -1 at 2, 4, 6 and 8 quiet reflections: 4 -> 0, dropped.
-    assert votes_of(ws, key)[3:] == [("remove", 3), ("remove", 2), ("remove", 1), ("remove", 0)]
+    assert votes_of(ws, key)[3:] == [("downvote", 3), ("downvote", 2), ("downvote", 1), ("downvote", 0)]
+    assert set(ws.learning.history()["basis"]) >= {"insight", "recurrence", "quiet"}
     rules = ws.learning.rules(include_dropped=True).set_index("key")
     assert rules.loc[key, "state"] == "dropped"
     assert key not in set(ws.learning.rules()["key"])
@@ -135,8 +138,8 @@ def test_a_lesson_is_edited_when_its_wording_changes(ws: Workspace) -> None:
     failures(ws, 600)  # now it fails constantly
     cycle(ws)
     history = ws.learning.history(rule_id)
-    assert list(history["op"]) == ["add", "edit"]
-    assert list(history["votes"]) == [2, 3]
+    assert list(history["op"]) == ["add", "edit", "upvote"]  # reworded, and its recurrence is a vote
+    assert list(history["votes"]) == [2, 2, 3]
     assert "constant" in ws.learning.rules().set_index("key").loc[key, "text"]
     [edited] = ws.ledger.events(topic="learning.rule_edited")
     assert "now and then" in edited.payload["old_text"]
@@ -151,22 +154,22 @@ def test_rule_operations_are_caused_by_their_insight(ws: Workspace) -> None:
     assert ws.learning.history()["insight"].iloc[0] == insight
 
 
-_OPS = st.lists(st.sampled_from(["agree", "edit", "remove"]), max_size=25)
+_OPS = st.lists(st.sampled_from(["upvote", "edit", "downvote"]), max_size=25)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=_OPS)
 def test_vote_arithmetic_matches_the_projection(ops: list[str]) -> None:
-    """Any sequence of operations: the table's votes follow add=2, agree/edit=+1, remove=-1, gone at 0."""
+    """Any sequence of operations: the table's votes follow add=2, edit=0, upvote=+1, downvote=-1, gone at 0."""
     with open_workspace(":memory:", clock=ManualClock(), seed=1) as ws:
         rule = ws.publish(
             "learning.rule_added", {"key": "k", "text": "t", "votes": 2, "reflection": 1}, actor="learning"
         )
         expected = rule_votes(["add", *ops])
         topics = {
-            "agree": "learning.rule_agreed",
+            "upvote": "learning.rule_upvoted",
             "edit": "learning.rule_edited",
-            "remove": "learning.rule_removed",
+            "downvote": "learning.rule_downvoted",
         }
         for i, op in enumerate(ops, start=1):
             payload = {"key": "k", "rule_id": rule.id, "reflection": 1 + i, "text": f"t{i}"}
@@ -183,8 +186,8 @@ def test_vote_arithmetic_matches_the_projection(ops: list[str]) -> None:
 
 
 def test_rule_votes_pure_function() -> None:
-    assert rule_votes(["add", "agree", "agree", "remove"]) == [2, 3, 4, 3]
-    assert rule_votes(["add", "remove", "remove", "agree"]) == [2, 1, 0]
+    assert rule_votes(["add", "upvote", "edit", "upvote", "downvote"]) == [2, 3, 3, 4, 3]
+    assert rule_votes(["add", "downvote", "downvote", "upvote"]) == [2, 1, 0]
 
 
 def _run(seed: int) -> bytes:
@@ -217,7 +220,7 @@ def test_objective_is_the_share_of_votes_that_held_up(ws: Workspace) -> None:
     for _ in range(3):
         failures(ws, 1)
         cycle(ws)
-    assert loop.objective(ws, start, ws.clock.time() + 1) == 1.0  # three agreements
+    assert loop.objective(ws, start, ws.clock.time() + 1) == 1.0  # three upvotes
     ws.loops.set_param("learning", "decay_after", 1.0, actor="system")
     ws.loops.set_param("reflection", "lookback", 300.0, actor="system")
     for _ in range(3):
@@ -243,8 +246,152 @@ def test_cli_lists_lessons_and_their_history(file_ws: Callable[..., Workspace], 
     assert row["votes"] == 3
     assert row["key"] == "failure:experiment.run_failed"
     history = grace("lessons", "history", rule_id, "--json", "-w", path)
-    assert [json.loads(line)["op"] for line in history.stdout.splitlines()] == ["add", "agree"]
+    assert [json.loads(line)["op"] for line in history.stdout.splitlines()] == ["add", "upvote"]
     table = grace("lessons", "ls", "-w", path)
     assert "experiment.run_failed" in table.stdout
     unknown = grace("lessons", "history", "nope", "-w", path)
     assert unknown.returncode == 2
+
+
+# -- the choice of operations (pure) ------------------------------------------------------------------------------
+EFFECT = {"kind": "ops.k", "cause": "bad_parameter", "when": {"codec": "lz4"}, "params": {"codec": "zstd"}}
+
+
+def cause_insight(effect: dict | None = EFFECT, n: int = 1) -> dict:
+    data = {"task_kind": "ops.k", "cause": "bad_parameter", "error": "BadRequest"}
+    if effect is not None:
+        data["effect"] = effect
+    return {
+        "id": f"i{n}",
+        "kind": "failure_cause",
+        "key": "cause:ops.k:BadRequest",
+        "text": "t",
+        "data": data,
+    }
+
+
+def lesson(effect: dict | None = EFFECT, **kw: object) -> dict:
+    text = lesson_text("failure_cause", "cause:ops.k:BadRequest", cause_insight(effect)["data"])
+    base = {
+        "id": "r1",
+        "key": "cause:ops.k:BadRequest",
+        "text": text,
+        "votes": 2,
+        "effect": effect,
+        "last_reflection": 1,
+    }
+    return {**base, **kw}
+
+
+def ops_of(**request: object) -> list[dict]:
+    answer = choose_operations({"reflection": 2, **request})
+    assert json.loads(json.dumps(answer)) == answer  # JSON out
+    return answer["operations"]
+
+
+def test_an_insight_with_an_effect_adds_a_lesson_that_carries_it() -> None:
+    [op] = ops_of(insights=[cause_insight()])
+    assert (op["op"], op["basis"], op["effect"]) == ("ADD", "insight", EFFECT)
+    assert "use codec = zstd" in op["text"]
+
+
+def test_an_effect_lesson_is_not_voted_on_by_recurrence_but_edited_when_the_proposal_changes() -> None:
+    assert ops_of(insights=[cause_insight()], lessons=[lesson()]) == []  # recurs unchanged: nothing
+    other = {**EFFECT, "params": {"codec": "gzip"}}
+    [edit] = ops_of(insights=[cause_insight(other)], lessons=[lesson()])
+    assert (edit["op"], edit["effect"], edit["old_effect"]) == ("EDIT", other, EFFECT)
+    # quiet for a long time: an effect lesson does not decay (a fix that works makes its pattern go away)
+    assert ops_of(reflection=30, lessons=[lesson()], params={"decay_after": 1}) == []
+
+
+def test_outcomes_vote_when_the_difference_is_significant() -> None:
+    def vote(applied: tuple[int, int], held: tuple[int, int]) -> list[str]:
+        outcome = {
+            "rule_id": "r1",
+            "applied": {"tasks": applied[0], "done": applied[1]},
+            "held_out": {"tasks": held[0], "done": held[1]},
+        }
+        return [o["op"] for o in ops_of(lessons=[lesson()], outcomes=[outcome])]
+
+    assert vote((20, 20), (5, 2)) == ["UPVOTE"]  # helps
+    assert vote((10, 0), (4, 4)) == ["DOWNVOTE"]  # hurts
+    assert vote((10, 9), (5, 4)) == []  # no measurable difference
+    assert vote((20, 0), (2, 2)) == []  # too few held out to tell
+    [op] = ops_of(
+        lessons=[lesson()],
+        outcomes=[
+            {"rule_id": "r1", "applied": {"tasks": 10, "done": 0}, "held_out": {"tasks": 4, "done": 4}}
+        ],
+    )
+    assert op["basis"] == "outcome"
+    assert op["evidence"]["held_out"] == {"tasks": 4, "done": 4}
+    assert op["evidence"]["z"] < -1.96
+
+
+def test_an_effect_dropped_for_harm_is_not_added_again() -> None:
+    dropped = [{"key": "cause:ops.k:BadRequest", "effect": EFFECT}]
+    assert ops_of(insights=[cause_insight()], dropped=dropped) == []
+    other = {**EFFECT, "params": {"codec": "gzip"}}
+    assert [o["op"] for o in ops_of(insights=[cause_insight(other)], dropped=dropped)] == ["ADD"]
+
+
+def test_a_malformed_proposal_teaches_advice_not_behaviour() -> None:
+    [op] = ops_of(insights=[cause_insight({"kind": "ops.k", "retry": {"max_attempts": 99}})])
+    assert op["op"] == "ADD"
+    assert "effect" not in op
+
+
+# -- lessons with effects in a workspace ----------------------------------------------------------------------------
+def test_add_lesson_refuses_a_bad_effect_and_a_duplicate_key(ws: Workspace) -> None:
+    with pytest.raises(LessonError, match="max_attempts"):
+        ws.learning.add_lesson("more", effect={"kind": "k", "retry": {"max_attempts": 0}}, actor="rita")
+    assert ws.learning.rules().empty  # nothing was written
+    ws.learning.add_lesson("use zstd", effect={"kind": "k", "params": {"codec": "zstd"}}, actor="rita")
+    with pytest.raises(LessonError, match="already"):
+        ws.learning.add_lesson("use gzip", effect={"kind": "k", "params": {"codec": "gzip"}}, actor="rita")
+    [row] = ws.learning.rules().to_dict(orient="records")
+    assert (row["created_by"], row["task_kind"], json.loads(row["effect"])["params"]) == (
+        "rita",
+        "k",
+        {"codec": "zstd"},
+    )
+
+
+def test_a_harmful_lesson_is_downvoted_by_outcomes_dropped_and_stops_applying(ws: Workspace) -> None:
+    """A researcher's lesson sets a parameter value that makes every run fail. The held-out tasks keep
+    succeeding, so the measured outcomes downvote it to zero; once dropped, its effect no longer applies."""
+    seen: list[str] = []
+
+    def handler(task: Task, _ws: Workspace) -> str:
+        seen.append(task.details["params"]["mode"])
+        if task.details["params"]["mode"] == "broken":
+            raise RuntimeError("request rejected")
+        return "ok"
+
+    ws.executor.register("job", handler, max_attempts=1)
+    ws.loops.set_param("learning", "holdout_share", 0.4, actor="system")
+    rule_id = ws.learning.add_lesson(
+        "job works better in broken mode", effect={"kind": "job", "params": {"mode": "broken"}}, actor="rita"
+    )
+    ws.loops.start("executor")
+    ws.loops.start("reflection")
+    ws.loops.start("learning")
+    for _ in range(40):
+        ws.tasks.create("job", kind="job", actor="alice", details={"params": {"mode": "fine"}})
+        ws.loops.run_for(minutes=5)
+        if ws.learning.rules(include_dropped=True).set_index("id").loc[rule_id, "state"] == "dropped":
+            break
+    history = ws.learning.history(rule_id)
+    assert list(history["op"]) == ["add", "downvote", "downvote"]
+    assert list(history["basis"]) == ["injected", "outcome", "outcome"]
+    evidence = json.loads(history["evidence"].iloc[-1])
+    assert evidence["applied"]["done"] == 0 < evidence["held_out"]["done"]
+    assert "broken" in seen
+    seen.clear()
+    for _ in range(3):
+        ws.tasks.create("job", kind="job", actor="alice", details={"params": {"mode": "fine"}})
+    ws.loops.run_for(minutes=5)
+    assert seen == ["fine"] * 3  # dropped: its effect no longer applies
+    outcomes = ws.learning.outcomes().set_index("arm")
+    assert outcomes.loc["applied", "success_rate"] == 0.0
+    assert outcomes.loc["held_out", "success_rate"] == 1.0

@@ -344,3 +344,49 @@ def test_insight_lookup_refuses_other_events(ws: Workspace) -> None:
     event = ws.publish("note.touched", {}, actor="rita")
     with pytest.raises(GraceError, match="not an insight"):
         ws.reflection.insight(event.id)
+
+
+def test_failure_cause_insights_explain_why_a_task_kind_fails_and_propose_a_fix(ws: Workspace) -> None:
+    def handler(task: object, _ws: Workspace) -> str:
+        if task.details["params"]["region"] == "us-east":  # type: ignore[attr-defined]
+            raise ConnectionError("request rejected: 400 Bad Request")
+        return "ok"
+
+    ws.executor.register("sync", handler, max_attempts=1)
+    regions = ("eu-west", "us-east", "ap-south")
+    for i in range(18):
+        ws.tasks.create(f"t{i}", kind="sync", actor="alice", details={"params": {"region": regions[i % 3]}})
+    ws.executor.run_due(limit=None)
+    reflect_now(ws)
+    [insight] = ws.reflection.insights(kind="failure_cause").to_dict(orient="records")
+    assert insight["key"] == "cause:sync:ConnectionError"
+    full = ws.reflection.insight(insight["id"])
+    assert full["data"]["effect"] == {
+        "kind": "sync",
+        "cause": "bad_parameter",
+        "when": {"region": "us-east"},
+        "params": {"region": "ap-south"},
+    }
+    evidence = ws.reflection.evidence(insight["id"])
+    assert set(evidence["topic"]) == {"task.state_changed"}
+    assert len(evidence) == 6 + 10  # the six failures, and the latest ten successes they contrast with
+    # Caused by a failed run, so its lineage reaches the task that failed.
+    assert "task.created" in set(ws.causal.lineage(insight["id"])["topic"])
+
+
+def test_scenario_events_are_never_reflected_on(ws: Workspace) -> None:
+    """Scenario scores are measured against a hidden ground truth: a loop that read them would learn from the
+    answer key."""
+    reflect_now(ws)  # the workspace's own genesis
+    before = len(ws.reflection.reflections())
+    scored = ws.publish(
+        "scenario.scored",
+        {"run": "r", "scenario": "ops", "elapsed_s": 3600.0, "window_s": 3600.0, "scores": {"recall": 0.25}},
+        actor="scenario",
+    )
+    assert importance(scored) == 0.0
+    for _ in range(30):
+        ws.publish("scenario.run_failed", {"n": 1}, actor="scenario")
+    reflect_now(ws)
+    assert len(ws.reflection.reflections()) == before  # nothing relevant was pending
+    assert not any(k.startswith("failure:scenario") for k in ws.reflection.insights()["key"])

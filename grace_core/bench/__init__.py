@@ -25,7 +25,8 @@ The peers are the floor or ceiling of the work each figure does, without what Gr
 
 One module per area, each benchmark with its goals declared beside it
 (``@benchmark("name", figures=[...], goals=[Goal(...)])``): ``ledger``, ``mesh``, ``merkle``, ``governance``,
-``hunter``, ``memory``, ``mldl``, ``sandbox``, ``views``, ``lake`` (the lake and sweeps). ``GOALS`` is every
+``hunter``, ``memory``, ``mldl``, ``sandbox``, ``views``, ``lake`` (the lake and sweeps), ``scenarios`` (a
+simulated day). ``GOALS`` is every
 goal; ``goal_status(figure)`` says whether a figure meets its goals (where we land is reported, not assumed).
 The areas register in that order, the order ``run`` measures them in; ``run(only=[...])`` selects benchmarks
 or single figures by name or glob.
@@ -45,6 +46,7 @@ from grace_core.bench import mldl as mldl
 from grace_core.bench import sandbox as sandbox
 from grace_core.bench import views as views
 from grace_core.bench import lake as lake
+from grace_core.bench import scenarios as scenarios
 
 # isort: on
 from grace_core.bench.core import (

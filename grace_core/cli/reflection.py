@@ -13,7 +13,7 @@ from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspa
 from grace_core.errors import GraceError
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
-_KINDS = ("chat_topic", "failure_rate", "alert_rate", "unanswered", "anomaly")
+_KINDS = ("chat_topic", "failure_rate", "alert_rate", "unanswered", "anomaly", "failure_cause")
 
 
 @cli.group()

@@ -303,7 +303,7 @@ class LanguageModels:
     def _parsed(self, prompt: Prompt, completion: Completion, completed: Event, actor: str) -> Completion:
         try:
             data = extract_json(completion.text)
-        except ValueError as exc:
+        except ModelOutputError as exc:
             reason = str(exc)
         else:
             errors = schema_errors(data, prompt.schema or {})

@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from grace_core.errors import ModelCallError
+from grace_core.errors import LanguageModelError, ModelCallError
 from grace_core.responders import tokenize
 
 from .base import Request, Result
@@ -193,7 +193,7 @@ class OfflineBackend:
     def register(self, name: str, handler: OfflineHandler) -> OfflineHandler | None:
         """Use ``handler`` for prompt ``name`` from now on; returns the handler it replaces, if any."""
         if not callable(handler):
-            raise TypeError(f"an offline handler must be callable, not {type(handler).__name__}")
+            raise LanguageModelError(f"an offline handler must be callable, not {type(handler).__name__}")
         previous = self.handlers.get(name)
         self.handlers[name] = handler
         return previous

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from grace_core.errors import ModelOutputError
+
 __all__ = ["check_schema", "extract_json", "schema_errors"]
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -127,5 +129,5 @@ def extract_json(text: str) -> Any:
         except ValueError as exc:
             first_error = first_error or str(exc)
     if not stripped:
-        raise ValueError("the answer is empty")
-    raise ValueError(f"the answer is not JSON ({first_error})")
+        raise ModelOutputError("the answer is empty")
+    raise ModelOutputError(f"the answer is not JSON ({first_error})")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grace_core.errors import PromptError
+from grace_core.errors import ModelOutputError, PromptError
 from grace_core.llm import PromptLibrary, default_prompts, extract_json, schema_errors
 from grace_core.llm.prompts import check_params, load_prompt_text
 
@@ -170,9 +170,9 @@ def test_json_is_found_in_fences_and_prose() -> None:
     assert extract_json('{"a": 1}') == {"a": 1}
     assert extract_json('```json\n{"a": [1, 2]}\n```') == {"a": [1, 2]}
     assert extract_json('Sure! Here it is: {"a": {"b": 2}} Hope it helps.') == {"a": {"b": 2}}
-    with pytest.raises(ValueError, match="not JSON"):
+    with pytest.raises(ModelOutputError, match="not JSON"):
         extract_json("I cannot answer that.")
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(ModelOutputError, match="empty"):
         extract_json("  ")
 
 

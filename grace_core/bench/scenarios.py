@@ -1,0 +1,36 @@
+"""Benchmarks of the scenarios: how long a simulated day of one takes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+from grace_core.bench.core import Context, Figure, Goal, benchmark, figure
+
+# ``scenario.ops_day_s``: wall seconds of one simulated day of the ops scenario with the loops on (reflection,
+# learning, executor) in a throwaway in-memory workspace, against the goal of 10 s; ``scenario.ops_day_cpu_s``: the
+# CPU seconds of the same run (process time: on a shared machine the wall time also measures the neighbours);
+# ``scenario.ops_day_all_s``: the same day with every loop (self-healing and the meta-loop too). A quick run
+# simulates 2 hours and reports the day at that pace (the cost per simulated hour is about constant).
+DAY_GOAL_S = 10.0
+
+
+@benchmark(
+    "scenario.ops_day_s",
+    figures=["scenario.ops_day_s", "scenario.ops_day_cpu_s", "scenario.ops_day_all_s"],
+    goals=[
+        Goal("scenario.ops_day_s", DAY_GOAL_S, text="a simulated day of the ops scenario (loops on) <= 10 s")
+    ],
+)
+def bench_scenario(ctx: Context) -> Iterator[Figure]:
+    from grace_core.scenarios import run_scenario  # the scenarios open workspaces: import when measured
+
+    hours = ctx.seconds(24.0, 2.0, minimum=0.5)
+    per_day = 24.0 / hours
+    cpu = time.process_time()
+    on = run_scenario(":memory:", "ops", hours=hours, seed=1, loops="on")
+    cpu = time.process_time() - cpu
+    yield figure("scenario.ops_day_s", on.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
+    yield figure("scenario.ops_day_cpu_s", cpu * per_day, "s", "goal", DAY_GOAL_S)
+    every = run_scenario(":memory:", "ops", hours=hours, seed=1, loops="all")
+    yield figure("scenario.ops_day_all_s", every.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
