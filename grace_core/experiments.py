@@ -333,6 +333,11 @@ def _check_arms(scenario: str, arms: Sequence[Arm], baseline: str) -> None:
         raise ExperimentError(f"arm names must differ: {', '.join(duplicated)} given twice")
     if baseline not in names:
         raise ExperimentError(f"the baseline {baseline!r} is not an arm: {', '.join(names)}")
+    same = [a.name for a in arms if sum(b.loops == a.loops and b.params == a.params for b in arms) > 1]
+    if same:
+        raise ExperimentError(
+            f"arms {', '.join(same)} run the same thing; give them different loops or params"
+        )
     with open_workspace(
         ":memory:", clock=ManualClock(), seed=0
     ) as ws:  # a scratch workspace, to ask its loops
@@ -417,14 +422,6 @@ def run_experiment(
         for arm in arm_list
         for seed in seed_list
     ]
-    ids = [r.id for r in runs]
-    if len(set(ids)) != len(ids):
-        same = [
-            a.name for a in arm_list if sum(b.loops == a.loops and b.params == a.params for b in arm_list) > 1
-        ]
-        raise ExperimentError(
-            f"arms {', '.join(same)} run the same thing; give them different loops or params"
-        )
     used, skipped, ran, stored = execute(
         runs,
         name=key,
