@@ -38,11 +38,17 @@ class ScenarioView(GraceView):
 
     title = "Scenario"
 
-    scenario: param.Selector[Any] = param.Selector(default=None, objects=[], doc="The registered scenario to run.")
+    scenario: param.Selector[Any] = param.Selector(
+        default=None, objects=[], doc="The registered scenario to run."
+    )
     hours = param.Number(default=6.0, bounds=(0.25, 24 * 7), doc="Simulated hours to run.")
     seed = param.Integer(default=1, doc="Seed of the hidden truth and the traffic.")
-    loops: param.Selector[Any] = param.Selector(default="on", objects=["on", "off", "all"], doc="Which loops run.")
-    state: param.Selector[Any] = param.Selector(default="idle", objects=["idle", "running", "finished", "failed"])
+    loops: param.Selector[Any] = param.Selector(
+        default="on", objects=["on", "off", "all"], doc="Which loops run."
+    )
+    state: param.Selector[Any] = param.Selector(
+        default="idle", objects=["idle", "running", "finished", "failed"]
+    )
     elapsed = param.Number(default=0.0, doc="Simulated hours run so far.")
     scores = param.Dict(default={}, doc="The latest window's scores (score -> value or None).")
     curve = param.DataFrame(default=pd.DataFrame(), doc="The learning curve so far: hours, then each score.")
