@@ -170,8 +170,7 @@ class ScenarioView(GraceView):
                 )
                 self.number_row.append(self.numbers[score])
             number = self.numbers[score]
-            number.label = score if value is not None else f"{score} (no data)"
-            number.value = 0 if value is None else float(value)
+            number.value = float("nan") if value is None else float(value)  # shown as nan: no data, not 0
         self.table.value = frame_for_table(self.curve)
         self._draw()
 
