@@ -16,6 +16,7 @@ from .errors import (
     ClockError,
     DegradedModeError,
     EventError,
+    ExperimentError,
     GraceError,
     LakeError,
     LanguageModelError,
@@ -58,6 +59,7 @@ from .metrics import DerivedMetric
 from .workspace import Workspace, open_workspace, projection_differences, replay, verify_inclusion_proof
 
 __all__ = [
+    "Arm",
     "ArtifactError",
     "AuthError",
     "BenchError",
@@ -70,6 +72,8 @@ __all__ = [
     "DerivedMetric",
     "Event",
     "EventError",
+    "ExperimentError",
+    "ExperimentReport",
     "GraceError",
     "InclusionProof",
     "LakeError",
@@ -118,5 +122,17 @@ __all__ = [
     "open_workspace",
     "projection_differences",
     "replay",
+    "run_experiment",
     "verify_inclusion_proof",
 ]
+
+_LAZY = {"Arm": "experiments", "ExperimentReport": "experiments", "run_experiment": "experiments"}
+
+
+def __getattr__(name: str) -> object:
+    # Experiments import SciPy (half a second): loaded on first use, not by every `grace` command.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

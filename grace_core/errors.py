@@ -12,6 +12,7 @@ __all__ = [
     "ClockError",
     "DegradedModeError",
     "EventError",
+    "ExperimentError",
     "GraceError",
     "LakeError",
     "LanguageModelError",
@@ -249,3 +250,7 @@ class LessonError(GraceError):
 
 class ScenarioError(GraceError):
     """A scenario is unknown, or cannot run as asked (bad parameters, a workspace without a ManualClock)."""
+
+
+class ExperimentError(GraceError):
+    """An experiment cannot run as asked (a malformed or unknown arm, a baseline that is no arm, no seeds)."""

@@ -10,10 +10,17 @@ A sweep is described by a YAML file::
     params:                   # what varies: simulate's arguments, or loop parameters as "loop.param"
       failure_share: [0.0, 0.2]
       reflection.interval: [120, 600]     # random search also takes {min: 60, max: 600} (uniform)
-    objective: tasks_done     # the count the sweep maximises (any key of SimulationSummary.counts)
+    objective: tasks_done     # what the sweep optimises: a count of SimulationSummary.counts ...
+    goal: max                 # ... maximised (max, the default) or minimised (min)
     workers: 2
     workdir: sweep-runs       # each run's workspace file lands here (relative to the YAML file)
     lake: {catalog: "sqlite:sweep-runs/lake.sqlite", data: sweep-runs/lake-data}   # the default
+
+A sweep over a **scenario** (``grace_core.scenarios``) sets ``scenario: ops`` (and optionally ``loops: on|off|all``
+or a list of loop names, ``score_every``): each run is ``run_scenario`` instead of ``simulate``, ``params`` are loop
+parameters only, and ``objective`` is any score of the scenario (``time_to_done_s`` with ``goal: min``). Scenario
+runs also store every score and the learning curve (columns ``scores`` and ``timeline``, JSON), which is what
+``grace_core.experiments`` reads back.
 
 Each (parameter set, seed) is one run with a stable id (a hash of what it runs), executed by a backend: Ray
 tasks when Ray is installed (a cluster when ``RAY_ADDRESS`` is set, else a local Ray), otherwise a pool of
@@ -36,19 +43,34 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pandas as pd
 import yaml
 
 from . import settings
-from .errors import SweepError
+from .errors import GraceError, SweepError
 from .lake import _attach_sql, _extensions, _normalise_data, _retrying, normalise_catalog, open_lake
 
-__all__ = ["RESULTS_TABLE", "Run", "SweepConfig", "backends", "load_config", "plan", "run_one", "run_sweep"]
+if TYPE_CHECKING:
+    from .workspace import Workspace
+
+__all__ = [
+    "RESULTS_TABLE",
+    "Run",
+    "SweepConfig",
+    "SweepReport",
+    "backends",
+    "execute",
+    "load_config",
+    "plan",
+    "run_one",
+    "run_sweep",
+]
 
 RESULTS_TABLE = "sweep_results"
+GOALS = ("max", "min")
 _SIMULATE_ARGS = frozenset({"users", "attack_share", "failure_share", "step", "min_interval", "start_loops"})
 
 
@@ -63,6 +85,10 @@ class SweepConfig:
     sample_seed: int = 0
     simulate: dict[str, Any] = field(default_factory=dict)
     objective: str = "tasks_done"
+    goal: str = "max"
+    scenario: str = ""  # set: every run is this scenario, and the objective one of its scores
+    loops: str | tuple[str, ...] = "on"  # the scenario's loop selection
+    score_every: float = 3600.0
     workers: int = 2
     workdir: Path = Path("sweep-runs")
     catalog: str = ""
@@ -73,13 +99,22 @@ class SweepConfig:
         base = base or Path.cwd()
         unknown = set(raw) - {
             "name", "params", "seeds", "hours", "search", "samples", "sample_seed", "simulate", "objective",
-            "workers", "workdir", "lake",
+            "goal", "scenario", "loops", "score_every", "workers", "workdir", "lake",
         }  # fmt: skip
         if unknown:
             raise SweepError(f"unknown keys in the sweep config: {', '.join(sorted(unknown))}")
         if not raw.get("name"):
             raise SweepError("a sweep needs a name (it keys the results for resumption)")
         params = dict(raw.get("params") or {})
+        objective = str(raw.get("objective", "tasks_done"))
+        goal = str(raw.get("goal", "max"))
+        if goal not in GOALS:
+            raise SweepError(f"goal must be max or min, not {goal!r}")
+        scenario = str(raw.get("scenario") or "")
+        loops = raw.get("loops", "on")
+        loops = loops if isinstance(loops, str) else tuple(str(n) for n in loops)
+        if scenario:
+            _check_scenario(scenario, objective, params, raw)
         for key in params:
             if "." not in key and key not in _SIMULATE_ARGS:
                 raise SweepError(
@@ -108,11 +143,35 @@ class SweepConfig:
             samples=int(raw.get("samples", 8)),
             sample_seed=int(raw.get("sample_seed", 0)),
             simulate=dict(raw.get("simulate") or {}),
-            objective=str(raw.get("objective", "tasks_done")),
+            objective=objective,
+            goal=goal,
+            scenario=scenario,
+            loops=loops,
+            score_every=float(raw.get("score_every", 3600.0)),
             workers=int(raw.get("workers", 2)),
             workdir=workdir,
             catalog=normalise_catalog(catalog),
             data=_normalise_data(data),
+        )
+
+
+def _check_scenario(scenario: str, objective: str, params: Mapping[str, Any], raw: Mapping[str, Any]) -> None:
+    from .scenarios import get_scenario
+
+    try:
+        cls = get_scenario(scenario)
+    except GraceError as exc:
+        raise SweepError(str(exc)) from None
+    if objective not in cls.score_names:
+        raise SweepError(
+            f"objective {objective!r} is not a score of scenario {scenario!r}: {', '.join(cls.score_names)}"
+        )
+    if raw.get("simulate"):
+        raise SweepError("a scenario sweep takes no simulate arguments (the scenario makes its own traffic)")
+    plain = [key for key in params if "." not in key]
+    if plain:
+        raise SweepError(
+            f"a scenario sweep varies loop parameters written as loop.param, not {', '.join(map(repr, plain))}"
         )
 
 
@@ -137,11 +196,19 @@ class Run:
     hours: float
     simulate: tuple[tuple[str, Any], ...]
     objective: str
-    workdir: str
+    workdir: str  # where the run's workspace file lands; "" (scenario runs only): an in-memory workspace
+    scenario: str = ""  # set: the run is this scenario (``simulate`` is then empty)
+    loops: str | tuple[str, ...] = "on"
+    score_every: float = 3600.0
+    arm: str = ""  # the experiment arm the run belongs to (a label: the id is what it runs)
 
     @property
     def id(self) -> str:
-        key = json.dumps([dict(self.params), self.seed, self.hours, dict(self.simulate)], sort_keys=True)
+        what: list[Any] = [dict(self.params), self.seed, self.hours, dict(self.simulate)]
+        if self.scenario:
+            loops = self.loops if isinstance(self.loops, str) else sorted(self.loops)
+            what += [self.scenario, loops, self.score_every]
+        key = json.dumps(what, sort_keys=True)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -180,6 +247,9 @@ def plan(config: SweepConfig) -> list[Run]:
                 fixed,
                 config.objective,
                 str(config.workdir),
+                scenario=config.scenario,
+                loops=config.loops,
+                score_every=config.score_every,
             )
             if run.id not in seen:
                 seen.add(run.id)
@@ -187,17 +257,33 @@ def plan(config: SweepConfig) -> list[Run]:
     return runs
 
 
-def run_one(run: Run) -> dict[str, Any]:
-    """Run one experiment in its own new workspace file and return its result row (runs in a worker)."""
-    from .clock import ManualClock
+def _workspace_path(run: Run) -> str:
     from .files import remove_workspace_files
-    from .workload import simulate
-    from .workspace import open_workspace
 
+    if not run.workdir:
+        return ":memory:"
     workdir = Path(run.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"{run.id}.duckdb"
     remove_workspace_files(path)  # a run cut short starts again from nothing
+    return str(path)
+
+
+def _set_loop_params(ws: Workspace, run: Run, params: Mapping[str, Any]) -> None:
+    for key, value in sorted(params.items()):
+        loop, param = key.split(".", 1)
+        ws.loops.set_param(loop, param, value, actor="system", reason=f"sweep {run.sweep}")
+
+
+def run_one(run: Run) -> dict[str, Any]:
+    """Run one experiment in its own new workspace and return its result row (runs in a worker)."""
+    if run.scenario:
+        return _run_scenario(run)
+    from .clock import ManualClock
+    from .workload import simulate
+    from .workspace import open_workspace
+
+    path = _workspace_path(run)
     kwargs: dict[str, Any] = dict(run.simulate)
     loop_params = {}
     for key, value in run.params:
@@ -207,9 +293,7 @@ def run_one(run: Run) -> dict[str, Any]:
             kwargs[key] = value
     kwargs.setdefault("progress", False)
     with open_workspace(path, clock=ManualClock(), seed=run.seed) as ws:
-        for key, value in sorted(loop_params.items()):
-            loop, param = key.split(".", 1)
-            ws.loops.set_param(loop, param, value, actor="system", reason=f"sweep {run.sweep}")
+        _set_loop_params(ws, run, loop_params)
         summary = simulate(ws, hours=run.hours, seed=run.seed, **kwargs)
     if run.objective not in summary.counts:
         raise SweepError(
@@ -229,6 +313,43 @@ def run_one(run: Run) -> dict[str, Any]:
         "wall_seconds": summary.wall_seconds,
         "workspace": str(path),
         "host": os.uname().nodename,
+    }
+
+
+def _run_scenario(run: Run) -> dict[str, Any]:
+    from .scenarios import run_scenario
+    from .scenarios.base import _open
+
+    path = _workspace_path(run)
+    with _open(path, run.seed) as ws:
+        _set_loop_params(ws, run, dict(run.params))
+        loops = run.loops if isinstance(run.loops, str) else list(run.loops)
+        result = run_scenario(
+            ws, run.scenario, hours=run.hours, seed=run.seed, loops=loops, score_every=run.score_every
+        )
+    if run.objective and run.objective not in result.scores:
+        raise SweepError(f"objective {run.objective!r} is not a score of scenario {run.scenario!r}")
+    value = result.scores.get(run.objective) if run.objective else None
+    described = result.as_dict()
+    return {
+        "sweep": run.sweep,
+        "run_id": run.id,
+        "params": json.dumps(dict(run.params), sort_keys=True),
+        "seed": run.seed,
+        "hours": run.hours,
+        "objective": run.objective,
+        "value": float("nan") if value is None else float(value),
+        "counts": json.dumps(result.counts, sort_keys=True),
+        "head_seq": result.head_seq,
+        "head_hash": result.head_hash,
+        "wall_seconds": result.wall_seconds,
+        "workspace": path,
+        "host": os.uname().nodename,
+        "scenario": run.scenario,
+        "arm": run.arm,
+        "loops": json.dumps(result.loops),
+        "scores": json.dumps(described["scores"], sort_keys=True),
+        "timeline": json.dumps(described["timeline"]),
     }
 
 
@@ -292,21 +413,73 @@ def _backend(name: str) -> tuple[str, Submit]:
 
 
 # -- the driver --------------------------------------------------------------------------------------------------
-class _Results:
-    """The lake table the driver appends results to (created on first use)."""
+_SCENARIO_COLUMNS = ("scenario", "arm", "loops", "scores", "timeline")
 
-    def __init__(self, config: SweepConfig) -> None:
+
+def execute(
+    runs: list[Run],
+    *,
+    name: str,
+    catalog: str,
+    data: str,
+    backend: str = "auto",
+    workers: int = 2,
+    progress: bool = False,
+    limit: int | None = None,
+) -> tuple[str, int, int, pd.DataFrame]:
+    """Run the ``runs`` of sweep ``name`` not in its lake table yet (at most ``limit``) on ``backend``, appending
+    each result as it finishes; returns (backend, skipped, ran, every stored row of those runs)."""
+    backend_name, submit = _backend(backend)
+    results = _Results(catalog, data)
+    try:
+        done = results.done(name)
+        todo = [r for r in runs if r.id not in done]
+        skipped = len(runs) - len(todo)
+        if limit is not None:
+            todo = todo[:limit]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(runs), initial=skipped, desc=name, unit="run", file=sys.stderr)
+        ran = 0
+        try:
+            for row in submit(todo, workers):
+                results.add(row)
+                ran += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    finally:
+        results.close()
+    with open_lake(catalog) as lake:
+        frame = lake.sql(
+            f"SELECT * FROM {RESULTS_TABLE} WHERE sweep = ? AND list_contains(?, run_id) ORDER BY params, seed",
+            [name, [r.id for r in runs]],
+        )
+    return backend_name, skipped, ran, frame
+
+
+class _Results:
+    """The lake table the driver appends results to (created on first use; columns added since, added)."""
+
+    def __init__(self, catalog: str, data: str) -> None:
         self.con = duckdb.connect()
-        _extensions(self.con, config.catalog)
-        Path(config.workdir).mkdir(parents=True, exist_ok=True)
-        if config.catalog.startswith("sqlite:"):
-            Path(config.catalog[7:]).parent.mkdir(parents=True, exist_ok=True)
-        self.con.execute(_attach_sql(config.catalog, config.data, "sweep_lake"))
+        _extensions(self.con, catalog)
+        if catalog.startswith("sqlite:"):
+            Path(catalog[7:]).parent.mkdir(parents=True, exist_ok=True)
+        self.con.execute(_attach_sql(catalog, data, "sweep_lake"))
         self.con.execute(
             f"CREATE TABLE IF NOT EXISTS sweep_lake.{RESULTS_TABLE} (sweep VARCHAR, run_id VARCHAR, params VARCHAR, "
             "seed BIGINT, hours DOUBLE, objective VARCHAR, value DOUBLE, counts VARCHAR, head_seq BIGINT, "
             "head_hash VARCHAR, wall_seconds DOUBLE, workspace VARCHAR, host VARCHAR, finished_at TIMESTAMPTZ)"
         )
+        for column in _SCENARIO_COLUMNS:  # scenario runs (a lake made before them lacks these)
+            self.con.execute(
+                f"ALTER TABLE sweep_lake.{RESULTS_TABLE} ADD COLUMN IF NOT EXISTS {column} VARCHAR"
+            )
 
     def done(self, sweep: str) -> set[str]:
         rows = self.con.execute(
@@ -340,12 +513,14 @@ class SweepReport:
     ran: int
     seconds: float
     results: pd.DataFrame
+    goal: str = "max"
 
     def best(self) -> dict[str, Any]:
-        """The parameter set with the highest mean objective over its seeds."""
-        if self.results.empty:
+        """The parameter set with the best mean objective over its seeds (highest, or lowest for goal min)."""
+        means = self.results.groupby("params")["value"].mean().dropna()
+        if means.empty:
             return {}
-        means = self.results.groupby("params")["value"].mean().sort_values(ascending=False)
+        means = means.sort_values(ascending=self.goal == "min")
         return {"params": json.loads(str(means.index[0])), "mean": float(means.iloc[0])}
 
 
@@ -360,41 +535,19 @@ def run_sweep(
     """Run the runs of a sweep not in the lake yet (at most ``limit`` of them) and return all its results."""
     if not isinstance(config, SweepConfig):
         config = load_config(config)
-    name, submit = _backend(backend)
     started = time.perf_counter()
     runs = plan(config)
-    results = _Results(config)
-    try:
-        done = results.done(config.name)
-        todo = [r for r in runs if r.id not in done]
-        skipped = len(runs) - len(todo)
-        if limit is not None:
-            todo = todo[:limit]
-        bar = None
-        if progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(runs),
-                initial=len(done & {r.id for r in runs}),
-                desc=config.name,
-                unit="run",
-                file=sys.stderr,
-            )
-        ran = 0
-        try:
-            for row in submit(todo, workers or config.workers):
-                results.add(row)
-                ran += 1
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-    finally:
-        results.close()
-    with open_lake(config.catalog) as lake:
-        frame = lake.sql(
-            f"SELECT * FROM {RESULTS_TABLE} WHERE sweep = ? ORDER BY params, seed", [config.name]
-        )
-    return SweepReport(config.name, name, len(runs), skipped, ran, time.perf_counter() - started, frame)
+    Path(config.workdir).mkdir(parents=True, exist_ok=True)
+    name, skipped, ran, frame = execute(
+        runs,
+        name=config.name,
+        catalog=config.catalog,
+        data=config.data,
+        backend=backend,
+        workers=workers or config.workers,
+        progress=progress,
+        limit=limit,
+    )
+    return SweepReport(
+        config.name, name, len(runs), skipped, ran, time.perf_counter() - started, frame, goal=config.goal
+    )

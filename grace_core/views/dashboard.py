@@ -1,4 +1,5 @@
-"""Dashboard: loop status and controls, health per component, metrics over time, latest insights, recent events."""
+"""Dashboard: the running scenario (start one, its live score and learning curve), loop status and controls,
+health per component, metrics over time, latest insights, recent events."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from grace_core.errors import ViewError
 from grace_core.events import Event
 
 from .base import GraceView, frame_for_table, short, side_by_side
+from .scenarios import ScenarioView
 
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
@@ -146,6 +148,7 @@ class DashboardView(GraceView):
         self.mttr_figure = pn.pane.Bokeh(sizing_mode="stretch_width", height=220)
         # Shown or hidden as a whole: the Bokeh pane takes some of its params from each new figure.
         self.mttr_plot = pn.Column(self.mttr_figure, sizing_mode="stretch_width", visible=False)
+        self.scenario = ScenarioView(ws=self.ws, user=self.user, role=self.role)
         self.refresh()
 
     # -- data ----------------------------------------------------------------------------------------------
@@ -276,6 +279,7 @@ class DashboardView(GraceView):
                 needs="an admin",
             ),
             pn.FlexBox(*self.numbers.values()),
+            self.scenario,
             side_by_side(loops, health, min_width=420),
             pn.Row(pn.pane.Markdown("### Activity"), minutes),
             self.plot,
