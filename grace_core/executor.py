@@ -465,8 +465,8 @@ class Executor:
         adjusted = context.kinds.get(task.kind)
         now = ws.clock.time()
         if adjusted is not None and adjusted.paused_until is not None and adjusted.paused_until > now:
-            until = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
-            note = f"kind {task.kind!r} paused by {adjusted.by} until {until} UTC: {adjusted.reason}"
+            resumes = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+            note = f"kind {task.kind!r} paused by {adjusted.by} until {resumes} UTC: {adjusted.reason}"
             if task.note != note:
                 self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
