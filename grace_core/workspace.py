@@ -44,7 +44,7 @@ from .files import (
     remove_workspace_files,
     write_private,
 )
-from .governance import Governance
+from .governance import OPERATOR, Governance
 from .healing import Healing
 from .hunter import Hunter
 from .hunter.fanout import AlertFanOut
@@ -489,12 +489,15 @@ class Workspace:
         """Where this workspace's checkpoints are witnessed: ``<file>.witness`` beside it, and ``$GRACE_WITNESS``."""
         return [Witness(path) for path in witness_paths(self.path)]
 
-    def checkpoint(self, *, actor: str = "system") -> str:
+    def checkpoint(self, *, actor: str = OPERATOR) -> str:
         """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text), have every witness keep
-        a copy, and record it. A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
+        a copy, and record it. ``actor`` must be allowed ``ledger.checkpoint`` (``PermissionDenied``, the refusal
+        recorded, otherwise). A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
         extends what it saw, or a key it did not pin."""
         if self.read_only:
             raise ReadOnlyError("a read-only snapshot cannot sign checkpoints")
+        # an allowed checkpoint is recorded by its own ledger.checkpoint event: only a refusal needs a decision
+        self.governance.check(actor, "ledger.checkpoint", record="refusals", what="sign checkpoints")
         key = self._signing_key()
         cp = self.ledger.make_checkpoint(origin=self.origin)
         note = merkle.sign_checkpoint(cp, key)
