@@ -503,10 +503,10 @@ _SHARED: dict[str, Workspace] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_workspace(path: str | None = None) -> Workspace:
+def shared_workspace(path: str | None = None, *, near: str | None = None) -> Workspace:
     """The one workspace of this process (for ``panel serve apps/*.py``): opened on first use, then reused;
-    its loops start unless ``$GRACE_NO_LOOPS`` is set."""
-    path = settings.workspace_path(path)
+    its loops start unless ``$GRACE_NO_LOOPS`` is set. ``near``: see ``settings.workspace_path``."""
+    path = settings.workspace_path(path, near=near)
     with _SHARED_LOCK:
         if path not in _SHARED:
             ws = open_workspace(path)
@@ -516,11 +516,12 @@ def shared_workspace(path: str | None = None) -> Workspace:
         return _SHARED[path]
 
 
-def app_page(slug: str) -> pn.template.BaseTemplate:
-    """The page of one view for ``panel serve apps/<slug>.py`` (the process-wide workspace)."""
+def app_page(slug: str, *, near: str | None = None) -> pn.template.BaseTemplate:
+    """The page of one view for ``panel serve apps/<slug>.py`` (the process-wide workspace). ``near`` is the
+    app's own file: started outside the project, the app still opens the project's default workspace."""
     quiet_warnings()
     pn.extension("tabulator", "codeeditor")
-    return page(shared_workspace(), slug, auth_provider=False)
+    return page(shared_workspace(near=near), slug, auth_provider=False)
 
 
 # -- notebooks and Voila -----------------------------------------------------------------------------------------

@@ -248,7 +248,8 @@ def open_workspace(
 ) -> Workspace:
     """Open (creating if needed) a workspace file and wire its engines.
 
-    ``path`` defaults to ``$GRACE_WORKSPACE`` or ``grace.duckdb`` in the current directory; ``":memory:"``
+    ``path`` defaults to ``$GRACE_WORKSPACE``, else ``grace.duckdb`` in the project directory (a source checkout
+    holding the current directory) or the current directory (``settings.workspace_path``); ``":memory:"``
     makes a throwaway one. ``clock`` defaults to the wall clock; a ``ManualClock`` makes runs reproducible,
     and with ``seed`` every id repeats too. ``snapshot=True`` opens a consistent read-only copy, which works
     while another process owns the file. ``live`` (default: not a ManualClock) delivers events on a background

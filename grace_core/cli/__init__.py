@@ -1,9 +1,9 @@
 """The ``grace`` command: a thin shell over the library for the things a terminal is good at.
 
-Every command takes ``--workspace PATH`` (on the group or on the command; default ``$GRACE_WORKSPACE``
-or ``./grace.duckdb``) and ``--snapshot`` (open a consistent read-only copy, which works while another process
-owns the file). Errors are one line on stderr starting with ``grace: error:`` and exit with status 2; a check
-that finds a problem (a broken ledger, a replay that differs) exits with status 1.
+Every command takes ``--workspace PATH`` (on the group or on the command; default ``$GRACE_WORKSPACE``, else
+``grace.duckdb`` in the project or current directory) and ``--snapshot`` (open a consistent read-only copy, which
+works while another process owns the file). Errors are one line on stderr starting with ``grace: error:`` and
+exit with status 2; a check that finds a problem (a broken ledger, a replay that differs) exits with status 1.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def workspace_options(f: F) -> F:
         metavar="PATH",
         expose_value=False,
         callback=_remember_path,
-        help="Workspace file (default: $GRACE_WORKSPACE or ./grace.duckdb).",
+        help="Workspace file (default: $GRACE_WORKSPACE, else grace.duckdb in the project or current directory).",
     )(f)
     return f
 
