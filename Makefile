@@ -32,6 +32,7 @@ lab: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check grace_core tests benchmarks apps
 	$(BIN)/ruff format --check grace_core tests benchmarks apps
+	$(BIN)/mypy  # strict, over grace_core (see [tool.mypy] in pyproject.toml)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env

@@ -87,7 +87,7 @@ class Causal:
             raise LedgerError(f"no events with correlation id {correlation_id!r}")
         return df
 
-    def graph(self, event_id: str, *, direction: str = "both") -> nx.DiGraph:
+    def graph(self, event_id: str, *, direction: str = "both") -> nx.DiGraph[str]:
         """A directed graph (cause -> effect) around an event: its lineage, its impact, or both."""
         if direction not in {"lineage", "impact", "both"}:
             raise LedgerError("direction is 'lineage', 'impact' or 'both'")
@@ -97,12 +97,17 @@ class Causal:
         if direction in {"impact", "both"}:
             frames.append(self.impact(event_id))
         df = pd.concat(frames).drop_duplicates("id")
-        g: nx.DiGraph = nx.DiGraph()
-        for row in df.itertuples(index=False):
+        g: nx.DiGraph[str] = nx.DiGraph()
+        records = df.to_dict("records")
+        for row in records:
             g.add_node(
-                row.id, seq=int(row.seq), topic=row.topic, actor=row.actor, label=f"{row.seq} {row.topic}"
+                row["id"],
+                seq=int(row["seq"]),
+                topic=row["topic"],
+                actor=row["actor"],
+                label=f"{row['seq']} {row['topic']}",
             )
-        for row in df.itertuples(index=False):
-            if isinstance(row.parent_id, str) and row.parent_id in g:
-                g.add_edge(row.parent_id, row.id)
+        for row in records:
+            if isinstance(row["parent_id"], str) and row["parent_id"] in g:
+                g.add_edge(row["parent_id"], row["id"])
         return g

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from . import settings
 from .errors import ReadOnlyError
 from .events import Event
+from .governance import OPERATOR
 
 if TYPE_CHECKING:
     from .workspace import Workspace
@@ -120,7 +121,7 @@ def _seed_ledger_demo(ws: Workspace) -> None:
         ws.publish(
             "demo.memory.item_indexed",
             {"key": event.payload["key"], "terms": len(event.payload["text"].split())},
-            actor="system",
+            actor=OPERATOR,
             resource=f"memory:{event.payload['key']}",
         )
 
@@ -149,14 +150,14 @@ def _seed_ledger_demo(ws: Workspace) -> None:
     ws.metrics.record(
         "demo_messages_total", len(_MESSAGES), kind="counter", labels={"role": "user"}, actor="demo"
     )
-    ws.checkpoint(actor="demo")
+    ws.checkpoint(actor=OPERATOR)
     added = ws.ledger.head[0] - start + 1
-    ws.publish(DEMO_MARKER, {"events": added}, actor="system")
+    ws.publish(DEMO_MARKER, {"events": added}, actor=OPERATOR)
 
 
 def _seed_users_and_content(ws: Workspace) -> None:
     for name, role in DEMO_USERS:
-        ws.auth.register(name, demo_password(ws, name), role=role, by="system")
+        ws.auth.register(name, demo_password(ws, name), role=role, by=OPERATOR)
     ws.memory.write(
         "/notes/weekly-review.md",
         "# Weekly review\n\nThe weekly review is on Thursdays at 10:00.\n",
@@ -187,4 +188,4 @@ def _seed_users_and_content(ws: Workspace) -> None:
         reason="deployment notes",
     )
     ws.mesh.drain()
-    ws.checkpoint(actor="system")
+    ws.checkpoint(actor=OPERATOR)

@@ -57,6 +57,7 @@ from .learning import ActiveEffect, Learning, describe_effect, held_out
 from .loops import Loop, Scheduler
 from .mesh import Message
 from .tasks import COLUMNS, Task, _task
+from .times import TS, from_us, to_us
 
 if TYPE_CHECKING:
     from .governance import Governance
@@ -177,8 +178,8 @@ class ExecutorLoop(Loop):
                 "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
                 "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
                 "AND (e.payload->>'$.to') IN ('done', 'failed') "
-                "AND e.ts >= make_timestamptz(?::BIGINT) AND e.ts < make_timestamptz(?::BIGINT)",
-                [round(since * 1e6), round(until * 1e6)],
+                f"AND e.ts >= {TS} AND e.ts < {TS}",
+                [to_us(since), to_us(until)],
             )
             .fetchone()
         )
@@ -303,7 +304,7 @@ class Executor:
             {
                 "kind": kind,
                 "backoff_factor": factor,
-                "paused_until_us": None if paused_until is None else round(paused_until * 1e6),
+                "paused_until_us": None if paused_until is None else to_us(paused_until),
                 "reason": reason,
             },
             actor=actor,
@@ -324,7 +325,7 @@ class Executor:
             .fetchall()
         )
         return {
-            str(r[0]): _Adjustment(float(r[1]), None if r[2] is None else r[2] / 1e6, str(r[3]), str(r[4]))
+            str(r[0]): _Adjustment(float(r[1]), None if r[2] is None else from_us(r[2]), str(r[3]), str(r[4]))
             for r in rows
         }
 
@@ -338,7 +339,7 @@ class Executor:
     # -- running ---------------------------------------------------------------------------------------------
     def due(self, limit: int | None = None) -> list[Task]:
         """Pending tasks whose retry time has come, highest priority first, then oldest."""
-        now_us = round(self.ws.clock.time() * 1e6)
+        now_us = to_us(self.ws.clock.time())
         sql = (
             f"SELECT {COLUMNS} FROM tasks WHERE state = 'pending' AND "
             "(next_attempt_at IS NULL OR epoch_us(next_attempt_at) <= ?) ORDER BY priority DESC, created_at, id"
@@ -465,8 +466,8 @@ class Executor:
         adjusted = context.kinds.get(task.kind)
         now = ws.clock.time()
         if adjusted is not None and adjusted.paused_until is not None and adjusted.paused_until > now:
-            until = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
-            note = f"kind {task.kind!r} paused by {adjusted.by} until {until} UTC: {adjusted.reason}"
+            resumes = pd.Timestamp(adjusted.paused_until, unit="s", tz="UTC").strftime("%Y-%m-%d %H:%M:%S")
+            note = f"kind {task.kind!r} paused by {adjusted.by} until {resumes} UTC: {adjusted.reason}"
             if task.note != note:
                 self._tasks.note(task.id, note, actor=ACTOR)
             return "waiting"
@@ -598,11 +599,11 @@ class Executor:
         )
         params: list[Any] = []
         if since is not None:
-            sql += " AND ts >= make_timestamptz(?::BIGINT)"
-            params.append(round(since * 1e6))
+            sql += f" AND ts >= {TS}"
+            params.append(to_us(since))
         if until is not None:
-            sql += " AND ts < make_timestamptz(?::BIGINT)"
-            params.append(round(until * 1e6))
+            sql += f" AND ts < {TS}"
+            params.append(to_us(until))
         return self.ws.sql(sql + " ORDER BY seq", params)
 
 
@@ -853,7 +854,6 @@ def _apply_kinds(con: Any, events: list[Event]) -> None:
     for e in events:
         p = e.payload
         con.execute(
-            "INSERT OR REPLACE INTO executor_kinds VALUES (?, ?, make_timestamptz(?::BIGINT), ?, ?, ?, "
-            "make_timestamptz(?::BIGINT))",
+            f"INSERT OR REPLACE INTO executor_kinds VALUES (?, ?, {TS}, ?, ?, ?, {TS})",
             [p["kind"], p["backoff_factor"], p["paused_until_us"], p["reason"], e.actor, e.id, e.ts_us],
         )

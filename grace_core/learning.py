@@ -54,6 +54,7 @@ from .errors import EventError, GraceError, LessonError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .tasks import Task, Tasks
@@ -149,7 +150,7 @@ def held_out(seed: int | None, task: Task, share: float, lesson: str) -> bool:
     if share <= 0:
         return False
     what = canonical_json({"kind": task.kind, "title": task.title, "details": task.details})
-    created = round(task.created_at.timestamp() * 1e6)
+    created = to_us(task.created_at.timestamp())
     digest = hashlib.sha256(f"grace-holdout:{seed}:{lesson}:{created}:{what}".encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < share
 
@@ -580,7 +581,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             con.execute(
                 'INSERT INTO learned_rules (id, "key", text, votes, state, support, last_reflection, created_at, '
                 "updated_at, effect, task_kind, created_by, evaluated_seq) VALUES (?, ?, ?, ?, 'active', 1, ?, "
-                "make_timestamptz(?::BIGINT), make_timestamptz(?::BIGINT), ?, ?, ?, NULL)",
+                f"{TS}, {TS}, ?, ?, ?, NULL)",
                 [
                     rule_id,
                     p["key"],
@@ -615,7 +616,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
                 "task_kind = json_extract_string(?, '$.kind'), "
                 "last_reflection = CASE WHEN ? THEN ? ELSE last_reflection END, "
                 "evaluated_seq = CASE WHEN ? THEN ? ELSE evaluated_seq END, "
-                "updated_at = make_timestamptz(?::BIGINT) WHERE id = ?",
+                f"updated_at = {TS} WHERE id = ?",
                 [
                     votes,
                     text,
@@ -633,7 +634,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             )
         con.execute(
             "INSERT INTO learned_rule_history (rule_id, seq, event_id, op, delta, votes, text, insight, reflection, "
-            "ts, basis, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?, ?)",
+            f"ts, basis, evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, ?, ?)",
             [
                 rule_id,
                 e.seq,

@@ -20,6 +20,7 @@ from . import merkle
 from .errors import EventError, LedgerError, ReadOnlyError, SignatureError
 from .events import GENESIS_HASH, NULL, RECORD_SQL, Draft, Event
 from .projections import Projections
+from .times import TS
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -61,7 +62,7 @@ EVENTS_ARROW_SCHEMA = pa.schema(
 )
 _SMALL_BATCH = 32
 _POINT_LOOKUPS = 16  # up to this many rows are fetched by seq one by one (in one statement), more by one scan
-_ROW_SQL = "(?, ?, make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?)"
+_ROW_SQL = f"(?, ?, {TS}, ?, ?, ?, ?, ?, ?, ?, ?)"
 CommitListener = Callable[[list[Event]], None]
 _Hashes = Callable[[Iterable[int]], dict[int, bytes]]  # chain hashes at the given seqs
 log = logging.getLogger(__name__)

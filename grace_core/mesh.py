@@ -431,24 +431,24 @@ class Mesh:
             df = df[df["event_id"].isin(list(ids))]
         by_name = {s.name: s for s in self.subscriptions}
         done = 0
-        for row in df.itertuples(index=False):
-            sub = by_name.get(row.subscriber)
+        for row in df.to_dict("records"):
+            sub = by_name.get(row["subscriber"])
             if sub is None:
                 log.warning(
-                    "dead letter %s: subscriber %s is not subscribed now", row.event_id, row.subscriber
+                    "dead letter %s: subscriber %s is not subscribed now", row["event_id"], row["subscriber"]
                 )
                 continue
-            event = self.ledger.get(row.failed_event_id)
+            event = self.ledger.get(row["failed_event_id"])
             try:
                 with handling(event):
                     sub.handler(event)
             except Exception as exc:  # noqa: BLE001 - still failing: it stays a dead letter
-                log.warning("dead letter %s still fails: %s", row.event_id, exc)
+                log.warning("dead letter %s still fails: %s", row["event_id"], exc)
                 continue
             with handling(event):
                 self.publish(
                     "mesh.dead_letter_replayed",
-                    {"dead_letter": row.event_id, "subscriber": row.subscriber},
+                    {"dead_letter": row["event_id"], "subscriber": row["subscriber"]},
                     actor="mesh",
                 )
             done += 1

@@ -110,7 +110,7 @@ class Metrics:
         """Record several samples of one kind in a single ``metrics.sampled`` event."""
         if kind not in KINDS:
             raise MetricsError(f"kind is one of {', '.join(KINDS)}, not {kind!r}")
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, value, labels in samples:
             if not isinstance(name, str) or not _METRIC_NAME.match(name):
                 raise MetricsError(

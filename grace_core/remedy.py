@@ -473,7 +473,7 @@ class Remedy:
         frame = self._ws.sql("SELECT * FROM remedy_proposals WHERE id = ?", [proposal_id])
         if frame.empty:
             raise SandboxError(f"no remedy proposal {proposal_id!r}; see ws.remedy.proposals()")
-        return dict(frame.iloc[0].to_dict())
+        return {str(k): v for k, v in frame.iloc[0].to_dict().items()}
 
     def success_rate(self, since: float | None = None, until: float | None = None) -> float | None:
         """Share of applied proposals that worked (None when none was applied); bounds are workspace-clock

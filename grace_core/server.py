@@ -36,6 +36,8 @@ import panel as pn
 from bokeh.server.auth_provider import AuthProvider
 from bokeh.server.views.ws import WSHandler
 from panel.io.resources import CDN_DIST
+from panel.layout.base import ListLike
+from panel.template.base import BasicTemplate
 from panel.theme.fast import Fast
 from tornado.web import RedirectHandler, RequestHandler
 
@@ -112,7 +114,9 @@ class GraceAuth(AuthProvider):
         super().__init__()
 
     @property
-    def get_user(self) -> Callable[[Any], str | None]:
+    def get_user(  # type: ignore[override]  # bokeh takes a None user as "not logged in"; its stub says User
+        self,
+    ) -> Callable[[Any], str | None]:
         def user(handler: Any) -> str | None:
             claims = claims_for(self.ws, handler.get_cookie(COOKIE))
             return None if claims is None else claims.sub
@@ -322,11 +326,13 @@ def health(ws: Workspace) -> tuple[bool, dict[str, Any]]:
             "checked_at": now,
         }
     if "loops" not in components:
-        status = ws.loops.status()
-        dead = [r["loop"] for r in status.to_dict("records") if r["state"] == "running" and not r["alive"]]
+        loop_states = ws.loops.status()
+        dead = [
+            r["loop"] for r in loop_states.to_dict("records") if r["state"] == "running" and not r["alive"]
+        ]
         components["loops"] = {
             "status": "failing" if dead else "ok",
-            "detail": f"stopped unexpectedly: {', '.join(dead)}" if dead else f"{len(status)} loop(s)",
+            "detail": f"stopped unexpectedly: {', '.join(dead)}" if dead else f"{len(loop_states)} loop(s)",
             "checked_at": now,
         }
     ok = all(c.get("status") in ("ok", "degraded", "recovering") for c in components.values())
@@ -422,7 +428,7 @@ def _nav(current: str, claims: Claims | None, *, logout: bool) -> pn.pane.HTML:
 
 def page(
     ws: Workspace, slug: str, *, token: str | None = None, auth_provider: bool = True
-) -> pn.template.BaseTemplate:
+) -> pn.template.FastListTemplate:
     """One view in the shared template. ``token`` (default: the session's cookie) decides user and role."""
     spec = view_spec(slug)
     template = pn.template.FastListTemplate(
@@ -437,43 +443,53 @@ def page(
     if token is None and pn.state.curdoc is not None:
         token = pn.state.cookies.get(COOKIE)
     claims = claims_for(ws, token)
+    sidebar, main = _areas(template)
     if claims is None:
         # Served without the auth provider (``panel serve apps/x.py``): a login form kept in this session.
-        template.sidebar.append(_nav(slug, None, logout=False))
-        template.main.append(_login_form(ws, slug, template))
+        sidebar.append(_nav(slug, None, logout=False))
+        main.append(_login_form(ws, slug, template))
         return template
-    template.sidebar.append(_nav(slug, claims, logout=auth_provider))
+    sidebar.append(_nav(slug, claims, logout=auth_provider))
     view = spec.load()(ws=ws, user=claims.sub, role=claims.role)
-    template.main.append(pn.Column(pn.pane.Markdown(f"## {spec.title}"), view, sizing_mode="stretch_width"))
-    template.grace_view = (
-        view  # the layout holds only the view's rendering; tests and notebooks want the view
-    )
+    main.append(pn.Column(pn.pane.Markdown(f"## {spec.title}"), view, sizing_mode="stretch_width"))
+    # the layout holds only the view's rendering; tests and notebooks want the view
+    template.grace_view = view  # type: ignore[attr-defined]  # an attribute of ours on Panel's object
     return template
 
 
-def _login_form(ws: Workspace, slug: str, template: pn.template.BaseTemplate) -> pn.viewable.Viewable:
+def _areas(template: BasicTemplate) -> tuple[ListLike, ListLike]:
+    """A template's sidebar and main lists (Panel types them optional; a list template always has both)."""
+    if template.sidebar is None or template.main is None:
+        raise GraceError(f"{type(template).__name__} has no sidebar or main area")
+    return template.sidebar, template.main
+
+
+def _login_form(ws: Workspace, slug: str, template: BasicTemplate) -> pn.viewable.Viewable:
     name = pn.widgets.TextInput(label="User name", width=280)
     password = pn.widgets.PasswordInput(label="Password", width=280)
     button = pn.widgets.Button(label="Sign in", color="primary", width=280)
     error = pn.pane.Markdown("", styles={"color": "#b00020"})
     box = pn.Column(pn.pane.Markdown("## Sign in"), name, password, button, error)
+    form = pn.Column(box)  # signing in replaces the form by the view
 
     def sign_in(_event: Any) -> None:
-        request = pn.state.curdoc.session_context.request if pn.state.curdoc is not None else None
+        context = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+        request = getattr(context, "request", None)
         source = f"panel:{getattr(request, 'remote_ip', None) or 'local'}"
         try:
-            session = ws.auth.login(name.value, password.value, source=source)
+            session = ws.auth.login(name.value or "", password.value or "", source=source)
         except GraceError as exc:
             error.object = str(exc)
             return
         spec = view_spec(slug)
         view = spec.load()(ws=ws, user=session.name, role=session.role)
-        template.sidebar[:] = [_nav(slug, session.claims, logout=False)]
-        template.main[0][:] = [pn.pane.Markdown(f"## {spec.title}"), view]
-        template.grace_view = view
+        sidebar, _ = _areas(template)
+        sidebar[:] = [_nav(slug, session.claims, logout=False)]
+        form[:] = [pn.pane.Markdown(f"## {spec.title}"), view]
+        template.grace_view = view  # type: ignore[attr-defined]  # see page()
 
     button.on_click(sign_in)
-    return pn.Column(box)
+    return form
 
 
 def build_routes(ws: Workspace) -> dict[str, Callable[[], Any]]:
@@ -487,10 +503,10 @@ _SHARED: dict[str, Workspace] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_workspace(path: str | None = None) -> Workspace:
+def shared_workspace(path: str | None = None, *, near: str | None = None) -> Workspace:
     """The one workspace of this process (for ``panel serve apps/*.py``): opened on first use, then reused;
-    its loops start unless ``$GRACE_NO_LOOPS`` is set."""
-    path = settings.workspace_path(path)
+    its loops start unless ``$GRACE_NO_LOOPS`` is set. ``near``: see ``settings.workspace_path``."""
+    path = settings.workspace_path(path, near=near)
     with _SHARED_LOCK:
         if path not in _SHARED:
             ws = open_workspace(path)
@@ -500,11 +516,12 @@ def shared_workspace(path: str | None = None) -> Workspace:
         return _SHARED[path]
 
 
-def app_page(slug: str) -> pn.template.BaseTemplate:
-    """The page of one view for ``panel serve apps/<slug>.py`` (the process-wide workspace)."""
+def app_page(slug: str, *, near: str | None = None) -> pn.template.BaseTemplate:
+    """The page of one view for ``panel serve apps/<slug>.py`` (the process-wide workspace). ``near`` is the
+    app's own file: started outside the project, the app still opens the project's default workspace."""
     quiet_warnings()
     pn.extension("tabulator", "codeeditor")
-    return page(shared_workspace(), slug, auth_provider=False)
+    return page(shared_workspace(near=near), slug, auth_provider=False)
 
 
 # -- notebooks and Voila -----------------------------------------------------------------------------------------
@@ -559,7 +576,8 @@ def notebook_view(slug: str, *, path: str | None = None, user: str | None = None
         note, alert_type="warning" if role == "viewer" else "info", sizing_mode="stretch_width"
     )
     layout = pn.Column(alert, view, sizing_mode="stretch_width")
-    layout.grace_view = view  # the layout holds only the view's rendering; callers want the view
+    # the layout holds only the view's rendering; callers want the view
+    layout.grace_view = view  # type: ignore[attr-defined]  # an attribute of ours on Panel's object
     return layout
 
 

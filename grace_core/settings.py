@@ -11,7 +11,7 @@ A setting is found in the first of these places that has it:
 ==============  ====================  ===========================  ========================================
 setting         environment           workspace                    default and meaning
 ==============  ====================  ===========================  ========================================
-workspace       GRACE_WORKSPACE       --                           grace.duckdb in the current directory
+workspace       GRACE_WORKSPACE       --                           grace.duckdb in the project (see below)
 jwt_secret      GRACE_JWT_SECRET      secret jwt_secret            64 random bytes; signs access tokens
 llm.backend     GRACE_LLM_BACKEND     meta llm.backend             offline; ws.llm's default backend
 llm.base_url    GRACE_LLM_BASE_URL    meta llm.base_url            none; the OpenAI-compatible model server
@@ -26,6 +26,12 @@ ray_address     RAY_ADDRESS           --                           none: a local
 witness         GRACE_WITNESS         --                           none; a file or folder for checkpoint copies
 ==============  ====================  ===========================  ========================================
 
+The default workspace is ``grace.duckdb`` in the *project directory*: the nearest directory, from the current
+one upwards, whose ``pyproject.toml`` is this project's (a source checkout), so ``grace serve``, the ``grace``
+command, ``panel serve apps/...`` and ``voila apps/...`` (whose kernels start in ``apps/``) all open the same file
+from anywhere in the checkout; an app also finds the project from its own file, wherever it was started.
+Outside a checkout it is ``grace.duckdb`` in the current directory.
+
 Workspace settings are operational configuration, not events: set them with ``ws.settings.set(name, value)``
 (a secret one goes to the key file, never to the ledger or the DuckDB file).
 """
@@ -33,7 +39,9 @@ Workspace settings are operational configuration, not events: set them with ``ws
 from __future__ import annotations
 
 import os
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import ReadOnlyError, WorkspaceError
@@ -60,11 +68,13 @@ __all__ = [
     "Setting",
     "Settings",
     "from_env",
+    "project_dir",
     "resolve",
     "workspace_path",
 ]
 
 DEFAULT_WORKSPACE = "grace.duckdb"
+PROJECT_NAME = "grace-workbench"  # the [project] name in the pyproject.toml that marks a project directory
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -182,9 +192,36 @@ def resolve(setting: Setting | str, *, given: str | None = None, ws: Workspace |
     return value if value is not None else s.default
 
 
-def workspace_path(given: str | os.PathLike[str] | None = None) -> str:
-    """The workspace file to open: ``given``, else ``$GRACE_WORKSPACE``, else ``grace.duckdb``."""
-    return resolve(WORKSPACE, given=None if given is None else os.fspath(given)) or DEFAULT_WORKSPACE
+def project_dir(start: str | os.PathLike[str] | None = None) -> Path | None:
+    """The project directory holding ``start`` (a file or directory; default: the current directory): the
+    nearest directory from there upwards whose ``pyproject.toml`` names this project; None outside one."""
+    here = Path.cwd() if start is None else Path(start).resolve()
+    for directory in (here, *here.parents):
+        marker = directory / "pyproject.toml"
+        if not marker.is_file():
+            continue
+        try:
+            name = tomllib.loads(marker.read_text(encoding="utf-8")).get("project", {}).get("name")
+        except (OSError, UnicodeError, tomllib.TOMLDecodeError):
+            continue  # not readable as a pyproject: not ours
+        if name == PROJECT_NAME:
+            return directory
+    return None
+
+
+def workspace_path(
+    given: str | os.PathLike[str] | None = None, *, near: str | os.PathLike[str] | None = None
+) -> str:
+    """The workspace file to open: ``given``, else ``$GRACE_WORKSPACE``, else ``grace.duckdb`` in the project
+    directory of the current directory or, failing that, of ``near`` (an app's own file), else ``grace.duckdb``
+    in the current directory."""
+    if given is not None:
+        return os.fspath(given)
+    found = from_env(WORKSPACE)
+    if found is not None:
+        return found
+    project = project_dir() or (None if near is None else project_dir(near))
+    return DEFAULT_WORKSPACE if project is None else str(project / DEFAULT_WORKSPACE)
 
 
 class Settings:

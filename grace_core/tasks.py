@@ -9,6 +9,7 @@ kind paused) is its ``note`` (a ``task.noted`` event); a pending task the execut
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -285,7 +286,7 @@ class Tasks:
 
     def runs(
         self, *, kinds: Sequence[str] | None = None, since: float | None = None, unaffected: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:  # builtins: the method `list` shadows the type here
         """Ended runs as JSON-able records, the input of ``grace_core.diagnosis.diagnose``, oldest first.
 
         Each: ``id`` (the event that ended it), ``task``, ``kind``, ``attempt``, ``ok``, ``error``, ``hour`` (of the

@@ -44,7 +44,7 @@ from .files import (
     remove_workspace_files,
     write_private,
 )
-from .governance import Governance
+from .governance import OPERATOR, Governance
 from .healing import Healing
 from .hunter import Hunter
 from .hunter.fanout import AlertFanOut
@@ -248,7 +248,8 @@ def open_workspace(
 ) -> Workspace:
     """Open (creating if needed) a workspace file and wire its engines.
 
-    ``path`` defaults to ``$GRACE_WORKSPACE`` or ``grace.duckdb`` in the current directory; ``":memory:"``
+    ``path`` defaults to ``$GRACE_WORKSPACE``, else ``grace.duckdb`` in the project directory (a source checkout
+    holding the current directory) or the current directory (``settings.workspace_path``); ``":memory:"``
     makes a throwaway one. ``clock`` defaults to the wall clock; a ``ManualClock`` makes runs reproducible,
     and with ``seed`` every id repeats too. ``snapshot=True`` opens a consistent read-only copy, which works
     while another process owns the file. ``live`` (default: not a ManualClock) delivers events on a background
@@ -489,12 +490,15 @@ class Workspace:
         """Where this workspace's checkpoints are witnessed: ``<file>.witness`` beside it, and ``$GRACE_WITNESS``."""
         return [Witness(path) for path in witness_paths(self.path)]
 
-    def checkpoint(self, *, actor: str = "system") -> str:
+    def checkpoint(self, *, actor: str = OPERATOR) -> str:
         """Sign a checkpoint of the ledger as it stands (Ed25519, C2SP signed-note text), have every witness keep
-        a copy, and record it. A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
+        a copy, and record it. ``actor`` must be allowed ``ledger.checkpoint`` (``PermissionDenied``, the refusal
+        recorded, otherwise). A witness refuses (``WitnessError``, nothing recorded) a ledger that no longer
         extends what it saw, or a key it did not pin."""
         if self.read_only:
             raise ReadOnlyError("a read-only snapshot cannot sign checkpoints")
+        # an allowed checkpoint is recorded by its own ledger.checkpoint event: only a refusal needs a decision
+        self.governance.check(actor, "ledger.checkpoint", record="refusals", what="sign checkpoints")
         key = self._signing_key()
         cp = self.ledger.make_checkpoint(origin=self.origin)
         note = merkle.sign_checkpoint(cp, key)

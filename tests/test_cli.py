@@ -542,3 +542,20 @@ def test_init_demo_then_serve_starts_and_prints_each_demo_users_password(tmp_pat
     with open_workspace(path) as ws:
         for name, password in logins.items():
             assert ws.auth.login(name, password).name == name
+
+
+def test_ledger_checkpoint_signs_as_by_and_refuses_a_viewer(ws_file: Path) -> None:
+    def checkpoints() -> int:
+        with duckdb.connect(str(ws_file), read_only=True) as con:
+            return int(con.execute("SELECT count(*) FROM checkpoints").fetchone()[0])
+
+    before = checkpoints()
+    assert_error(grace("-w", ws_file, "ledger", "checkpoint", "--by", "vic"), "vic", "sign checkpoints")
+    assert checkpoints() == before
+    assert topics(ws_file)[-1] == "governance.decision"  # the refusal is on the record
+    signed = grace("-w", ws_file, "ledger", "checkpoint", "--by", "ada")
+    assert signed.returncode == 0, signed.stderr
+    assert checkpoints() == before + 1
+    with duckdb.connect(str(ws_file), read_only=True) as con:
+        last = con.execute("SELECT topic, actor FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    assert last == ("ledger.checkpoint", "ada")

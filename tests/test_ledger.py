@@ -23,6 +23,7 @@ from grace_core import (
     Loop,
     ManualClock,
     Message,
+    PermissionDenied,
     ProofError,
     SignatureError,
     Workspace,
@@ -757,3 +758,25 @@ def test_replay_refuses_a_tampered_ledger(ws: Workspace, tmp_path: Path) -> None
     ws.con.execute("UPDATE events SET actor = 'tester' WHERE seq = ?", [seq])
     with replay(ws, tmp_path / "r.duckdb") as replayed:
         assert replayed.ledger.head == ws.ledger.head
+
+
+def test_checkpoint_is_governed_a_refusal_signs_nothing_and_is_recorded(ws: Workspace) -> None:
+    ws.auth.register("ada", "a long enough admin password", role="admin", by="system")
+    ws.auth.register("vic", "a long enough viewer password", role="viewer", by="system")
+    _publish_some(ws, 3)
+    head = ws.ledger.head
+    for who in ("vic", "nobody-we-know"):
+        with pytest.raises(PermissionDenied, match="sign checkpoints"):
+            ws.checkpoint(actor=who)
+        refusal = ws.ledger.at(ws.ledger.head[0])
+        assert (refusal.topic, refusal.actor) == ("governance.decision", who)
+        assert (refusal.payload["action"], refusal.payload["effect"]) == ("ledger.checkpoint", "deny")
+    assert ws.checkpoints().empty
+    assert ws.ledger.head[0] == head[0] + 2  # the two refusals, and no ledger.checkpoint event
+    for who in ("ada", "system"):
+        ws.checkpoint(actor=who)
+        assert (ws.ledger.at(ws.ledger.head[0]).topic, ws.ledger.at(ws.ledger.head[0]).actor) == (
+            "ledger.checkpoint",
+            who,
+        )
+    assert len(ws.checkpoints()) == 2

@@ -58,8 +58,9 @@ def test_a_secret_setting_goes_to_the_key_file_not_the_database(tmp_path: Path) 
 
 
 def test_the_workspace_path_from_the_option_the_environment_or_the_default(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # outside any project
     assert s.workspace_path() == "grace.duckdb"
     monkeypatch.setenv("GRACE_WORKSPACE", "team.duckdb")
     assert s.workspace_path() == "team.duckdb"
@@ -83,3 +84,32 @@ def test_every_setting_is_documented_in_the_module() -> None:
         assert setting.name in s.__doc__
         if setting.env:
             assert setting.env in s.__doc__
+
+
+def _project(root: Path, name: str = "grace-workbench") -> Path:
+    (root / "apps").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(f'[project]\nname = "{name}"\n', encoding="utf-8")
+    return root
+
+
+def test_the_default_workspace_is_the_projects_from_anywhere_inside_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "checkout")
+    for where in (project, project / "apps"):  # `grace serve` at the root; a Voila kernel starts in apps/
+        monkeypatch.chdir(where)
+        assert s.project_dir() == project
+        assert s.workspace_path() == str(project / "grace.duckdb")
+    monkeypatch.setenv("GRACE_WORKSPACE", "team.duckdb")  # the environment still wins
+    assert s.workspace_path() == "team.duckdb"
+
+
+def test_an_app_started_elsewhere_finds_its_project_and_other_projects_do_not_count(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    project = _project(tmp_path / "checkout")
+    elsewhere = _project(tmp_path / "another", name="another-tool")
+    monkeypatch.chdir(elsewhere / "apps")
+    assert s.project_dir() is None
+    assert s.workspace_path() == "grace.duckdb"
+    assert s.workspace_path(near=project / "apps" / "chat.py") == str(project / "grace.duckdb")

@@ -41,7 +41,7 @@ def bench_mldl(ctx: Context) -> Iterator[Figure]:
 
     def f1(flags: list[bool]) -> float:
         tp = sum(f and t for f, t in zip(flags, truth, strict=True))
-        return 2 * tp / (sum(flags) + int(truth.sum()))
+        return 2 * int(tp) / (sum(flags) + int(truth.sum()))
 
     # A new workspace has the shipped model as champion: the baseline is the rules alone.
     ws.mldl.undeploy(INJECTION_MODEL, actor="system")

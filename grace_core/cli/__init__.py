@@ -1,9 +1,9 @@
 """The ``grace`` command: a thin shell over the library for the things a terminal is good at.
 
-Every command takes ``--workspace PATH`` (on the group or on the command; default ``$GRACE_WORKSPACE``
-or ``./grace.duckdb``) and ``--snapshot`` (open a consistent read-only copy, which works while another process
-owns the file). Errors are one line on stderr starting with ``grace: error:`` and exit with status 2; a check
-that finds a problem (a broken ledger, a replay that differs) exits with status 1.
+Every command takes ``--workspace PATH`` (on the group or on the command; default ``$GRACE_WORKSPACE``, else
+``grace.duckdb`` in the project or current directory) and ``--snapshot`` (open a consistent read-only copy, which
+works while another process owns the file). Errors are one line on stderr starting with ``grace: error:`` and
+exit with status 2; a check that finds a problem (a broken ledger, a replay that differs) exits with status 1.
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ from grace_core import __version__, settings
 from grace_core.demo import demo_logins, seed_demo
 from grace_core.errors import BenchError, GraceError, LedgerError, WorkspaceError
 from grace_core.events import Event
+from grace_core.governance import OPERATOR
 from grace_core.workspace import MEMORY, Workspace, open_workspace
 
-__all__ = ["cli", "main"]
+__all__ = ["OPERATOR", "by_option", "cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_KEY = "grace.workspace"
@@ -65,9 +66,17 @@ def workspace_options(f: F) -> F:
         metavar="PATH",
         expose_value=False,
         callback=_remember_path,
-        help="Workspace file (default: $GRACE_WORKSPACE or ./grace.duckdb).",
+        help="Workspace file (default: $GRACE_WORKSPACE, else grace.duckdb in the project or current directory).",
     )(f)
     return f
+
+
+def by_option(
+    text: str = "Who does it (must be allowed to).", *, flag: str = "--by", dest: str = "by"
+) -> Callable[[F], F]:
+    """The option naming who a command acts as: the local operator (``OPERATOR``, the service actor
+    ``system``) unless given; governance decides whether that actor may."""
+    return click.option(flag, dest, default=OPERATOR, show_default=True, help=text)
 
 
 def _path(ctx: click.Context) -> str:
@@ -247,12 +256,13 @@ def verify(ctx: click.Context, progress: bool, as_json: bool) -> None:
 
 
 @ledger.command()
+@by_option("Who signs it (must be allowed ledger.checkpoint).")
 @workspace_options
 @click.pass_context
-def checkpoint(ctx: click.Context) -> None:
+def checkpoint(ctx: click.Context, by: str) -> None:
     """Sign a checkpoint of the ledger as it stands and print the signed note."""
     with _workspace(ctx, writes=True) as ws:
-        note = ws.checkpoint(actor="cli")
+        note = ws.checkpoint(actor=by)
     click.echo(note, nl=not note.endswith("\n"))
 
 
@@ -290,7 +300,7 @@ def prove(ctx: click.Context, seq: int, as_json: bool) -> None:
                     "run `grace ledger checkpoint` where the workspace is owned"
                 ) from None
             click.echo(f"no signed checkpoint covers seq {seq}; signing one now", err=True)
-            ws.checkpoint(actor="cli")
+            ws.checkpoint(actor=OPERATOR)
         proof = ws.prove(seq)
         cp = ws.check_proof(proof)
     if as_json:

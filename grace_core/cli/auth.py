@@ -13,9 +13,7 @@ import sys
 import click
 
 from grace_core.auth import ROLES, Claims
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
-
-OPERATOR = "system"
+from grace_core.cli import OPERATOR, _echo_json, _records, _show, _workspace, cli, workspace_options
 
 
 def _stdin_lines(n: int) -> list[str]:

@@ -18,10 +18,9 @@ import sys
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import OPERATOR, _echo_json, _records, _show, _workspace, cli, workspace_options
 from grace_core.errors import ResponderError
 
-OPERATOR = "system"
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 _READER = click.option(
     "--user",

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.errors import PolicyError
-from grace_core.governance import OPERATOR, ROLES, Decision, load_policies
+from grace_core.governance import ROLES, Decision, load_policies
 
 
 def _context(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -90,7 +90,7 @@ def policy_show(ctx: click.Context, policy_id: str, as_json: bool) -> None:
 @policy.command("add")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--replace", is_flag=True, help="Update policies whose id exists already instead of failing.")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who adds them (must be allowed to).")
+@by_option("Who adds them (must be allowed to).")
 @click.option("--reason", default="", help="Why (kept in the events).")
 @workspace_options
 @click.pass_context
@@ -111,7 +111,7 @@ def policy_add(ctx: click.Context, file: Path, replace: bool, by: str, reason: s
 
 @policy.command("remove")
 @click.argument("policy_id", metavar="ID")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who removes it (must be allowed to).")
+@by_option("Who removes it (must be allowed to).")
 @click.option("--reason", default="", help="Why (kept in the event).")
 @workspace_options
 @click.pass_context
@@ -123,7 +123,7 @@ def policy_remove(ctx: click.Context, policy_id: str, by: str, reason: str) -> N
 
 
 @policy.command("reset")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who resets (the local operator by default).")
+@by_option("Who resets (the local operator by default).")
 @click.option("--reason", default="", help="Why (kept in the event).")
 @workspace_options
 @click.pass_context

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.modes import MODES
-
-OPERATOR = "system"
 
 
 @cli.command()
@@ -71,7 +69,7 @@ def modes_ls(ctx: click.Context, as_json: bool) -> None:
 @modes.command()
 @click.argument("mode", type=click.Choice(list(MODES)))
 @click.option("--reason", required=True, help="Why (shown to everyone the mode refuses).")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who (an admin or a service actor).")
+@by_option("Who (an admin or a service actor).")
 @workspace_options
 @click.pass_context
 def enter(ctx: click.Context, mode: str, reason: str, by: str) -> None:
@@ -84,7 +82,7 @@ def enter(ctx: click.Context, mode: str, reason: str, by: str) -> None:
 @modes.command()
 @click.argument("mode", type=click.Choice(list(MODES)))
 @click.option("--reason", default="", help="Why.")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who (an admin or a service actor).")
+@by_option("Who (an admin or a service actor).")
 @workspace_options
 @click.pass_context
 def leave(ctx: click.Context, mode: str, reason: str, by: str) -> None:

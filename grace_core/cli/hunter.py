@@ -25,12 +25,12 @@ from grace_core.cli import (
     _records,
     _show,
     _workspace,
+    by_option,
     cli,
     workspace_options,
 )
 from grace_core.hunter import SEVERITIES, TARGETS, default_pack, default_scanner, severity_rank
 
-OPERATOR = "system"
 CODE_SUFFIXES = frozenset({".py", ".pyw", ".pyi", ".sh", ".bash", ".zsh", ".ksh"})
 
 
@@ -146,12 +146,7 @@ def _switch(ctx: click.Context, rule_id: str, enabled: bool, reason: str, by: st
 @hunter.command()
 @click.argument("rule_id", metavar="ID")
 @click.option("--reason", default="", help="Why (recorded in the event).")
-@click.option(
-    "--by",
-    default=OPERATOR,
-    show_default=True,
-    help="Who is making the change: an admin, or the local operator (system); governance decides.",
-)
+@by_option("Who is making the change: an admin, or the local operator (system); governance decides.")
 @workspace_options
 @click.pass_context
 def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
@@ -162,12 +157,7 @@ def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
 @hunter.command()
 @click.argument("rule_id", metavar="ID")
 @click.option("--reason", default="", help="Why (recorded in the event).")
-@click.option(
-    "--by",
-    default=OPERATOR,
-    show_default=True,
-    help="Who is making the change: an admin, or the local operator (system); governance decides.",
-)
+@by_option("Who is making the change: an admin, or the local operator (system); governance decides.")
 @workspace_options
 @click.pass_context
 def enable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:

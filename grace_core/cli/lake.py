@@ -13,7 +13,7 @@ from datetime import datetime
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.errors import LakeError
 from grace_core.lake import DEFAULT_RETENTION, LakeReader, open_lake
 
@@ -59,7 +59,7 @@ def lake() -> None:
 @click.option(
     "--retention", default=f"{int(DEFAULT_RETENTION // 86400)}d", show_default=True, help="Snapshots kept."
 )
-@click.option("--by", default="system", show_default=True, help="Who attaches it.")
+@by_option("Who attaches it.")
 @workspace_options
 @click.pass_context
 def attach(ctx: click.Context, catalog: str, data: str, retention: str, by: str) -> None:

@@ -18,13 +18,12 @@ import json
 
 import click
 
-from grace_core.cli import _echo_json, _path, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _path, _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.errors import WorkspaceLockedError
 from grace_core.loops import request_stop, run_foreground
 from grace_core.workspace import MEMORY
 
-OPERATOR = "system"
-_BY = click.option("--by", default=OPERATOR, show_default=True, help="Who does it (must be allowed to).")
+_BY = by_option()
 _JSON = click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 
 

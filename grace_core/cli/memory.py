@@ -11,10 +11,9 @@ from pathlib import Path
 
 import click
 
-from grace_core.cli import _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _records, _show, _workspace, by_option, cli, workspace_options
 
-OPERATOR = "system"
-_BY = click.option("--by", default=OPERATOR, show_default=True, help="Who does it (must be allowed to).")
+_BY = by_option()
 _REASON = click.option("--reason", default="", help="Why (kept in the artifact's history).")
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 

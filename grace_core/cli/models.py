@@ -11,11 +11,10 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.mldl import ANOMALY_MODEL, INJECTION_MODEL, make_dataset, make_metric_frame
 
-OPERATOR = "system"
-_BY = click.option("--by", default=OPERATOR, show_default=True, help="Who does it (must be allowed to).")
+_BY = by_option()
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 _DEFAULT_NAMES = {"injection": INJECTION_MODEL, "anomaly": ANOMALY_MODEL}
 

@@ -13,13 +13,19 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _escape_controls, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import (
+    _echo_json,
+    _escape_controls,
+    _records,
+    _show,
+    _workspace,
+    by_option,
+    cli,
+    workspace_options,
+)
 from grace_core.sandbox import LANGUAGES, limits_from
 
-OPERATOR = "system"
-_AS = click.option(
-    "--as", "actor", default=OPERATOR, show_default=True, help="Who runs it (must be allowed to)."
-)
+_AS = by_option("Who runs it (must be allowed to).", flag="--as", dest="actor")
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 
 

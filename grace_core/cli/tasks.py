@@ -9,10 +9,9 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, by_option, cli, workspace_options
 from grace_core.tasks import STATES
 
-OPERATOR = "system"
 _JSON = click.option("--json", "as_json", is_flag=True, help="JSON instead of a table.")
 _COLUMNS = ["id", "kind", "state", "priority", "attempts", "title", "note"]
 
@@ -94,7 +93,7 @@ def run(ctx: click.Context, task_id: str) -> None:
 @tasks.command()
 @click.argument("task_id")
 @click.option("--reason", default="", help="Why.")
-@click.option("--by", default=OPERATOR, show_default=True, help="Who cancels it (must be allowed to).")
+@by_option("Who cancels it (must be allowed to).")
 @workspace_options
 @click.pass_context
 def cancel(ctx: click.Context, task_id: str, reason: str, by: str) -> None:

@@ -23,6 +23,7 @@ import pandas as pd
 from grace_core.causal import handling
 from grace_core.errors import PermissionDenied, PolicyError
 from grace_core.events import Event, canonical_json
+from grace_core.times import TS
 
 from .policy import _json
 
@@ -250,8 +251,7 @@ def _apply_approvals(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "governance.approval_requested":
             con.execute(
-                "INSERT INTO approvals VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), "
-                "NULL, NULL, NULL)",
+                f"INSERT INTO approvals VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, {TS}, NULL, NULL, NULL)",
                 [
                     e.id,
                     e.actor,
@@ -267,7 +267,7 @@ def _apply_approvals(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "governance.approval_decided":
             con.execute(
-                "UPDATE approvals SET state = ?, decided_by = ?, decided_at = make_timestamptz(?::BIGINT), note = ? "
+                f"UPDATE approvals SET state = ?, decided_by = ?, decided_at = {TS}, note = ? "
                 "WHERE id = ? AND state = 'pending'",
                 [p["state"], e.actor, e.ts_us, p["note"], p["approval_id"]],
             )

@@ -39,6 +39,7 @@ import pandas as pd
 from grace_core.errors import EventError, PermissionDenied, PolicyError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
+from grace_core.times import TS
 
 from .approvals import Approval, ApprovalQueue
 from .index import Decision, PolicyIndex
@@ -579,7 +580,7 @@ def _same_request(
 
 def _policy_row(con: Any, policy: Mapping[str, Any], e: Event, source: str, version: int) -> None:
     con.execute(
-        "INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?)",
+        f"INSERT INTO policies VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, ?)",
         [
             policy["id"],
             policy["effect"],

@@ -35,6 +35,7 @@ import pandas as pd
 from grace_core.errors import RuleError, ScanError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
+from grace_core.times import TS
 
 from .evaluate import EvalReport, evaluate_frame
 from .rules import (
@@ -504,7 +505,7 @@ def _rule_row(
     ]
 
 
-_INSERT_RULE = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?)"
+_INSERT_RULE = f"(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, ?)"
 
 
 def _apply_rules(con: Any, events: list[Event]) -> bool:
@@ -537,7 +538,7 @@ def _apply_rules(con: Any, events: list[Event]) -> bool:
                     con.execute(
                         "UPDATE hunter_rules SET description = ?, severity = ?, category = ?, targets = ?, "
                         "source = ?, version = ?, definition = ?, updated_by = ?, "
-                        "updated_at = make_timestamptz(?::BIGINT), event_id = ? WHERE id = ?",
+                        f"updated_at = {TS}, event_id = ? WHERE id = ?",
                         [*row[2:6], *row[7:13], rid],
                     )
                 else:
@@ -563,13 +564,13 @@ def _apply_rules(con: Any, events: list[Event]) -> bool:
             row = _rule_row(p["rule"], position=0, enabled=True, source="", version=0, e=e)
             con.execute(
                 "UPDATE hunter_rules SET description = ?, severity = ?, category = ?, targets = ?, "
-                "version = version + 1, definition = ?, updated_by = ?, updated_at = make_timestamptz(?::BIGINT), "
+                f"version = version + 1, definition = ?, updated_by = ?, updated_at = {TS}, "
                 "event_id = ? WHERE id = ?",
                 [*row[2:6], *row[9:13], p["id"]],
             )
         else:
             con.execute(
-                "UPDATE hunter_rules SET enabled = ?, updated_by = ?, updated_at = make_timestamptz(?::BIGINT), "
+                f"UPDATE hunter_rules SET enabled = ?, updated_by = ?, updated_at = {TS}, "
                 "event_id = ? WHERE id = ?",
                 [e.topic == "hunter.rule_enabled", e.actor, e.ts_us, e.id, p["id"]],
             )
@@ -582,8 +583,7 @@ def _apply_alerts(con: Any, events: list[Event]) -> None:
         p = e.payload
         if e.topic == "hunter.alert":
             con.execute(
-                "INSERT INTO hunter_alerts VALUES (?, make_timestamptz(?::BIGINT), ?, ?, ?, ?, ?, ?, ?, ?, "
-                "NULL, NULL, NULL)",
+                f"INSERT INTO hunter_alerts VALUES (?, {TS}, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
                 [
                     e.id,
                     e.ts_us,
@@ -599,7 +599,6 @@ def _apply_alerts(con: Any, events: list[Event]) -> None:
             )
         elif e.topic == "hunter.notification":
             con.execute(
-                "UPDATE hunter_alerts SET notified_at = make_timestamptz(?::BIGINT), task_id = ?, memory_path = ? "
-                "WHERE id = ?",
+                f"UPDATE hunter_alerts SET notified_at = {TS}, task_id = ?, memory_path = ? WHERE id = ?",
                 [e.ts_us, p.get("task"), p.get("memory_path"), p["alert"]],
             )

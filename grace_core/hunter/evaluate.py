@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,7 @@ class EvalReport:
 
     def confusion(self, rule: str | None = None) -> pd.DataFrame:
         """The 2x2 confusion table of one rule (or of the pack): actual rows, predicted columns."""
-        counts = self.pack if rule is None else self.rules.loc[rule]
+        counts: Mapping[Any, Any] = self.pack if rule is None else self.rules.loc[rule].to_dict()
         return pd.DataFrame(
             [[int(counts["tp"]), int(counts["fn"])], [int(counts["fp"]), int(counts["tn"])]],
             index=pd.Index(["actual positive", "actual negative"]),

@@ -25,8 +25,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from grace_core.bm25 import tokenize
 from grace_core.errors import LanguageModelError, ModelCallError
-from grace_core.responders import tokenize
 
 from .base import Request, Result
 

@@ -33,6 +33,7 @@ from grace_core.errors import ArtifactError
 from grace_core.events import Event
 from grace_core.hunter.scanner import redact
 from grace_core.mesh import Message
+from grace_core.times import TS
 
 from .artifact import Artifact
 from .index import SearchIndex
@@ -522,18 +523,17 @@ def _apply(con: Any, events: list[Event]) -> None:
             tags = json.dumps(p["tags"])
             if e.topic == "memory.item.created":
                 con.execute(
-                    "INSERT INTO memory_items VALUES (?, ?, ?, ?, ?, ?, false, make_timestamptz(?::BIGINT), "
-                    "make_timestamptz(?::BIGINT))",
+                    f"INSERT INTO memory_items VALUES (?, ?, ?, ?, ?, ?, false, {TS}, {TS})",
                     [p["path"], e.id, p["content_type"], tags, e.actor, p["version"], e.ts_us, e.ts_us],
                 )
             else:
                 con.execute(
                     "UPDATE memory_items SET content_type = ?, tags = ?, version = ?, "
-                    "updated_at = make_timestamptz(?::BIGINT) WHERE path = ?",
+                    f"updated_at = {TS} WHERE path = ?",
                     [p["content_type"], tags, p["version"], e.ts_us, p["path"]],
                 )
             con.execute(
-                "INSERT INTO memory_versions VALUES (?, ?, ?, ?, ?, ?, ?, make_timestamptz(?::BIGINT), ?)",
+                f"INSERT INTO memory_versions VALUES (?, ?, ?, ?, ?, ?, ?, {TS}, ?)",
                 [
                     p["path"],
                     p["version"],

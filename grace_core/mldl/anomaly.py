@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -106,8 +106,9 @@ def robust_z(frame: pd.DataFrame, *, window: int) -> pd.DataFrame:
         past = x.rolling(window, min_periods=min_periods)
         med = past.median().shift(1)
         iqr = (past.quantile(0.75) - past.quantile(0.25)).shift(1) / 1.349
-        scale = np.maximum(iqr, 0.5 * past.std().shift(1).fillna(0.0))
-        scale = np.maximum(scale, 0.01 * med.abs() + 1e-9)
+        # np.maximum of two frames is a frame (pandas' __array_ufunc__); the stubs say ndarray
+        scale = cast(pd.DataFrame, np.maximum(iqr, 0.5 * past.std().shift(1).fillna(0.0)))
+        scale = cast(pd.DataFrame, np.maximum(scale, 0.01 * med.abs() + 1e-9))
         return ((x - med) / scale).clip(-_CLIP, _CLIP).fillna(0.0)
 
     return scores(data)

@@ -58,6 +58,7 @@ from grace_core.causal import handling
 from grace_core.errors import ArtifactError, MetricsError, ModelError, ReadOnlyError
 from grace_core.events import Event
 from grace_core.hunter.scanner import Finding
+from grace_core.times import TS
 
 from .anomaly import LABEL_COLUMNS, AnomalyDetector, AnomalyTrainer, make_metric_frame
 from .common import code_digest, dataset_digest, dataset_schema, jsonable_metrics, label_counts
@@ -205,10 +206,6 @@ def _check_name(name: str) -> str:
 
 def _sha256(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _ts(ts_us: int) -> datetime:
-    return datetime.fromtimestamp(ts_us / 1_000_000, tz=UTC)
 
 
 class MLDL:
@@ -1009,9 +1006,6 @@ def _when(value: datetime | float | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), tz=UTC)
 
 
-_TS = "make_timestamptz(?::BIGINT)"
-
-
 def _apply(con: Any, events: list[Event]) -> bool:
     """Projection of the mldl.* events. Returns whether an alias changed."""
     aliases_changed = False
@@ -1022,7 +1016,7 @@ def _apply(con: Any, events: list[Event]) -> bool:
             _apply_installed(con, e)
         elif e.topic == "mldl.dataset_registered":
             con.execute(
-                f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {_TS}, ?) ON CONFLICT DO NOTHING",
+                f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {TS}, ?) ON CONFLICT DO NOTHING",
                 [p["digest"], p["name"], p["rows"], json.dumps(p["schema"]),
                  None if p.get("labels") is None else json.dumps(p["labels"]), p.get("source", ""),
                  e.actor, e.ts_us, e.id],
@@ -1031,34 +1025,34 @@ def _apply(con: Any, events: list[Event]) -> bool:
             code = p["code_version"]
             con.execute(
                 f"INSERT INTO mldl_runs VALUES (?, ?, ?, 'running', ?, ?, ?, ?, ?, NULL, NULL, NULL, NULL, ?, "
-                f"{_TS}, NULL, NULL, ?, NULL)",
+                f"{TS}, NULL, NULL, ?, NULL)",
                 [p["run_id"], p["name"], p["kind"], json.dumps(p["params"], sort_keys=True), p["seed"],
                  code["grace"], code["digest"], json.dumps(p["datasets"], sort_keys=True), e.actor, e.ts_us, e.id],
             )  # fmt: skip
         elif e.topic == "mldl.metric_logged":
             for key, value in sorted(p["metrics"].items()):
                 con.execute(
-                    f"INSERT INTO mldl_metrics VALUES (?, ?, ?, ?, {_TS}, ?)",
+                    f"INSERT INTO mldl_metrics VALUES (?, ?, ?, ?, {TS}, ?)",
                     [p["run_id"], p["step"], key, value, e.ts_us, e.id],
                 )
         elif e.topic == "mldl.training_completed":
             art = p["artifact"]
             con.execute(
                 f"UPDATE mldl_runs SET status = 'finished', metrics = ?, artifact_path = ?, artifact_sha256 = ?, "
-                f"ended_at = {_TS}, duration_s = ?, end_event_id = ? WHERE run_id = ?",
+                f"ended_at = {TS}, duration_s = ?, end_event_id = ? WHERE run_id = ?",
                 [json.dumps(p["metrics"], sort_keys=True), art["path"], art["sha256"], e.ts_us,
                  p.get("duration_s"), e.id, p["run_id"]],
             )  # fmt: skip
         elif e.topic == "mldl.training_failed":
             con.execute(
-                f"UPDATE mldl_runs SET status = 'failed', error = ?, ended_at = {_TS}, duration_s = ?, "
+                f"UPDATE mldl_runs SET status = 'failed', error = ?, ended_at = {TS}, duration_s = ?, "
                 "end_event_id = ? WHERE run_id = ?",
                 [p["error"], e.ts_us, p.get("duration_s"), e.id, p["run_id"]],
             )
         elif e.topic == "mldl.model_registered":
             art = p["artifact"]
             con.execute(
-                f"INSERT INTO mldl_model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS}, ?)",
+                f"INSERT INTO mldl_model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, ?)",
                 [p["name"], p["version"], p["kind"], p["run_id"], art["path"], art["sha256"], art["bytes"],
                  json.dumps(p["metrics"], sort_keys=True), json.dumps(p["datasets"], sort_keys=True),
                  p.get("description", ""), e.actor, e.ts_us, e.id],
@@ -1066,7 +1060,7 @@ def _apply(con: Any, events: list[Event]) -> bool:
         elif e.topic == "mldl.deployed":
             aliases_changed = True
             con.execute(
-                f"INSERT INTO mldl_aliases VALUES (?, ?, ?, ?, {_TS}, ?) ON CONFLICT (name, alias) DO UPDATE SET "
+                f"INSERT INTO mldl_aliases VALUES (?, ?, ?, ?, {TS}, ?) ON CONFLICT (name, alias) DO UPDATE SET "
                 "version = excluded.version, deployed_by = excluded.deployed_by, "
                 "deployed_at = excluded.deployed_at, event_id = excluded.event_id",
                 [p["name"], p["alias"], p["version"], e.actor, e.ts_us, e.id],
@@ -1076,7 +1070,7 @@ def _apply(con: Any, events: list[Event]) -> bool:
             con.execute("DELETE FROM mldl_aliases WHERE name = ? AND alias = ?", [p["name"], p["alias"]])
         elif e.topic == "mldl.model_evaluated":
             con.execute(
-                f"INSERT INTO mldl_evaluations VALUES (?, ?, ?, ?, ?, ?, {_TS})",
+                f"INSERT INTO mldl_evaluations VALUES (?, ?, ?, ?, ?, ?, {TS})",
                 [e.id, p["name"], p["version"], p["dataset"], json.dumps(p["metrics"], sort_keys=True),
                  e.actor, e.ts_us],
             )  # fmt: skip
@@ -1090,13 +1084,13 @@ def _apply_installed(con: Any, e: Event) -> None:
     datasets = json.dumps({"train": ds["digest"]}, sort_keys=True)
     metrics = json.dumps(p["metrics"], sort_keys=True)
     con.execute(
-        f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {_TS}, ?) ON CONFLICT DO NOTHING",
+        f"INSERT INTO mldl_datasets VALUES (?, ?, ?, ?, ?, ?, ?, {TS}, ?) ON CONFLICT DO NOTHING",
         [ds["digest"], ds["name"], ds["rows"], json.dumps(ds["schema"]), json.dumps(ds["labels"]), ds["source"],
          e.actor, e.ts_us, e.id],
     )  # fmt: skip
     con.execute(
         "INSERT INTO mldl_runs VALUES (?, ?, ?, 'finished', ?, ?, ?, ?, ?, ?, ?, ?, NULL, ?, "
-        f"{_TS}, {_TS}, NULL, ?, ?)",
+        f"{TS}, {TS}, NULL, ?, ?)",
         [p["run_id"], p["name"], p["kind"], json.dumps(p["params"], sort_keys=True), p["seed"],
          p["code_version"]["grace"], p["code_version"]["digest"], datasets, metrics, art["path"], art["sha256"],
          e.actor, e.ts_us, e.ts_us, e.id, e.id],
@@ -1106,12 +1100,12 @@ def _apply_installed(con: Any, e: Event) -> None:
     ).fetchone()
     version = int(row[0])
     con.execute(
-        f"INSERT INTO mldl_model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {_TS}, ?)",
+        f"INSERT INTO mldl_model_versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {TS}, ?)",
         [p["name"], version, p["kind"], p["run_id"], art["path"], art["sha256"], art["bytes"], metrics, datasets,
          p.get("description", ""), e.actor, e.ts_us, e.id],
     )  # fmt: skip
     con.execute(
-        f"INSERT INTO mldl_aliases VALUES (?, ?, ?, ?, {_TS}, ?) ON CONFLICT (name, alias) DO UPDATE SET "
+        f"INSERT INTO mldl_aliases VALUES (?, ?, ?, ?, {TS}, ?) ON CONFLICT (name, alias) DO UPDATE SET "
         "version = excluded.version, deployed_by = excluded.deployed_by, "
         "deployed_at = excluded.deployed_at, event_id = excluded.event_id",
         [p["name"], p["alias"], version, e.actor, e.ts_us, e.id],

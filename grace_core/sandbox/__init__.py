@@ -292,7 +292,7 @@ class Sandbox:
         frame = self._ws.sql("SELECT * FROM sandbox_executions WHERE id = ?", [execution_id])
         if frame.empty:
             raise SandboxError(f"no sandbox execution {execution_id!r}")
-        row: dict[str, Any] = dict(frame.iloc[0].to_dict())
+        row = {str(k): v for k, v in frame.iloc[0].to_dict().items()}
         row["limits"] = Limits(**json.loads(row["limits"]))
         for key in ("isolation", "missing_layers"):
             if row.get(key) is not None:

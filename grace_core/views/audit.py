@@ -10,7 +10,8 @@ import networkx as nx
 import pandas as pd
 import panel as pn
 import param
-from bokeh.models import ColumnDataSource, HoverTool, LabelSet
+from bokeh.models import ColumnDataSource, HoverTool, Range1d
+from bokeh.models.annotations.labels import LabelSet  # bokeh.models re-exports it, its stubs do not
 from bokeh.plotting import figure
 
 from .base import GraceView, frame_for_table, short, side_by_side
@@ -21,7 +22,7 @@ __all__ = ["AuditView", "graph_figure", "layered_layout"]
 _EVENT_COLUMNS = ["seq", "ts", "topic", "actor", "resource", "summary", "id"]
 
 
-def layered_layout(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
+def layered_layout(g: nx.DiGraph[str]) -> dict[str, tuple[float, float]]:
     """Causes left of their effects: x is the length of the longest causal chain to the node, y spreads a layer."""
     level: dict[str, int] = {}
     for node in nx.topological_sort(g):
@@ -37,11 +38,11 @@ def layered_layout(g: nx.DiGraph) -> dict[str, tuple[float, float]]:
     return pos
 
 
-def graph_figure(g: nx.DiGraph, selected: str | None = None) -> Any:
+def graph_figure(g: nx.DiGraph[str], selected: str | None = None) -> Any:
     """A Bokeh figure of a causal graph: one dot per event (the selected one highlighted), arrows cause → effect."""
     pos = layered_layout(g)
     nodes = list(g.nodes)
-    data = {
+    data: dict[str, list[Any]] = {
         "x": [pos[n][0] for n in nodes],
         "y": [pos[n][1] for n in nodes],
         "label": [short(g.nodes[n].get("label", n), 34) for n in nodes],
@@ -53,14 +54,14 @@ def graph_figure(g: nx.DiGraph, selected: str | None = None) -> Any:
     width = max(1, len({p[0] for p in pos.values()}))
     fig = figure(
         height=360, sizing_mode="stretch_width", tools="pan,wheel_zoom,reset,save", toolbar_location="right",
-        x_range=(-0.5, width + 0.5), title=f"causal graph: {len(nodes)} events",
+        x_range=Range1d(start=-0.5, end=width + 0.5), title=f"causal graph: {len(nodes)} events",
     )  # fmt: skip
     xs = [[pos[a][0], pos[b][0]] for a, b in g.edges]
     ys = [[pos[a][1], pos[b][1]] for a, b in g.edges]
     fig.multi_line(xs, ys, line_color="#999999", line_width=1.5)
     fig.scatter([pos[b][0] - 0.08 for _, b in g.edges], [pos[b][1] for _, b in g.edges], marker="triangle",
                 angle=-1.5708, size=8, color="#999999")  # fmt: skip
-    source = ColumnDataSource(data)
+    source = ColumnDataSource(data)  # type: ignore[arg-type]  # lists are valid columns; the stub's dict is invariant
     dots = fig.scatter("x", "y", size=14, color="color", source=source)
     fig.add_layout(LabelSet(x="x", y="y", text="label", source=source, x_offset=8, y_offset=4,
                             text_font_size="8pt"))  # fmt: skip
@@ -212,7 +213,7 @@ class AuditView(GraceView):
             self.proof = None
             self.proof_pane.object = text_html(f"No inclusion proof for #{event.seq}: {exc}")
             return None
-        self.proof = proof.as_dict()
+        shown = self.proof = proof.as_dict()
         steps = "\n".join(f"{i + 1}. {h}" for i, h in enumerate(self.proof["path"]))
         self.proof_pane.object = (
             text_html(
@@ -223,7 +224,7 @@ class AuditView(GraceView):
             + code_html(steps)
             + code_html(proof.checkpoint)
         )
-        return self.proof
+        return shown
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:

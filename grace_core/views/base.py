@@ -16,7 +16,7 @@ import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 import panel as pn
@@ -28,6 +28,9 @@ from grace_core.mesh import Subscription
 
 from .render import UserHTML, note_html
 
+if TYPE_CHECKING:
+    from grace_core.workspace import Workspace
+
 __all__ = ["GraceView", "frame_for_table", "short", "side_by_side"]
 
 log = logging.getLogger(__name__)
@@ -35,8 +38,8 @@ _ids = itertools.count(1)
 
 
 def short(text: Any, width: int = 80) -> str:
-    text = "" if text is None else str(text).replace("\n", " ")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    line = "" if text is None else str(text).replace("\n", " ")
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def side_by_side(*panes: Any, min_width: int = 380, grow: Sequence[int] = ()) -> pn.FlexBox:
@@ -78,15 +81,15 @@ class GraceView(pn.viewable.Viewer):
     title: ClassVar[str] = "View"
     live_patterns: ClassVar[tuple[str, ...]] = ()  # topics that make the view refresh (see ``on_event``)
 
-    ws = param.Parameter(doc="The open Workspace.", allow_refs=False)
+    ws: param.Parameter[Workspace] = param.Parameter(doc="The open Workspace.", allow_refs=False)
     user = param.String(default="", doc="Who is looking (the login name).")
-    role = param.Selector(
+    role: param.Selector[str] = param.Selector(
         default="viewer", objects=list(ROLES), doc="The role governance judges the user by."
     )
     message = param.String(default="", doc="The last status or error line shown to the user.")
 
     def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
+        super().__init__(**params)  # type: ignore[no-untyped-call]  # param's Parameterized.__init__ is untyped
         self._subs: list[Subscription] = []
         self._doc = (
             pn.state.curdoc if pn.state.curdoc is not None and pn.state.curdoc.session_context else None

@@ -186,8 +186,8 @@ class ChatView(GraceView):
     def _options(self) -> dict[str, str]:
         frame = self.ws.chat.conversations(self.actor)
         options = {"(new)": ""}
-        for row in frame.itertuples():
-            options[f"{row.title[:50]} ({row.messages})"] = row.id
+        for row in frame.to_dict("records"):
+            options[f"{row['title'][:50]} ({row['messages']})"] = row["id"]
         return options
 
     @param.depends("conversation", watch=True)
@@ -199,18 +199,20 @@ class ChatView(GraceView):
 
     def _load(self) -> None:
         panes = []
-        for row in self.history().itertuples():
-            if row.kind == "received":
-                panes.append(UserHTML(message_html(row.author, markdown_html(row.text))))
+        for row in self.history().to_dict("records"):
+            if row["kind"] == "received":
+                panes.append(UserHTML(message_html(row["author"], markdown_html(row["text"]))))
                 continue
-            if row.kind == "refused":
-                body = f'<p class="grace-refusal">{text_html(refusal_sentence(self.ws, row.id))}</p>'
+            if row["kind"] == "refused":
+                body = f'<p class="grace-refusal">{text_html(refusal_sentence(self.ws, row["id"]))}</p>'
             else:
-                body = markdown_html(row.text)
-            cites = json.loads(row.citations) if isinstance(row.citations, str) and row.citations else []
+                body = markdown_html(row["text"])
+            cites = (
+                json.loads(row["citations"]) if isinstance(row["citations"], str) and row["citations"] else []
+            )
             if cites:
                 body += "<p><b>Sources:</b> " + " · ".join(citation_link(c) for c in cites) + "</p>"
-            kind = {"refused": "refused", "failed": "failed"}.get(row.kind, "reply")
+            kind = {"refused": "refused", "failed": "failed"}.get(row["kind"], "reply")
             panes.append(UserHTML(message_html(ASSISTANT, body, kind)))
         self.feed[:] = panes
 

@@ -57,7 +57,8 @@ _LOOP_ACTIONS = {
 def activity_frame(ws: Any, *, minutes: int = 60, bucket: int = 60) -> pd.DataFrame:
     """Events per ``bucket`` seconds over the last ``minutes`` for each of ``SERIES`` (one column each)."""
     since = ws.clock.now() - timedelta(minutes=minutes)
-    return ws.ledger.counts_per_bucket(SERIES, since=since, bucket_s=bucket)
+    counts: pd.DataFrame = ws.ledger.counts_per_bucket(SERIES, since=since, bucket_s=bucket)
+    return counts
 
 
 def health_frame(ws: Workspace) -> pd.DataFrame:
@@ -123,7 +124,7 @@ class DashboardView(GraceView):
                 self.may(_LOOP_ACTIONS[name]),
                 self.cannot("start, pause, stop or step the loops", needs="an admin"),
             )
-            button.on_click(lambda _e, name=name: self.control(name))
+            button.on_click(lambda _e, name=name: self.control(name))  # type: ignore[misc]  # name bound per loop
         self.health = pn.pane.Markdown("", sizing_mode="stretch_width")
         self.health_table = pn.widgets.Tabulator(
             pd.DataFrame(), disabled=True, show_index=False, sizing_mode="stretch_width", layout="fit_columns",
@@ -203,8 +204,8 @@ class DashboardView(GraceView):
         if len(frame):
             times = pd.to_datetime(frame["t"]).dt.tz_localize(None) if frame["t"].dt.tz else frame["t"]
             for i, name in enumerate(SERIES):
-                fig.line(times, frame[name], legend_label=name, color=colors[i], line_width=2)
-                fig.scatter(times, frame[name], color=colors[i], size=4)
+                fig.line(times, frame[name], legend_label=name, color=colors[i], line_width=2)  # type: ignore[arg-type]  # bokeh takes Series; its stubs say sequences
+                fig.scatter(times, frame[name], color=colors[i], size=4)  # type: ignore[arg-type]  # bokeh takes Series; its stubs say sequences
             fig.legend.location = "top_left"
             fig.legend.click_policy = "hide"
         fig.add_tools(
@@ -229,8 +230,8 @@ class DashboardView(GraceView):
             height=220, sizing_mode="stretch_width", x_axis_type="datetime", title="time to repair (s)",
             tools="pan,wheel_zoom,reset,save",
         )  # fmt: skip
-        fig.scatter(times, frame["mttr_s"], size=7, color=Category10[10][3], legend_label="incident")
-        fig.line(times, frame["mean_s"], color=Category10[10][0], line_width=2, legend_label="running mean")
+        fig.scatter(times, frame["mttr_s"], size=7, color=Category10[10][3], legend_label="incident")  # type: ignore[arg-type]  # bokeh takes Series; its stubs say sequences
+        fig.line(times, frame["mean_s"], color=Category10[10][0], line_width=2, legend_label="running mean")  # type: ignore[arg-type]  # bokeh takes Series; its stubs say sequences
         fig.legend.location = "top_left"
         self.mttr_figure.object = fig
         self.mttr_plot.visible = True

@@ -11,6 +11,7 @@ memory at a path; Hunter scans it, and a secret is stored masked (the view says 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -146,10 +147,10 @@ class IDEView(GraceView):
             self.message = f"error: run: {exc}"
             return None
         self._approval = None
-        self.show(execution)
+        self.show_run(execution)
         return execution
 
-    def show(self, execution: Any) -> None:
+    def show_run(self, execution: Any) -> None:  # not `show`: that is Panel's "serve this view"
         """Show a run in the console and its remedies (the subscriber may have proposed some already)."""
         self.execution_id = execution.id
         self.status = "completed" if execution.ok else "failed"
@@ -200,7 +201,7 @@ class IDEView(GraceView):
                     disabled=done or not self._may_run(),
                     description=self._why_not(),
                 )
-                button.on_click(lambda _e, pid=row["id"]: self.apply(pid))
+                button.on_click(functools.partial(self._apply_clicked, str(row["id"])))
                 items.append(button)
             cards.append(pn.Card(*items, title=f"Remedy: {row['kind']}", sizing_mode="stretch_width"))
         self.remedy_count = fixes
@@ -210,6 +211,9 @@ class IDEView(GraceView):
             else [pn.pane.Markdown("*Diagnosing the failure…*")]
         )
 
+    def _apply_clicked(self, proposal_id: str, _event: object) -> None:
+        self.apply(proposal_id)
+
     def apply(self, proposal_id: str) -> Any:
         """Apply a proposal: the patched code re-runs in the sandbox; the editor and console show the outcome."""
 
@@ -217,7 +221,7 @@ class IDEView(GraceView):
             application = self.ws.remedy.apply(proposal_id, actor=self.actor)
             patched = self.ws.remedy.proposal(proposal_id)["patched_code"]
             self.code = patched
-            self.show(application.execution)
+            self.show_run(application.execution)
             self.message = (
                 "the remedy worked: the patched code ran cleanly"
                 if application.worked

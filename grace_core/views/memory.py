@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import pandas as pd
 import panel as pn
@@ -136,19 +136,19 @@ class MemoryView(GraceView):
             self.results.value = pd.DataFrame(columns=_RESULT_COLUMNS)
             self.results.visible = False
             self.results_note.object = ""
-            return self.results.value
+            return cast(pd.DataFrame, self.results.value)  # Tabulator.value is untyped
         try:
             frame = self.ws.memory.search(query, limit=20, actor=self.actor)
         except Exception as exc:  # noqa: BLE001 - refused or bad input: said on the page, the view goes on
             self.message = f"error: search: {exc}"
-            return self.results.value
+            return cast(pd.DataFrame, self.results.value)  # Tabulator.value is untyped
         frame = frame.reindex(columns=_RESULT_COLUMNS)
         frame["score"] = frame["score"].astype(float).round(3)
         self.results.value = frame.reset_index(drop=True)
         self.results.visible = not frame.empty
         found = f"{len(frame)} match(es)" if len(frame) else "No match"
         self.results_note.object = text_html(f"{found} for “{query}”, best first; choose one to open it.")
-        return self.results.value
+        return cast(pd.DataFrame, self.results.value)  # Tabulator.value is untyped
 
     # -- layout --------------------------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:
