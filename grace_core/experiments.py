@@ -33,7 +33,7 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -244,17 +244,19 @@ class ExperimentReport:
     def table(self, *, digits: int = 3) -> pd.DataFrame:
         """Arms by scores, each cell ``mean [low, high]``: the summary a README shows."""
         cells: dict[str, dict[str, str]] = {}
-        for row in self.means.itertuples():
-            cells.setdefault(str(row.arm), {})[str(row.score)] = _cell(row.mean, row.low, row.high, digits)
+        for row in self.means.to_dict("records"):
+            cells.setdefault(str(row["arm"]), {})[str(row["score"])] = _cell(
+                row["mean"], row["low"], row["high"], digits
+            )
         frame = pd.DataFrame.from_dict(cells, orient="index")
         return frame.reindex(index=[a.name for a in self.arms], columns=self.scores)
 
     def difference_table(self, *, digits: int = 3) -> pd.DataFrame:
         """Arms (not the baseline) by scores, each cell the paired difference to the baseline with its interval."""
         cells: dict[str, dict[str, str]] = {}
-        for row in self.differences.itertuples():
-            cells.setdefault(str(row.arm), {})[str(row.score)] = _cell(
-                row.difference, row.low, row.high, digits
+        for row in self.differences.to_dict("records"):
+            cells.setdefault(str(row["arm"]), {})[str(row["score"])] = _cell(
+                row["difference"], row["low"], row["high"], digits
             )
         frame = pd.DataFrame.from_dict(cells, orient="index")
         others = [a.name for a in self.arms if a.name != self.baseline]
@@ -263,7 +265,7 @@ class ExperimentReport:
     def as_dict(self) -> dict[str, Any]:
         def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
             return [
-                {k: (None if _missing(v) else v) for k, v in row.items()}
+                {str(k): (None if _missing(v) else v) for k, v in row.items()}
                 for row in frame.to_dict(orient="records")
             ]
 
@@ -548,7 +550,8 @@ def _differences(
 
 def _at(frame: pd.DataFrame, arm: str, seed: int, score: str) -> float:
     try:
-        return float(frame.loc[(arm, seed), score])
+        value: Any = frame.loc[(arm, seed), score]
+        return float(value)
     except KeyError:
         return float("nan")
 
@@ -564,7 +567,7 @@ def _curves(windows: pd.DataFrame, arms: list[Arm], score_names: list[str], **op
                 rows.append(
                     {
                         "arm": arm.name,
-                        "hours": float(hours),
+                        "hours": float(cast(float, hours)),
                         "score": score,
                         "n": len(_clean(values)),
                         "mean": mean,

@@ -118,9 +118,13 @@ def experiment(
         table = report.curves.assign(
             value=[
                 "-"
-                if row.n == 0
-                else (f"{row.mean:.3g}" if row.n < 2 else f"{row.mean:.3g} [{row.low:.3g}, {row.high:.3g}]")
-                for row in report.curves.itertuples()
+                if row["n"] == 0
+                else (
+                    f"{row['mean']:.3g}"
+                    if row["n"] < 2
+                    else f"{row['mean']:.3g} [{row['low']:.3g}, {row['high']:.3g}]"
+                )
+                for row in report.curves.to_dict("records")
             ]
         ).pivot_table(index=["arm", "hours"], columns="score", values="value", aggfunc="first")
         click.echo(table.reindex(columns=report.scores).to_string())

@@ -118,7 +118,7 @@ class ScenarioView(GraceView):
                 for _ in range(POINTS):
                     run.advance(window / 3600)
                     curve = run.timeline()
-                    latest: dict[str, Any] = curve.iloc[-1].to_dict() if len(curve) else {}
+                    latest = {str(k): v for k, v in curve.iloc[-1].to_dict().items()} if len(curve) else {}
                     self._on_doc(functools.partial(self._progress, curve, latest, run.elapsed))
                 result = run.finish()
             self._on_doc(lambda: self._finished(result.timeline, dict(result.scores), result.hours))
@@ -190,8 +190,9 @@ class ScenarioView(GraceView):
             if (
                 values.dropna().between(0, 1).all() and values.notna().any()
             ):  # rates; seconds would dwarf them
-                fig.line(curve["hours"], values, legend_label=score, color=colors[i % 10], line_width=2)
-                fig.scatter(curve["hours"], values, color=colors[i % 10], size=5)
+                # bokeh accepts pandas Series; its stubs list only sequences and column names
+                fig.line(curve["hours"], values, legend_label=score, color=colors[i % 10], line_width=2)  # type: ignore[arg-type]
+                fig.scatter(curve["hours"], values, color=colors[i % 10], size=5)  # type: ignore[arg-type]
         if fig.renderers:
             fig.legend.location = "bottom_right"
         self.plot.object = fig
