@@ -8,7 +8,11 @@
   instructions of the same language (English, Zulu, Albanian, Irish, Scottish Gaelic), some inside the
   datasets' base documents (an indirect injection); benign: the investment-advice false-positive questions and
   the base documents themselves;
-* ``jailbreak-corpus-mini-py`` (``corpus.json``): a small set of attacks.
+* ``jailbreak-corpus-mini-py`` (``corpus.json``): a small set of attacks;
+* ``agent-injection-bench`` (``aib/data/attacks.jsonl``): injections hidden in tool results, documents and web
+  pages, by family; benign: the user tasks they come with and the control documents;
+* ``hermes-jailbench`` (``hermes_jailbench.attacks``): jailbreak templates in eight categories (some in
+  Spanish, French, German, Japanese), rendered without a payload (the wrapper is the attack).
 
 ``grace_frame()`` holds the workbench's own benign chat phrasings (the templates of ``injection.make_dataset``,
 ordinary questions and hard negatives), filled with seeded values.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import random
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -34,7 +39,7 @@ from . import injection
 
 __all__ = ["CORPORA", "external_frame", "grace_frame"]
 
-CORPORA = ("bastioncorpus", "spikee", "jailbreak_corpus_mini")
+CORPORA = ("bastioncorpus", "spikee", "jailbreak_corpus_mini", "agent_injection_bench", "hermes_jailbench")
 _COLUMNS = ["text", "label", "source", "group", "lang"]
 _SPIKEE_SEEDS = (
     "seeds-cybersec-2026-01",
@@ -82,6 +87,35 @@ def _jailbreak_mini() -> Iterator[tuple[str, int, str, str, str]]:
         yield str(row["prompt"]), 1, "jailbreak_corpus_mini", f"mini:{row['category']}", "en"
 
 
+# Canary tokens are the benchmarks' success markers, one per row: a model must not learn them as words.
+_CANARY = re.compile(r"AIB-CANARY-\w+|\{canary\}")
+_HERMES_LANGS = {"spanish": "es", "french": "fr", "german": "de", "japanese": "ja"}
+
+
+def _strip_canary(text: str) -> str:
+    return re.sub(r"[ \t]{2,}", " ", _CANARY.sub("", text)).strip()
+
+
+def _agent_injection_bench() -> Iterator[tuple[str, int, str, str, str]]:
+    for row in _jsonl("aib", "data/attacks.jsonl"):
+        family = str(row["family"])
+        label = int(family != "control")
+        yield _strip_canary(str(row["injected"])), label, "agent_injection_bench", f"aib:{family}", "en"
+        yield str(row["task"]), 0, "agent_injection_bench", "aib:task", "en"
+
+
+def _hermes_jailbench() -> Iterator[tuple[str, int, str, str, str]]:
+    try:
+        from hermes_jailbench.attacks import ALL_ATTACKS
+    except ModuleNotFoundError as exc:
+        raise ModelError(
+            "training on external corpora needs hermes-jailbench: pip install 'grace-workbench[training]'"
+        ) from exc
+    for attack in ALL_ATTACKS:
+        lang = next((_HERMES_LANGS[t] for t in attack.tags if t in _HERMES_LANGS), "en")
+        yield attack.render("").strip(), 1, "hermes_jailbench", f"hermes:{attack.category.value}", lang
+
+
 def _spikee() -> Iterator[tuple[str, int, str, str, str]]:
     base = "data/workspace/datasets"
     templates: dict[str, dict[str, Any]] = {}
@@ -116,8 +150,14 @@ def _spikee() -> Iterator[tuple[str, int, str, str, str]]:
 
 
 def external_frame() -> pd.DataFrame:
-    """Every row of the three corpora (duplicate texts once), in a fixed order."""
-    rows = [*_bastion(), *_spikee(), *_jailbreak_mini()]
+    """Every row of the corpora (duplicate texts once), in a fixed order."""
+    rows = [
+        *_bastion(),
+        *_spikee(),
+        *_jailbreak_mini(),
+        *_agent_injection_bench(),
+        *_hermes_jailbench(),
+    ]
     frame = pd.DataFrame(rows, columns=_COLUMNS).drop_duplicates("text", ignore_index=True)
     return frame.sort_values(["source", "group", "text"], ignore_index=True)
 

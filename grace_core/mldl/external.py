@@ -1,19 +1,23 @@
 """Train and evaluate the prompt-injection classifier on the external corpora; build the shipped default model.
 
-Evaluation is by family, never by row: every family key of a row (its corpus category, its jailbreak template
-type and its instruction type, its chat template) is dealt to one of ``FOLDS`` folds by a seeded shuffle. A row
-is held out in fold *k* when all its keys are in *k*, and trains the model for fold *k* only when none is, so no
-held-out text shares a template, an instruction or a category with what the model saw.
+Two evaluation protocols, both reported (the shipped threshold comes from the first, chosen before any result):
 
-Each fold is scored by a model trained without its families, and judged at a threshold calibrated (the lowest
-score whose false-positive rate is at most ``TARGET_FPR``) on the other folds' held-out scores. The report gives
-the held-out TPR and FPR of the external corpora at those thresholds, the TPR at FPR <= 0.05 of the pooled
-held-out scores, the false-positive rate on the workbench's own chat, and rates per language and per source. The
-shipped threshold is calibrated on all held-out scores. The default model is
-then trained on every row and written with a manifest (sha256, dataset digest, parameters, report)::
+* ``family`` (by family, never by row): every family key of a row (its corpus category, its jailbreak template
+  type and its instruction type, its chat template) is dealt to one of ``FOLDS`` folds by a seeded shuffle. A
+  row is held out in fold *k* when all its keys are in *k*, and trains the model for fold *k* only when none is,
+  so no held-out text shares a template, an instruction or a category with what the model saw.
+* ``corpus`` (whole corpora): each source is scored by a model trained on the other sources only.
 
-    python -m grace_core.mldl.external            # evaluate and print the report
-    python -m grace_core.mldl.external --write    # also rebuild grace_core/mldl/data/prompt-injection.*
+Each unit (a fold, or a corpus) is judged at a threshold calibrated (the lowest score whose false-positive rate
+is at most ``TARGET_FPR``) on the other units' held-out scores. The report gives the held-out TPR and FPR of the
+external corpora at those thresholds, the TPR at FPR <= 0.05 of the pooled held-out scores, the false-positive
+rate on the workbench's own chat, and rates per language and per source. Rows are weighed so that every family
+counts alike. The shipped threshold is calibrated on all family-held-out scores. The default model is then
+trained on every row and written with a manifest (sha256, dataset digest, parameters, both reports)::
+
+    python -m grace_core.mldl.external                      # evaluate by family and print the report
+    python -m grace_core.mldl.external --protocol corpus    # the same, whole corpora held out
+    python -m grace_core.mldl.external --write              # rebuild grace_core/mldl/data/prompt-injection.*
 """
 
 from __future__ import annotations
@@ -31,27 +35,45 @@ import numpy as np
 import pandas as pd
 
 from grace_core import __version__
+from grace_core.errors import ModelError
 
 from .common import code_digest, dataset_digest
 from .corpora import CORPORA, external_frame, grace_frame
 from .injection import InjectionModel, InjectionTrainer
 
-__all__ = ["DATA", "FOLDS", "PARAMS", "TARGET_FPR", "build_default", "evaluate", "training_frame"]
+__all__ = [
+    "DATA",
+    "FOLDS",
+    "PARAMS",
+    "PROTOCOLS",
+    "TARGET_FPR",
+    "build_default",
+    "evaluate",
+    "training_frame",
+]
 
 FOLDS = 5
 TARGET_FPR = 0.05
 SEED = 0
 PARAMS: Mapping[str, Any] = {
     **InjectionTrainer.defaults,
-    "C": 8.0,
+    "C": 2.0,
     "char_min": 2,
     "char_max": 5,
     "max_features": 30_000,
     "min_df": 2,
     "steps": 1,
+    "normalise": True,
 }
+GROUP_WEIGHT_POWER = 1.0
 DATA = Path(__file__).with_name("data")
-_PACKAGES = ("bastioncorpus", "spikee", "jailbreak-corpus-mini-py")
+_PACKAGES = (
+    "bastioncorpus",
+    "spikee",
+    "jailbreak-corpus-mini-py",
+    "agent-injection-bench",
+    "hermes-jailbench",
+)
 
 
 def training_frame() -> pd.DataFrame:
@@ -67,7 +89,12 @@ def training_frame() -> pd.DataFrame:
 
 
 def _fit(frame: pd.DataFrame, params: Mapping[str, Any]) -> InjectionModel:
-    return InjectionTrainer().fit(frame[["text", "label"]], params=params, seed=SEED, log=lambda *_: None)
+    # Every family weighs the same whatever its row count (spikee's templates x instructions would swamp the
+    # rest): a row weighs the inverse of its family's size (to GROUP_WEIGHT_POWER), scaled to a mean of 1.
+    size = frame.groupby("group")["group"].transform("size").to_numpy(dtype=float)
+    weight = size ** -float(GROUP_WEIGHT_POWER)
+    data = frame[["text", "label"]].assign(weight=weight * len(weight) / weight.sum())
+    return InjectionTrainer().fit(data, params=params, seed=SEED, log=lambda *_: None)
 
 
 def _train_without(frame: pd.DataFrame, fold: int) -> pd.DataFrame:
@@ -96,25 +123,48 @@ def _rates(frame: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def evaluate(params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
-    """The report (see the module docstring) of a classifier with ``params`` on held-out families."""
-    frame = training_frame()
+def _by_family(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Each fold's rows scored by a model trained without any row sharing one of the fold's families."""
     scored = []
     for fold in range(FOLDS):
         test = frame[frame["fold"] == fold].copy()
         model = _fit(_train_without(frame, fold), params)
         test["score"] = model.predict_proba(list(test["text"]))
+        test["unit"] = str(fold)
         scored.append(test)
-    held = pd.concat(scored, ignore_index=True)
-    # Each fold is judged at a threshold calibrated on the other folds' held-out scores only.
+    return pd.concat(scored, ignore_index=True)
+
+
+def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+    """Each source's rows scored by a model trained on the other sources only (a corpus never seen)."""
+    scored = []
+    for source in sorted(set(frame["source"])):
+        test = frame[frame["source"] == source].copy()
+        model = _fit(frame[frame["source"] != source], params)
+        test["score"] = model.predict_proba(list(test["text"]))
+        test["unit"] = source
+        scored.append(test)
+    return pd.concat(scored, ignore_index=True)
+
+
+PROTOCOLS = {"family": _by_family, "corpus": _by_corpus}
+
+
+def evaluate(params: Mapping[str, Any] = PARAMS, *, protocol: str = "family") -> dict[str, Any]:
+    """The report (see the module docstring) of a classifier with ``params`` on held-out families or corpora."""
+    if protocol not in PROTOCOLS:
+        raise ModelError(f"unknown protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
+    frame = training_frame()
+    held = PROTOCOLS[protocol](frame, params)
+    # Each unit (a fold, or a corpus) is judged at a threshold calibrated on the other units' held-out scores only.
     # The external corpora's benign rows are the hard ones (traps that look like injections): the threshold is
     # calibrated on them, and the workbench's own chat is reported at it.
     held["flagged"] = False
     external = held[held["source"] != "grace"]
-    for fold in range(FOLDS):
-        other = external[external["fold"] != fold]
+    for unit in sorted(set(held["unit"])):
+        other = external[external["unit"] != unit]
         _, t = _tpr_at(other["label"].to_numpy(), other["score"].to_numpy(), TARGET_FPR)
-        mine = held["fold"] == fold
+        mine = held["unit"] == unit
         held.loc[mine, "flagged"] = held.loc[mine, "score"] >= t
     _, threshold = _tpr_at(external["label"].to_numpy(), external["score"].to_numpy(), TARGET_FPR)
     external = held[held["source"] != "grace"]
@@ -122,6 +172,7 @@ def evaluate(params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
     flagged = external["flagged"].to_numpy()
     tpr_at_target, _ = _tpr_at(y, s, TARGET_FPR)
     return {
+        "protocol": protocol,
         "threshold": round(threshold, 6),
         "held_out": {
             "rows": len(external),
@@ -134,7 +185,7 @@ def evaluate(params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
         },
         "by_language": _rates(held, "lang"),
         "by_source": _rates(held, "source"),
-        "unused_rows": int((frame["fold"] == -1).sum()),
+        "unused_rows": len(frame) - len(held),
     }
 
 
@@ -149,11 +200,13 @@ def _versions() -> dict[str, str]:
 
 
 def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
-    """Evaluate, train on every row with the calibrated threshold, and write the model and its manifest."""
-    report = evaluate(params)
+    """Evaluate (both protocols), train on every row with the threshold calibrated by family, and write the
+    model and its manifest."""
+    report = evaluate(params, protocol="family")
+    by_corpus = evaluate(params, protocol="corpus")
     frame = training_frame()
     data = frame[["text", "label"]]
-    model = _fit(data, {**params, "threshold": report["threshold"]})
+    model = _fit(frame, {**params, "threshold": report["threshold"]})
     blob = pickle.dumps(model, protocol=5)
     target.mkdir(parents=True, exist_ok=True)
     (target / "prompt-injection.pkl").write_bytes(blob)
@@ -166,6 +219,7 @@ def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> di
         "threshold": report["threshold"],
         "params": {k: params[k] for k in sorted(params)},
         "seed": SEED,
+        "group_weight_power": GROUP_WEIGHT_POWER,
         "dataset": {
             "digest": dataset_digest(data),
             "rows": len(data),
@@ -180,6 +234,7 @@ def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> di
         },
         "packages": _versions(),
         "metrics": report,
+        "metrics_corpus_holdout": by_corpus,
         "command": "python -m grace_core.mldl.external --write",
     }
     (target / "prompt-injection.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -191,9 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m grace_core.mldl.external", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--write", action="store_true", help="rebuild the shipped default model and manifest")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="family", help="evaluation only")
     args = parser.parse_args(argv)
-    result = build_default() if args.write else {"metrics": evaluate()}
-    print(json.dumps(result["metrics"], indent=2, sort_keys=True))
+    if args.write:
+        manifest = build_default()
+        result = {"family": manifest["metrics"], "corpus": manifest["metrics_corpus_holdout"]}
+    else:
+        result = evaluate(protocol=args.protocol)
+    print(json.dumps(result, indent=2, sort_keys=True))
     return 0
 
 

@@ -24,6 +24,7 @@ import pandas as pd
 from grace_core.errors import ModelError
 
 from .common import binary_metrics, stratified_split
+from .normalise import normalise
 
 __all__ = ["InjectionModel", "InjectionTrainer", "make_dataset"]
 
@@ -387,6 +388,8 @@ class InjectionTrainer:
         "max_features": 50_000,
         "threshold": 0.5,
         "steps": 3,
+        "normalise": False,
+        "char_analyzer": "char_wb",
     }
 
     def split(self, frame: pd.DataFrame, *, holdout: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -397,6 +400,10 @@ class InjectionTrainer:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import FeatureUnion, Pipeline
 
+        if params["char_analyzer"] not in ("char", "char_wb"):
+            raise ModelError("char_analyzer is 'char' or 'char_wb'")
+        # normalise lower-cases itself (sklearn skips lowercase when a preprocessor is given)
+        preprocessor = normalise if params["normalise"] else None
         features = FeatureUnion(
             [
                 (
@@ -405,6 +412,7 @@ class InjectionTrainer:
                         analyzer="word",
                         ngram_range=(1, int(params["word_ngrams"])),
                         lowercase=True,
+                        preprocessor=preprocessor,
                         sublinear_tf=True,
                         min_df=int(params["min_df"]),
                         max_features=int(params["max_features"]),
@@ -413,9 +421,10 @@ class InjectionTrainer:
                 (
                     "chars",
                     TfidfVectorizer(
-                        analyzer="char_wb",
+                        analyzer=str(params["char_analyzer"]),
                         ngram_range=(int(params["char_min"]), int(params["char_max"])),
                         lowercase=True,
+                        preprocessor=preprocessor,
                         sublinear_tf=True,
                         min_df=int(params["min_df"]),
                         max_features=int(params["max_features"]),
@@ -457,7 +466,11 @@ class InjectionTrainer:
                 threshold=threshold,
             )
             log(step, {"train_rows": float(len(rows)), **{f"val_{k}": v for k, v in scores.items()}})
-        pipeline = self._pipeline(params, seed).fit(list(frame["text"]), list(frame[self.label]))
+        # An optional ``weight`` column weighs rows (e.g. so that each family counts alike, not each row).
+        weights = None if "weight" not in frame else frame["weight"].to_numpy(dtype=float)
+        pipeline = self._pipeline(params, seed).fit(
+            list(frame["text"]), list(frame[self.label]), classifier__sample_weight=weights
+        )
         for _, vectorizer in pipeline.named_steps["features"].transformer_list:
             # The terms cut by max_features: kept by sklearn for introspection only, and often most of a pickle.
             if hasattr(vectorizer, "stop_words_"):

@@ -245,7 +245,15 @@ class MLDL:
             ) from exc
         report = manifest["metrics"]
         held = report["held_out"]
-        metrics = jsonable_metrics({"threshold": report["threshold"], **held})
+        # The second protocol (whole corpora held out) beside the first (families held out), prefixed.
+        by_corpus = manifest.get("metrics_corpus_holdout", {}).get("held_out", {})
+        metrics = jsonable_metrics(
+            {
+                "threshold": report["threshold"],
+                **held,
+                **{f"corpus_holdout_{k}": v for k, v in by_corpus.items()},
+            }
+        )
         dataset = manifest["dataset"]
         self._ws.publish(
             "mldl.model_installed",
@@ -272,7 +280,7 @@ class MLDL:
                     f"{manifest['command']}",
                 },
                 "metrics": metrics,
-                "description": "shipped default: trained on external corpora, held-out by family",
+                "description": "shipped default: trained on external corpora, held out by family and by corpus",
             },
             actor="system",
             resource=f"model:{manifest['name']}",
