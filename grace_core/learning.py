@@ -26,6 +26,11 @@ reflection, in ledger order:
   creates a ``learned`` task (key ``learned:<pattern>``, one open task per pattern), caused by the latest of
   those insights. Patterns whose insight proposes an effect do not: their lesson acts on them already.
 
+* **Knowledge.** A ``resolution`` insight (a conversation resolved with a summary) is not a pattern to vote on
+  but a fact: it creates a ``knowledge`` task at once (key ``knowledge:<conversation>``), whose handler writes the
+  summary to a memory note under ``/knowledge`` with its provenance (insight and evidence ids), governed like any
+  write. Retrieval then finds it, so later questions about it get answered.
+
 **Why a holdout, not before/after.** Comparing a kind's runs before a lesson with those after it confounds the
 lesson with everything else that changed meanwhile: the hour of day (a failure window at night makes any lesson
 added at dawn look good), the mix of work, other lessons added at the same time. Instead the executor holds a
@@ -72,6 +77,7 @@ __all__ = [
 ]
 
 ACTOR = "learning"
+KNOWLEDGE_KINDS = frozenset({"resolution"})  # insights that are facts for memory, not patterns for lessons
 INITIAL_VOTES = 2  # as in ExpeL: a new rule starts with two votes
 _PRIORITY = {"alert_rate": 70, "failure_rate": 60, "anomaly": 55, "unanswered": 50, "chat_topic": 40}
 #: Operation -> (event topic, history op, vote delta).
@@ -213,6 +219,8 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     ops: list[dict[str, Any]] = []
     for key in sorted(latest):
         insight = latest[key]
+        if insight["kind"] in KNOWLEDGE_KINDS:
+            continue  # a fact to write down (a knowledge task), not a lesson
         data = insight.get("data") or {}
         effect = _effect_of(data)
         text = lesson_text(str(insight["kind"]), key, data)
@@ -364,11 +372,40 @@ class LearningLoop(Loop):
         for e in insights:
             latest[e.payload["key"]] = e
         for key in sorted(latest):
-            if _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
+            if latest[key].payload["kind"] in KNOWLEDGE_KINDS:
+                created += self._knowledge_task(latest[key])
+            elif _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
                 key, n, latest[key]
             ):
                 created += 1
         return created, len(messages)
+
+    def _knowledge_task(self, insight: Event) -> bool:
+        """A ``knowledge`` task that writes what ``insight`` learned to memory (one per conversation)."""
+        p = insight.payload
+        data = p.get("data", {})
+        key = f"knowledge:{data.get('conversation') or insight.id}"
+        if self._tasks._open_with_key(key) is not None:
+            return False
+        with handling(insight):
+            try:
+                self._tasks.create(
+                    f'Write down what resolved "{str(data.get("title", ""))[:80]}"',
+                    kind="knowledge",
+                    actor=ACTOR,
+                    priority=60,
+                    key=key,
+                    details={
+                        "insight": insight.id,
+                        "evidence": list(p.get("evidence", []))[:50],
+                        "title": data.get("title"),
+                        "summary": data.get("summary"),
+                        "conversation": data.get("conversation"),
+                    },
+                )
+            except GraceError:
+                return False  # governance or a degraded mode said no; the insight stays on record
+        return True
 
     def _message(
         self, op: Mapping[str, Any], n: int, insights: Mapping[str, Event], completed: Event

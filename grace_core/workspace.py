@@ -134,6 +134,7 @@ def _scheduler(ws: Workspace, *, governance: Governance) -> Scheduler:
 # is apart from Hunter because tasks and memory screen their texts with Hunter and the fan-out writes to both.
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("governance", _governance),
+    EngineSpec("llm", LanguageModels),
     EngineSpec("loops", _scheduler, needs=("governance",)),
     EngineSpec("auth", Auth, needs=("governance",)),
     EngineSpec("modes", Modes, needs=("governance",)),
@@ -141,16 +142,15 @@ ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("tasks", Tasks, needs=("governance", "hunter")),
     EngineSpec("memory", Memory, needs=("governance", "hunter"), close=True),
     EngineSpec("alert_fanout", AlertFanOut, needs=("tasks", "memory"), start=True),
-    EngineSpec("chat", Chat, needs=("auth", "governance", "hunter", "modes")),
     EngineSpec("mldl", MLDL, needs=("governance", "hunter"), close=True),
     EngineSpec("sandbox", Sandbox, needs=("governance", "hunter", "modes")),
     EngineSpec("remedy", Remedy, needs=("sandbox",)),
-    EngineSpec("reflection", Reflection, needs=("loops", "tasks")),
+    EngineSpec("reflection", Reflection, needs=("loops", "tasks", "llm")),
     EngineSpec("learning", Learning, needs=("loops", "tasks")),
+    EngineSpec("chat", Chat, needs=("auth", "governance", "hunter", "modes", "llm", "learning")),
     EngineSpec("executor", Executor, needs=("loops", "governance", "modes", "tasks", "learning")),
     EngineSpec("healing", Healing, needs=("loops", "governance", "modes", "tasks", "executor")),
     EngineSpec("meta", Meta, needs=("loops",)),
-    EngineSpec("llm", LanguageModels),
     EngineSpec("lake", Lake, needs=("loops",), close=True),
     EngineSpec("scenarios", Scenarios),
 )
