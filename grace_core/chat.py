@@ -254,7 +254,12 @@ class Chat:
         self._governance.check(user, "chat.send", resource, _context(self._auth.role_of(user), findings))
         event = self._ws.publish(
             "chat.conversation.resolved",
-            {"conversation": conversation, "user": user, "title": title, "summary": mask_secrets(summary, findings)},
+            {
+                "conversation": conversation,
+                "user": user,
+                "title": title,
+                "summary": mask_secrets(summary, findings),
+            },
             actor=user,
             resource=resource,
         )

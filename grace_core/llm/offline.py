@@ -27,12 +27,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from grace_core.errors import LanguageModelError, ModelCallError
 from grace_core.bm25 import tokenize
+from grace_core.errors import LanguageModelError, ModelCallError
 
 from .base import Request, Result
 
-__all__ = ["DEFAULT_HANDLERS", "OfflineBackend", "OfflineHandler", "answer_by_extraction", "handler_name", "short_answer"]
+__all__ = [
+    "DEFAULT_HANDLERS",
+    "OfflineBackend",
+    "OfflineHandler",
+    "answer_by_extraction",
+    "handler_name",
+    "short_answer",
+]
 
 OfflineHandler = Callable[[Mapping[str, Any]], str]
 

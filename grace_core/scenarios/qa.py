@@ -42,7 +42,15 @@ from .driver import Action
 if TYPE_CHECKING:
     from grace_core.workspace import Workspace
 
-__all__ = ["ASKER", "QUESTION_SETS", "QaScenario", "exact_match", "normalize_answer", "short_answer_of", "token_f1"]
+__all__ = [
+    "ASKER",
+    "QUESTION_SETS",
+    "QaScenario",
+    "exact_match",
+    "normalize_answer",
+    "short_answer_of",
+    "token_f1",
+]
 
 ASKER = "analyst"  # who asks the questions
 TECHNICIAN = "technician"  # who reports and resolves the problems
@@ -180,7 +188,9 @@ class QaScenario(Scenario):
         "f1_seeded": "mean token F1 on the questions answerable from the start (higher is better)",
         "f1_learned": "mean token F1 on the questions answerable only from learned knowledge (higher is better)",
     }
-    options: ClassVar[Mapping[str, str]] = {"questions": f"question set: {', '.join(QUESTION_SETS)} (default lab)"}
+    options: ClassVar[Mapping[str, str]] = {
+        "questions": f"question set: {', '.join(QUESTION_SETS)} (default lab)"
+    }
     step: ClassVar[float] = 300.0
     min_interval: ClassVar[float | None] = 600.0
     intervals: ClassVar[Mapping[str, float]] = {"reflection": 1200.0, "learning": 1200.0}
