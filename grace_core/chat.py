@@ -6,10 +6,14 @@
 ``chat.answer`` with the question, the retrieved passages (``grace_core.retrieval``, each with its id), the
 conversation so far and the active lessons about chat (ExpeL: lessons in the responder's context). The call is an
 ``llm.completed`` event caused by the question, and the reply (``chat.message.responded``) names the backend
-(``responder``), model, parameters (``settings``), the call (``llm_call``) and the passage ids the answer cites.
+(``responder``), model, parameters (``settings``), the call (``llm_call``), the passage ids the answer cites, the
+lessons it had in context and those held out of it (``lessons``), and whether it answered (``answered``: it did not
+say it does not know), from which learning votes on the lessons by outcome.
 A model that cannot answer leaves ``llm.failed`` and ``chat.message.failed`` (the question stays on record) and
-raises ``ModelCallError`` with one line. ``resolve`` closes a conversation with a summary of what resolved it
-(``chat.conversation.resolved``): reflection turns it into knowledge that memory, and so chat, can find.
+raises ``ModelCallError`` with one line; an empty answer is rejected (``llm.output_rejected``, then
+``chat.message.failed``) and raises ``ModelOutputError``. ``resolve`` closes a conversation with a summary of
+what resolved it (``chat.conversation.resolved``): reflection turns it into knowledge that memory, and so chat,
+can find.
 Tables ``conversations`` and ``chat_messages`` are projections of those events, so replay rebuilds them.
 """
 
@@ -24,10 +28,11 @@ import pandas as pd
 
 from .bm25 import BM25, tokenize
 from .causal import handling
-from .errors import ChatError, ModelCallError
+from .errors import ChatError, ModelCallError, ModelOutputError
 from .events import Event
 from .hunter import Finding, severity_rank
 from .hunter.scanner import redact
+from .learning import is_chat_lesson
 from .retrieval import RETRIEVAL, retrieve
 from .times import TS
 
@@ -40,14 +45,13 @@ if TYPE_CHECKING:
     from .modes import Modes
     from .workspace import Workspace
 
-__all__ = ["CHAT_LESSONS", "Chat", "Reply", "cited", "mask_secrets"]
+__all__ = ["Chat", "Reply", "cited", "mask_secrets"]
 
 ASSISTANT = "chat"  # the actor of replies and refusals
 MAX_TEXT = 20_000
 TOP_K = 3  # passages retrieved for an answer
 MAX_HISTORY = 8  # earlier turns of the conversation given to the model
-#: Lessons about chat (by their pattern's kind) go into the answer prompt's context.
-CHAT_LESSONS = ("chat_topic:", "unanswered:")
+MAX_LESSONS = 5  # lessons in an answer's context, strongest first
 _CITATION = re.compile(r"\[([a-z]+:[^\]\s]+)\]")
 _THREATS = ("injection", "secret")
 
@@ -183,17 +187,23 @@ class Chat:
             passages = [
                 {"id": p.source, "text": p.text} for p in retrieve(ws, recorded, top_k=TOP_K, user=user)
             ]
+            # Each lesson is held out of a seeded share of the questions: the answers without it are the baseline
+            # its outcome votes compare against (``ws.learning``).
+            subject = f"{user}:{question.ts_us}:{recorded}"
+            lessons = self.lessons()
+            held = [x for x in lessons if self._learning.holds_out(x["key"], subject=subject)]
+            applied = [x for x in lessons if x not in held]
             inputs = {
                 "question": recorded,
                 "passages": passages,
                 "history": history,
-                "lessons": self.lessons(),
+                "lessons": [x["text"] for x in applied],
             }
             try:
                 answer = self._llm.complete(
                     "chat.answer", inputs, purpose=f"chat:{conversation}", backend=model, actor=ASSISTANT
                 )
-            except ModelCallError as exc:
+            except (ModelCallError, ModelOutputError) as exc:
                 ws.publish(
                     "chat.message.failed",
                     {
@@ -217,6 +227,8 @@ class Chat:
                     "settings": dict(answer.params),
                     "citations": list(citations),
                     "llm_call": answer.event_id,
+                    "lessons": {"applied": [x["id"] for x in applied], "held_out": [x["id"] for x in held]},
+                    "answered": not answer.text.lstrip().startswith("I do not know"),
                 },
                 actor=ASSISTANT,
                 resource=resource,
@@ -267,15 +279,11 @@ class Chat:
             self._hunter.screen(summary, target="chat", actor=user, resource=resource, findings=findings)
         return event.id
 
-    def lessons(self) -> list[str]:
-        """The texts of the active lessons about chat (``CHAT_LESSONS``), strongest first: the answer's context."""
-        rows = [
-            lesson
-            for lesson in self._learning.lessons()
-            if lesson["effect"] is None and str(lesson["key"]).startswith(CHAT_LESSONS)
-        ]
-        rows.sort(key=lambda lesson: (-int(lesson["votes"]), str(lesson["key"])))
-        return [str(lesson["text"]) for lesson in rows[:5]]
+    def lessons(self) -> list[dict[str, Any]]:
+        """The active lessons about chat (id, key, text, votes), strongest first: what answers get in context."""
+        rows = [x for x in self._learning.lessons() if x["effect"] is None and is_chat_lesson(x["key"])]
+        rows.sort(key=lambda x: (-int(x["votes"]), str(x["key"])))
+        return rows[:MAX_LESSONS]
 
     # -- reading -----------------------------------------------------------------------------------------------
     def history(self, conversation: str, *, actor: str | None = None) -> pd.DataFrame:

@@ -98,11 +98,20 @@ def test_the_offline_answer_is_extractive_short_answer_first_then_its_cited_sent
 def test_lessons_about_chat_go_into_the_answer_prompt(cws: Workspace) -> None:
     cws.learning.add_lesson("Quote deadlines with the weekday.", actor="ada", key="chat_topic:deadline")
     cws.learning.add_lesson("Retry the backup at night.", actor="ada", key="failure_rate:backup")
-    assert cws.chat.lessons() == ["Quote deadlines with the weekday."]
-    reply = cws.chat.send("rita", "When is the alpha deadline?")
-    system = cws.ledger.get(reply.llm_call).payload["messages"][0]["content"]
-    assert "- Quote deadlines with the weekday." in system
-    assert "backup" not in system  # a lesson for the executor is not chat's business
+    assert [x["text"] for x in cws.chat.lessons()] == ["Quote deadlines with the weekday."]
+    lesson = cws.chat.lessons()[0]["id"]
+    arms = {"applied": 0, "held_out": 0}
+    for day in range(12):
+        reply = cws.chat.send("rita", f"When is the alpha deadline, day {day}?")
+        payload = cws.ledger.get(reply.id).payload
+        system = cws.ledger.get(reply.llm_call).payload["messages"][0]["content"]
+        assert "backup" not in system  # a lesson for the executor is not chat's business
+        arm = "applied" if payload["lessons"]["applied"] == [lesson] else "held_out"
+        assert payload["lessons"][arm] == [lesson]
+        assert ("- Quote deadlines with the weekday." in system) == (arm == "applied")
+        assert payload["answered"] is True
+        arms[arm] += 1
+    assert arms["applied"] > arms["held_out"] > 0  # a seeded share (20 %) answers without the lesson
 
 
 def test_a_resolved_conversation_is_on_record_with_its_summary(cws: Workspace) -> None:

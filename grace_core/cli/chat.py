@@ -20,7 +20,7 @@ import sys
 import click
 
 from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
-from grace_core.errors import ModelCallError
+from grace_core.errors import ModelCallError, ModelOutputError
 from grace_core.llm import BACKENDS
 
 OPERATOR = "system"
@@ -72,7 +72,7 @@ def chat_command(
                 break
             try:
                 reply = ws.chat.send(user, text, conversation=conversation, backend=backend)
-            except ModelCallError as exc:
+            except (ModelCallError, ModelOutputError) as exc:
                 failures += 1
                 click.echo(f"grace: error: {exc}", err=True)
                 continue

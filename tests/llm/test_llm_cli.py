@@ -15,7 +15,14 @@ def test_prompts_and_render_need_no_workspace(tmp_path: Path) -> None:
     listed = grace("llm", "prompts", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
-    assert names == ["chat.answer", "learning.operations", "reflection.insights", "reflection.questions"]
+    assert names == [
+        "chat.answer",
+        "chat.answer",
+        "learning.operations",
+        "reflection.insights",
+        "reflection.questions",
+        "reflection.wording",
+    ]  # one line per version
     shown = grace(
         "llm", "render", "chat.answer", "-i", "question=When?", "-i", f"passages={PASSAGES}", cwd=tmp_path
     )
