@@ -134,8 +134,8 @@ def _scheduler(ws: Workspace, *, governance: Governance) -> Scheduler:
 # is apart from Hunter because tasks and memory screen their texts with Hunter and the fan-out writes to both.
 ENGINES: tuple[EngineSpec, ...] = (
     EngineSpec("governance", _governance),
-    EngineSpec("llm", LanguageModels),
     EngineSpec("loops", _scheduler, needs=("governance",)),
+    EngineSpec("llm", LanguageModels),
     EngineSpec("auth", Auth, needs=("governance",)),
     EngineSpec("modes", Modes, needs=("governance",)),
     EngineSpec("hunter", Hunter, needs=("governance",), start=True),

@@ -40,7 +40,7 @@ def test_complete_records_and_calls_lists_it(tmp_path: Path) -> None:
         f"passages={PASSAGES}",
     )  # fmt: skip
     assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.strip() == "The alpha deadline is Friday. [memory:/a.md]"
+    assert answer.stdout.strip() == "Friday\n\nThe alpha deadline is Friday. [memory:/a.md]"
     questions = grace(
         "llm", "complete", "reflection.questions", "-w", ws, "-i",
         'observations=[{"id": "e1", "text": "upload failed", "topic": "task"}]', "--json",
@@ -113,4 +113,4 @@ def test_a_cassette_of_the_workspace_replays_its_calls(tmp_path: Path, model_ser
     assert len(model_server.requests) == 1
     missing = grace(*ask[:-1], 'passages=[{"id": "x", "text": "y"}]', "--cassette", tape, env=env)
     assert missing.returncode == 2
-    assert "the cassette holds no chat.answer v1 call by http/tiny" in missing.stderr
+    assert "the cassette holds no chat.answer v2 call by http/tiny" in missing.stderr
