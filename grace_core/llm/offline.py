@@ -63,7 +63,8 @@ def _words(text: str) -> list[str]:
 
 
 def short_answer(question: str, sentence: str) -> str:
-    """The part of ``sentence`` that answers ``question``: its longest run of words the question does not use.
+    """The part of ``sentence`` that answers ``question``: its longest run of words the question does not use
+    (a word is the question's when all its parts are: a compound like "results-prod" is new).
 
     Function words ("the", "by", "is") may sit inside a run but not at its ends; of the runs with the most
     content words the last wins (answers tend to follow what they answer: "X is <answer>"). The whole sentence
@@ -73,7 +74,7 @@ def short_answer(question: str, sentence: str) -> str:
     runs: list[list[str]] = [[]]
     for word in _words(sentence):
         tokens = tokenize(word)
-        if tokens and any(t in asked for t in tokens):
+        if tokens and all(t in asked for t in tokens):  # "results-prod" is new even when "results" is asked
             runs.append([])
         else:
             runs[-1].append(word)

@@ -43,6 +43,8 @@ def test_chat_answer_gives_the_short_answer_then_the_best_sentence_with_its_id(w
         "What caused the cryostat outage?", "The cryostat outage was caused by a worn seal."
     ) == ("worn seal")
     assert short_answer("Who leads project Iris?", "Lena Novak leads project Iris.") == "Lena Novak"
+    moved = "The Alpha results were moved to the results-prod bucket."
+    assert short_answer("Where were the Alpha results moved?", moved) == "results-prod bucket"
     assert (
         short_answer("alpha deadline", "The alpha deadline.") == "The alpha deadline"
     )  # nothing new: all of it
