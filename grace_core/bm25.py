@@ -1,4 +1,4 @@
-"""Okapi BM25, the workspace's one ranking function (memory search, the offline responder, chat search).
+"""Okapi BM25, the workspace's one ranking function (memory search, chat retrieval, chat search).
 
 For a query ``q`` (each distinct term counted once) and a document ``d`` of ``|d|`` terms::
 

@@ -2,14 +2,25 @@
 
 ``send`` records the question (``chat.message.received``, secrets masked), then, caused by it: Hunter's alerts
 (target ``chat``), governance's decision (action ``chat.send``), and either a refusal
-(``chat.message.refused``) or the responder's reply (``chat.message.responded``) naming the responder, model,
-settings and citations that produced it. A responder that fails leaves ``chat.message.failed`` and raises.
+(``chat.message.refused``) or an answer. The answer comes from the one model interface, ``ws.llm``: prompt
+``chat.answer`` with the question, the retrieved passages (``grace_core.retrieval``, each with its id), the
+conversation so far and the active lessons about chat (ExpeL: lessons in the responder's context). The call is an
+``llm.completed`` event caused by the question, and the reply (``chat.message.responded``) names the backend
+(``responder``), model, parameters (``settings``), the call (``llm_call``), the passage ids the answer cites, the
+lessons it had in context and those held out of it (``lessons``), and whether it answered (``answered``: it did not
+say it does not know), from which learning votes on the lessons by outcome.
+A model that cannot answer leaves ``llm.failed`` and ``chat.message.failed`` (the question stays on record) and
+raises ``ModelCallError`` with one line; an empty answer is rejected (``llm.output_rejected``, then
+``chat.message.failed``) and raises ``ModelOutputError``. ``resolve`` closes a conversation with a summary of
+what resolved it (``chat.conversation.resolved``): reflection turns it into knowledge that memory, and so chat,
+can find.
 Tables ``conversations`` and ``chat_messages`` are projections of those events, so replay rebuilds them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -17,24 +28,31 @@ import pandas as pd
 
 from .bm25 import BM25, tokenize
 from .causal import handling
-from .errors import ChatError, ResponderError
+from .errors import ChatError, ModelCallError, ModelOutputError
 from .events import Event
 from .hunter import Finding, severity_rank
 from .hunter.scanner import redact
-from .responders import RETRIEVAL, Responder, Turn, responder_for
+from .learning import is_chat_lesson
+from .retrieval import RETRIEVAL, retrieve
 from .times import TS
 
 if TYPE_CHECKING:
     from .auth import Auth
     from .governance import Governance
     from .hunter import Hunter
+    from .learning import Learning
+    from .llm import LanguageModels
     from .modes import Modes
     from .workspace import Workspace
 
-__all__ = ["Chat", "Reply", "mask_secrets"]
+__all__ = ["Chat", "Reply", "cited", "mask_secrets"]
 
 ASSISTANT = "chat"  # the actor of replies and refusals
 MAX_TEXT = 20_000
+TOP_K = 3  # passages retrieved for an answer
+MAX_HISTORY = 8  # earlier turns of the conversation given to the model
+MAX_LESSONS = 5  # lessons in an answer's context, strongest first
+_CITATION = re.compile(r"\[([a-z]+:[^\]\s]+)\]")
 _THREATS = ("injection", "secret")
 
 
@@ -48,11 +66,18 @@ class Reply:
     parent_id: str | None
     text: str
     refused: bool
-    responder: str | None
+    responder: str | None  # the model backend that answered (offline, http, llamacpp)
     model: str | None
     settings: dict[str, Any] = field(default_factory=dict)
     citations: tuple[str, ...] = ()
     findings: tuple[Finding, ...] = ()
+    llm_call: str | None = None  # the ``llm.completed`` event of the answer
+
+
+def cited(text: str, passages: list[dict[str, str]]) -> tuple[str, ...]:
+    """The ids of ``passages`` that ``text`` cites in square brackets, in the order it cites them."""
+    known = {p["id"] for p in passages}
+    return tuple(dict.fromkeys(c for c in _CITATION.findall(text) if c in known))
 
 
 def mask_secrets(text: str, findings: list[Finding]) -> str:
@@ -64,13 +89,23 @@ class Chat:
     """Conversations of the workspace's users (``ws.chat``)."""
 
     def __init__(
-        self, ws: Workspace, *, auth: Auth, governance: Governance, hunter: Hunter, modes: Modes
+        self,
+        ws: Workspace,
+        *,
+        auth: Auth,
+        governance: Governance,
+        hunter: Hunter,
+        modes: Modes,
+        llm: LanguageModels,
+        learning: Learning,
     ) -> None:
         self._ws = ws
         self._auth = auth
         self._governance = governance
         self._hunter = hunter
         self._modes = modes
+        self._llm = llm
+        self._learning = learning
         ws.projections.register("chat", "chat.*", _apply, tables=["conversations", "chat_messages"])
 
     # -- writing -----------------------------------------------------------------------------------------------
@@ -92,10 +127,11 @@ class Chat:
         text: str,
         *,
         conversation: str | None = None,
-        responder: Responder | str | None = None,
+        backend: str | None = None,
     ) -> Reply:
-        """Record ``text`` from ``user``, screen and govern it, and answer it (or refuse).
+        """Record ``text`` from ``user``, screen and govern it, and answer it through ``ws.llm`` (or refuse).
 
+        ``backend``: the model backend (``offline``, ``http``, ``llamacpp``; default ``ws.llm.default_backend``).
         Refused outright (nothing recorded) while the workspace is in the ``chat_paused`` degraded mode.
         """
         self._modes.guard("chat_paused")
@@ -104,7 +140,7 @@ class Chat:
             raise ChatError("a chat message is non-empty text")
         if len(text) > MAX_TEXT:
             raise ChatError(f"a chat message has at most {MAX_TEXT} characters, not {len(text)}")
-        engine = responder_for(responder, self._ws)  # a bad responder fails before anything is written
+        model = self._llm.backend(backend)  # an unknown backend fails before anything is written
         if conversation is not None:
             self._owned(conversation, user)
         ws = self._ws
@@ -148,30 +184,51 @@ class Chat:
                     findings=tuple(findings),
                 )  # fmt: skip
             history = self._turns(conversation, before=question.id)
+            passages = [
+                {"id": p.source, "text": p.text} for p in retrieve(ws, recorded, top_k=TOP_K, user=user)
+            ]
+            # Each lesson is held out of a seeded share of the questions: the answers without it are the baseline
+            # its outcome votes compare against (``ws.learning``).
+            subject = f"{user}:{question.ts_us}:{recorded}"
+            lessons = self.lessons()
+            held = [x for x in lessons if self._learning.holds_out(x["key"], subject=subject)]
+            applied = [x for x in lessons if x not in held]
+            inputs = {
+                "question": recorded,
+                "passages": passages,
+                "history": history,
+                "lessons": [x["text"] for x in applied],
+            }
             try:
-                answer = engine.respond(ws, user=user, text=recorded, history=history)
-            except ResponderError as exc:
+                answer = self._llm.complete(
+                    "chat.answer", inputs, purpose=f"chat:{conversation}", backend=model, actor=ASSISTANT
+                )
+            except (ModelCallError, ModelOutputError) as exc:
                 ws.publish(
                     "chat.message.failed",
                     {
                         "conversation": conversation,
                         "text": str(exc),
-                        "responder": engine.name,
-                        "model": getattr(engine, "model", None),
+                        "responder": model.name,
+                        "model": model.model,
                     },
                     actor=ASSISTANT,
                     resource=resource,
                 )
                 raise
+            citations = cited(answer.text, passages)
             event = ws.publish(
                 "chat.message.responded",
                 {
                     "conversation": conversation,
                     "text": answer.text,
-                    "responder": engine.name,
+                    "responder": answer.backend,
                     "model": answer.model,
-                    "settings": answer.settings,
-                    "citations": list(answer.citations),
+                    "settings": dict(answer.params),
+                    "citations": list(citations),
+                    "llm_call": answer.event_id,
+                    "lessons": {"applied": [x["id"] for x in applied], "held_out": [x["id"] for x in held]},
+                    "answered": not answer.text.lstrip().startswith("I do not know"),
                 },
                 actor=ASSISTANT,
                 resource=resource,
@@ -183,12 +240,50 @@ class Chat:
             event.parent_id,
             answer.text,
             False,
-            engine.name,
+            answer.backend,
             answer.model,
-            dict(answer.settings),
-            tuple(answer.citations),
+            dict(answer.params),
+            citations,
             tuple(findings),
+            answer.event_id,
         )
+
+    def resolve(self, conversation: str, *, user: str, summary: str) -> str:
+        """Close ``conversation`` with ``summary``, what resolved it (``chat.conversation.resolved``); its id.
+
+        Only the conversation's owner resolves it; the summary is screened and masked like a message. The
+        summary is knowledge for later questions: reflection picks it up, and learning writes it to memory.
+        """
+        _check_user(user)
+        if not isinstance(summary, str) or not summary.strip():
+            raise ChatError("a resolution needs a summary of what resolved the conversation")
+        if len(summary) > MAX_TEXT:
+            raise ChatError(f"a resolution has at most {MAX_TEXT} characters, not {len(summary)}")
+        self._owned(conversation, user)
+        title = self._get(conversation)[2]
+        resource = f"conversation:{conversation}"
+        findings = self._hunter.scan(summary, target="chat")
+        self._governance.check(user, "chat.send", resource, _context(self._auth.role_of(user), findings))
+        event = self._ws.publish(
+            "chat.conversation.resolved",
+            {
+                "conversation": conversation,
+                "user": user,
+                "title": title,
+                "summary": mask_secrets(summary, findings),
+            },
+            actor=user,
+            resource=resource,
+        )
+        with handling(event):
+            self._hunter.screen(summary, target="chat", actor=user, resource=resource, findings=findings)
+        return event.id
+
+    def lessons(self) -> list[dict[str, Any]]:
+        """The active lessons about chat (id, key, text, votes), strongest first: what answers get in context."""
+        rows = [x for x in self._learning.lessons() if x["effect"] is None and is_chat_lesson(x["key"])]
+        rows.sort(key=lambda x: (-int(x["votes"]), str(x["key"])))
+        return rows[:MAX_LESSONS]
 
     # -- reading -----------------------------------------------------------------------------------------------
     def history(self, conversation: str, *, actor: str | None = None) -> pd.DataFrame:
@@ -248,7 +343,7 @@ class Chat:
     def _get(self, conversation: str) -> tuple[Any, ...]:
         row = (
             self._ws.ledger.reader()
-            .execute('SELECT id, "user" FROM conversations WHERE id = ?', [conversation])
+            .execute('SELECT id, "user", title FROM conversations WHERE id = ?', [conversation])
             .fetchone()
         )
         if row is None:
@@ -260,7 +355,7 @@ class Chat:
         if owner != user:
             raise ChatError(f"conversation {conversation} belongs to {owner}, not {user}")
 
-    def _turns(self, conversation: str, *, before: str) -> list[Turn]:
+    def _turns(self, conversation: str, *, before: str) -> list[dict[str, str]]:
         rows = (
             self._ws.ledger.reader()
             .execute(
@@ -270,7 +365,8 @@ class Chat:
             )
             .fetchall()
         )
-        return [Turn("user" if k == "received" else "assistant", t) for k, t in rows]
+        turns = [{"role": "user" if k == "received" else "assistant", "text": t} for k, t in rows]
+        return turns[-MAX_HISTORY:]
 
 
 def _title(text: str, findings: list[Finding]) -> str:

@@ -30,7 +30,6 @@ __all__ = [
     "PromptError",
     "ProofError",
     "ReadOnlyError",
-    "ResponderError",
     "RuleError",
     "SandboxError",
     "ScanError",
@@ -172,10 +171,6 @@ class ArtifactError(GraceError):
 
 class ChatError(GraceError):
     """A conversation does not exist or belongs to someone else, or a message is not acceptable."""
-
-
-class ResponderError(ChatError):
-    """A chat responder could not answer (e.g. its model server is unreachable or keeps failing)."""
 
 
 class DegradedModeError(GraceError):

@@ -72,6 +72,7 @@ TaskHandler = Callable[[Task, "Workspace"], Any]
 MAX_EVIDENCE = 500  # ids kept in a result (the count is always exact)
 CASES = "/security/cases"
 LESSONS = "/lessons"
+KNOWLEDGE = "/knowledge"
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -217,6 +218,7 @@ class Executor:
         self.loop = loops.add(ExecutorLoop(self))
         self.register("security_alert", handle_security_alert, max_attempts=3, backoff=30.0)
         self.register("learned", handle_learned, max_attempts=3, backoff=60.0)
+        self.register("knowledge", handle_knowledge, max_attempts=3, backoff=60.0)
 
     # -- handlers --------------------------------------------------------------------------------------------
     def register(
@@ -718,6 +720,29 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
         "memory_path": path,
         "memory_version": version,
     }
+
+
+def handle_knowledge(task: Task, ws: Workspace) -> dict[str, Any]:
+    """Write what resolved a conversation to a memory note under ``/knowledge``, with its provenance."""
+    summary = str(task.details.get("summary") or "").strip()
+    if not summary:
+        raise TaskError("a knowledge task needs the summary to write down")
+    title = str(task.details.get("title") or "Resolved conversation").strip()
+    conversation = str(task.details.get("conversation") or task.id)
+    evidence = [str(i) for i in task.details.get("evidence", [])]
+    path = f"{KNOWLEDGE}/{_slug(title.lower())[:60]}-{_slug(conversation)[:12]}.md"
+    provenance = (
+        f"Provenance: conversation {conversation}, insight {task.details.get('insight')}, "
+        f"evidence {', '.join(evidence)} (written {_when(ws)} by task {task.id})."
+    )
+    artifact = ws.memory.write(
+        path,
+        f"# {title}\n\n{summary}\n\n{provenance}\n",
+        actor=ACTOR,
+        tags=("knowledge", "learned"),
+        reason=f"knowledge from insight {task.details.get('insight')}",
+    )
+    return {"path": path, "version": artifact.version, "evidence": len(evidence)}
 
 
 def handle_learned(task: Task, ws: Workspace) -> dict[str, Any]:

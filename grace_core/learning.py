@@ -19,12 +19,22 @@ reflection, in ledger order:
     recurring upvotes it, its pattern staying away for ``decay_after`` reflections downvotes it (again after
     each further ``decay_after``).
 
+  A lesson *about chat* (its pattern a ``chat_topic`` or ``unanswered`` one) goes into the context of chat's
+  answers; chat holds it out of a seeded share of the questions and records which lessons each answer had and
+  whether it answered (``chat.message.responded``: ``lessons``, ``answered``), so it is voted on by measured
+  outcomes the same way: answers with it against answers without it.
+
   At zero votes a lesson is dropped and its effect stops applying. ``choose_operations`` decides all of this as
   a pure function of JSON-able input (no workspace access), so a model can take its place.
 
 * **Tasks.** A pattern seen in at least ``min_insights`` insights over the last ``task_window`` reflections
   creates a ``learned`` task (key ``learned:<pattern>``, one open task per pattern), caused by the latest of
   those insights. Patterns whose insight proposes an effect do not: their lesson acts on them already.
+
+* **Knowledge.** A ``resolution`` insight (a conversation resolved with a summary) is not a pattern to vote on
+  but a fact: it creates a ``knowledge`` task at once (key ``knowledge:<conversation>``), whose handler writes the
+  summary to a memory note under ``/knowledge`` with its provenance (insight and evidence ids), governed like any
+  write. Retrieval then finds it, so later questions about it get answered.
 
 **Why a holdout, not before/after.** Comparing a kind's runs before a lesson with those after it confounds the
 lesson with everything else that changed meanwhile: the hour of day (a failure window at night makes any lesson
@@ -61,6 +71,7 @@ if TYPE_CHECKING:
     from .workspace import Workspace
 
 __all__ = [
+    "CHAT_LESSON_KEYS",
     "INITIAL_VOTES",
     "ActiveEffect",
     "Learning",
@@ -68,11 +79,22 @@ __all__ = [
     "choose_operations",
     "describe_effect",
     "held_out",
+    "is_chat_lesson",
     "lesson_text",
     "rule_votes",
 ]
 
 ACTOR = "learning"
+KNOWLEDGE_KINDS = frozenset({"resolution"})  # insights that are facts for memory, not patterns for lessons
+#: Lessons about chat (by their pattern's kind): chat puts them into its answers' context, holding each out of a
+#: seeded share of the questions, and they are voted on by measured outcomes (answered or not), like effects.
+CHAT_LESSON_KEYS = ("chat_topic:", "unanswered:")
+
+
+def is_chat_lesson(key: str) -> bool:
+    return str(key).startswith(CHAT_LESSON_KEYS)
+
+
 INITIAL_VOTES = 2  # as in ExpeL: a new rule starts with two votes
 _PRIORITY = {"alert_rate": 70, "failure_rate": 60, "anomaly": 55, "unanswered": 50, "chat_topic": 40}
 #: Operation -> (event topic, history op, vote delta).
@@ -214,6 +236,8 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     ops: list[dict[str, Any]] = []
     for key in sorted(latest):
         insight = latest[key]
+        if insight["kind"] in KNOWLEDGE_KINDS:
+            continue  # a fact to write down (a knowledge task), not a lesson
         data = insight.get("data") or {}
         effect = _effect_of(data)
         text = lesson_text(str(insight["kind"]), key, data)
@@ -238,12 +262,12 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
             if effect is not None:
                 edit.update(effect=effect, old_effect=lesson.get("effect"))
             ops.append(edit)
-        if lesson.get("effect") is None and effect is None:
+        if lesson.get("effect") is None and effect is None and not is_chat_lesson(key):
             ops.append({"op": "UPVOTE", "basis": "recurrence", **common, "rule_id": lesson["id"]})
     decay_after = max(1, math.floor(float(params["decay_after"])))
     for key in sorted(set(lessons) - set(latest)):
         lesson = lessons[key]
-        if lesson.get("effect") is not None:
+        if lesson.get("effect") is not None or is_chat_lesson(key):
             continue  # measured, not judged by recurrence (a working fix makes its pattern go away)
         quiet = n - int(lesson["last_reflection"])
         if quiet > 0 and quiet % decay_after == 0:
@@ -254,7 +278,7 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     for outcome in sorted(request.get("outcomes", []), key=lambda o: str(o["rule_id"])):
         lesson = by_id.get(str(outcome["rule_id"]))
         applied, held = outcome.get("applied"), outcome.get("held_out")
-        if lesson is None or lesson.get("effect") is None or not applied or not held:
+        if lesson is None or not applied or not held:
             continue
         if min(int(applied["tasks"]), int(held["tasks"])) < params["min_runs"]:
             continue
@@ -365,11 +389,40 @@ class LearningLoop(Loop):
         for e in insights:
             latest[e.payload["key"]] = e
         for key in sorted(latest):
-            if _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
+            if latest[key].payload["kind"] in KNOWLEDGE_KINDS:
+                created += self._knowledge_task(latest[key])
+            elif _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
                 key, n, latest[key]
             ):
                 created += 1
         return created, len(messages)
+
+    def _knowledge_task(self, insight: Event) -> bool:
+        """A ``knowledge`` task that writes what ``insight`` learned to memory (one per conversation)."""
+        p = insight.payload
+        data = p.get("data", {})
+        key = f"knowledge:{data.get('conversation') or insight.id}"
+        if self._tasks._open_with_key(key) is not None:
+            return False
+        with handling(insight):
+            try:
+                self._tasks.create(
+                    f'Write down what resolved "{str(data.get("title", ""))[:80]}"',
+                    kind="knowledge",
+                    actor=ACTOR,
+                    priority=60,
+                    key=key,
+                    details={
+                        "insight": insight.id,
+                        "evidence": list(p.get("evidence", []))[:50],
+                        "title": data.get("title"),
+                        "summary": data.get("summary"),
+                        "conversation": data.get("conversation"),
+                    },
+                )
+            except GraceError:
+                return False  # governance or a degraded mode said no; the insight stays on record
+        return True
 
     def _message(
         self, op: Mapping[str, Any], n: int, insights: Mapping[str, Event], completed: Event
@@ -439,6 +492,7 @@ class Learning:
     def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
         self.ws = ws
         self._tasks = tasks
+        self._loops = loops
         ws.projections.register(
             "learned_rules", "learning.*", _apply, tables=["learned_rules", "learned_rule_history"]
         )
@@ -515,7 +569,46 @@ class Learning:
                 "tasks": int(tasks),
                 "done": int(done),
             }
+        for rule_id, arms in self._chat_outcomes().items():
+            out.setdefault(rule_id, {"rule_id": rule_id}).update(arms)
         return [out[k] for k in sorted(out)]
+
+    def _chat_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
+        """Per active chat lesson and arm: answers since its last outcome vote, and how many answered (``tasks``
+        and ``done``, as for task lessons). An answer counts as answered unless it says it does not know."""
+        reader = self.ws.ledger.reader()
+        lessons = {
+            str(rule_id): int(seq or 0)
+            for rule_id, key, seq in reader.execute(
+                "SELECT id, \"key\", evaluated_seq FROM learned_rules WHERE state = 'active' AND effect IS NULL"
+            ).fetchall()
+            if is_chat_lesson(key)
+        }
+        if not lessons:
+            return {}
+        rows = reader.execute(
+            "SELECT seq, payload->'$.lessons', (payload->>'$.answered') = 'true' FROM events "
+            "WHERE topic = 'chat.message.responded' AND seq > ? AND json_exists(payload, '$.lessons') ORDER BY seq",
+            [min(lessons.values())],
+        ).fetchall()
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for seq, arms, answered in rows:
+            for arm, ids in json.loads(arms).items():
+                for rule_id in ids:
+                    if rule_id in lessons and seq > lessons[rule_id]:
+                        counts = out.setdefault(rule_id, {}).setdefault(arm, {"tasks": 0, "done": 0})
+                        counts["tasks"] += 1
+                        counts["done"] += int(bool(answered))
+        return out
+
+    def holds_out(self, lesson: str, *, subject: str) -> bool:
+        """Whether ``subject`` (e.g. a chat question) is held out of the lesson with key ``lesson``: a hash of the
+        workspace seed, the lesson and the subject below the learning loop's ``holdout_share``."""
+        share = float(self._loops.param(LearningLoop.name, "holdout_share"))
+        if share <= 0:
+            return False
+        digest = hashlib.sha256(f"grace-holdout:{self.ws.seed}:{lesson}:{subject}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share
 
     def outcomes(self) -> pd.DataFrame:
         """Per lesson and arm (applied, held_out): tasks ended, done, success rate and mean time to done."""

@@ -24,6 +24,10 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
 ``anomaly``
     a topic whose rate is ``anomaly_ratio`` times its rolling baseline (an exponentially weighted mean of
     events per minute over earlier reflections, stored in each ``reflection.completed``).
+``resolution``
+    a conversation its owner resolved (``chat.conversation.resolved``): the summary of what resolved it, with the
+    conversation's questions as evidence. Knowledge, not a pattern: learning has it written to memory
+    (``/knowledge``), where retrieval, and so chat, finds it.
 ``failure_cause``
     why the runs of a task kind fail: the failure analysis (``grace_core.diagnosis``) compares its failed and
     successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.tasks.runs``) by
@@ -34,8 +38,9 @@ Each insight lists every event it rests on (``evidence``) and is published as ca
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
 that caused it. The pending window is derived from the ledger (the last reflection's ``to_seq`` and the loop's
 cursor), so a restart resumes exactly where the last run stopped. Wording is deterministic by default; with the
-parameter ``wording = "responder"`` a responder (``HttpResponder`` unless ``ws.reflection.responder`` is set)
-rephrases it, the plain wording kept alongside; if the responder fails the plain wording is used.
+parameter ``wording = "model"`` the model interface (``ws.llm``, prompt ``reflection.wording``, the backend of
+the workspace's default backend) rephrases it, the plain wording kept alongside; if the call fails
+(recorded as ``llm.failed``) the plain wording is used.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from .mesh import Message
 from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
-    from .responders import Responder
+    from .llm import LanguageModels
     from .tasks import Tasks
     from .workspace import Workspace
 
@@ -93,6 +98,7 @@ IMPORTANCE: tuple[tuple[str, float], ...] = (
     ("chat.message.failed", 6.0),
     ("chat.message.refused", 5.0),
     ("healing.*", 3.0),
+    ("chat.conversation.resolved", 4.0),
     ("chat.message.received", 2.0),
     ("task.created", 2.0),
     ("chat.message.responded", 1.0),
@@ -174,7 +180,7 @@ class ReflectionLoop(Loop):
         "baseline_windows": 3,  # reflections needed before anomalies are reported
         "max_topics": 3,  # chat topics per reflection
         "cause_lookback": 86400.0,  # seconds of task runs the failure analysis compares
-        "wording": "plain",  # plain | responder
+        "wording": "plain",  # plain | model
     }
     # Ticks with no new event still run: pending events are reflected on once the period is over.
     process_idle: ClassVar[bool] = True
@@ -188,11 +194,11 @@ class ReflectionLoop(Loop):
         "anomaly_ratio": (1.5, 20.0),
     }
 
-    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks) -> None:
+    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks, llm: LanguageModels) -> None:
         self._ws = ws
         self._loops = loops
         self._tasks = tasks
-        self.responder: Responder | None = None
+        self._llm = llm
         # The pending window kept in memory between ticks: the relevant events in (_from, _upto].
         self._pending: list[Event] = []
         self._from: int | None = None
@@ -270,6 +276,7 @@ class ReflectionLoop(Loop):
                 *self._failures(span, span_minutes),
                 *self._alerts(span, span_minutes),
                 *self._unanswered(span),
+                *self._resolutions(window, span),
                 *self._causes(window),
             )
             if any(i in new for i in f.evidence)
@@ -357,22 +364,16 @@ class ReflectionLoop(Loop):
         return span, max(since_us, min(e.ts_us for e in span))
 
     def _word(self, f: Finding) -> tuple[str, str] | None:
-        if self._param("wording") != "responder":
+        if self._param("wording") != "model":
             return None
-        from .responders import responder_for
-
         try:
-            responder = self.responder or responder_for("http", self._ws)
-            answer = responder.respond(
-                self._ws,
-                user=ACTOR,
-                text=f"Rephrase this observation about a workspace in one clear sentence: {f.text}",
-                history=(),
+            answer = self._llm.complete(
+                "reflection.wording", {"insight": f.text}, purpose="reflection.wording", actor=ACTOR
             )
         except GraceError:
-            return None  # the plain wording stands; a flaky model must not stop reflection
+            return None  # recorded as llm.failed; the plain wording stands: a flaky model must not stop reflection
         text = answer.text.strip()
-        return (responder.name, text[:2000]) if text else None
+        return (f"{answer.backend}:{answer.model}", text[:2000]) if text else None
 
     # -- kinds of insight ------------------------------------------------------------------------------------
     def _chat_topics(self, window: list[Event], minutes: float) -> list[Finding]:
@@ -521,7 +522,7 @@ class ReflectionLoop(Loop):
             elif e.topic == "chat.message.failed":
                 groups["failed"].append(e)
             elif e.topic == "chat.message.responded" and str(e.payload.get("text", "")).startswith(
-                "I found nothing"
+                "I do not know"
             ):
                 groups["no_answer"].append(e)
         out = []
@@ -550,6 +551,35 @@ class ReflectionLoop(Loop):
                     evidence,
                     next((q for q in reversed(questions) if q is not None), answers[-1]),
                     data,
+                )
+            )
+        return out
+
+    def _resolutions(self, window: list[Event], span: list[Event]) -> list[Finding]:
+        """One finding per conversation resolved in the window: its summary, resting on its questions."""
+        out = []
+        for e in window:
+            if e.topic != "chat.conversation.resolved":
+                continue
+            p = e.payload
+            conversation, summary = str(p.get("conversation", "")), str(p.get("summary", "")).strip()
+            if not conversation or not summary:
+                continue
+            questions = [
+                q.id
+                for q in span
+                if q.topic == "chat.message.received" and q.payload.get("conversation") == conversation
+            ]
+            title = str(p.get("title") or "a conversation")
+            out.append(
+                Finding(
+                    "resolution",
+                    f"resolution:{conversation}",
+                    f'Resolved "{title}": {summary}',
+                    1.0,
+                    [*questions, e.id],
+                    e,
+                    {"conversation": conversation, "title": title, "summary": summary},
                 )
             )
         return out
@@ -670,10 +700,10 @@ def _strip_redactions(text: str) -> str:
 class Reflection:
     """``ws.reflection``: the loop, its insights and reflections as DataFrames."""
 
-    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, llm: LanguageModels) -> None:
         self._ws = ws
         ws.projections.register("insights", "reflection.*", _apply, tables=["insights", "reflections"])
-        self.loop = ReflectionLoop(ws, loops, tasks)
+        self.loop = ReflectionLoop(ws, loops, tasks, llm)
         loops.add(self.loop)
 
     def insights(self, *, kind: str | None = None, since: float | None = None) -> pd.DataFrame:

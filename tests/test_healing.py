@@ -12,7 +12,7 @@ import pytest
 from support import grace
 
 import grace_core as g
-from grace_core.errors import PolicyError, ReadOnlyError, ResponderError
+from grace_core.errors import ModelCallError, PolicyError, ReadOnlyError
 from grace_core.healing import default_rules, rules_from_dict
 from grace_core.loops import Loop, Scheduler
 
@@ -225,19 +225,16 @@ def test_workspace_too_big_enters_read_only_and_leaves_it_when_resolved(file_ws)
     assert incident["mttr_s"] == pytest.approx(60)
 
 
-def test_responder_failures_pause_chat_until_they_age_out(ws: g.Workspace) -> None:
+def test_model_failures_pause_chat_until_they_age_out(ws: g.Workspace) -> None:
     ws.auth.register("ada", PASSWORD, role="admin", by="system")
 
-    class Down:
-        name = "down"
-        model = "m"
+    def down(inputs: Any) -> str:
+        raise ConnectionError("server gone")
 
-        def respond(self, w: Any, *, user: str, text: str, history: Any) -> Any:
-            raise ResponderError("server gone")
-
+    ws.llm.register_offline("chat.answer", down)
     for i in range(3):
-        with pytest.raises(ResponderError):
-            ws.chat.send("ada", f"question {i}", responder=Down())
+        with pytest.raises(ModelCallError):
+            ws.chat.send("ada", f"question {i}")
     ws.healing.check()
     assert ws.modes.is_active("chat_paused")
     ws.clock.advance(seconds=float(ws.loops.param("healing", "failure_window")) + 1)

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from support import grace
 
 from grace_core import ManualClock, Workspace, open_workspace, projection_differences, replay
-from grace_core.errors import GraceError, ResponderError
+from grace_core.errors import GraceError
 from grace_core.events import Event
 from grace_core.reflection import importance
-from grace_core.responders import Answer, Turn
 
 PASSWORD = "correct horse battery staple 42"
 KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -223,39 +222,39 @@ def test_parameters_change_what_counts(ws: Workspace) -> None:
     )  # the hour's failures, not just the new one
 
 
-class Rephraser:
-    name = "rephraser"
+def test_optional_wording_through_the_model_keeps_the_plain_text(ws: Workspace) -> None:
+    prompts: list[str] = []
 
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.prompts: list[str] = []
+    def rephrase(inputs):  # type: ignore[no-untyped-def]
+        prompts.append(inputs["insight"])
+        return "Experiments keep failing."
 
-    def respond(self, ws: Workspace, *, user: str, text: str, history: Sequence[Turn]) -> Answer:
-        self.prompts.append(text)
-        if self.fail:
-            raise ResponderError("the model is down")
-        return Answer("Experiments keep failing.", (), "tiny", {})
-
-
-def test_optional_wording_through_a_responder_keeps_the_plain_text(ws: Workspace) -> None:
-    ws.reflection.loop.responder = Rephraser()
-    ws.loops.set_param("reflection", "wording", "responder", actor="system")
+    ws.llm.register_offline("reflection.wording", rephrase)
+    ws.loops.set_param("reflection", "wording", "model", actor="system")
     failures(ws, 3)
     reflect_now(ws)
     insight = ws.reflection.insight(ws.reflection.insights()["id"].iloc[0])
     assert insight["text"] == "Experiments keep failing."
-    assert insight["wording"] == "rephraser"
+    assert insight["wording"].startswith("offline:")
+    assert insight["wording"].endswith("rephrase")
     assert insight["plain"].startswith("experiment.run_failed failed 3 times")
+    assert prompts == [insight["plain"]]
+    calls = ws.llm.calls(prompt="reflection.wording")
+    assert calls["topic"].tolist() == ["llm.completed"]
 
 
-def test_a_failing_responder_falls_back_to_plain_wording(ws: Workspace) -> None:
-    ws.reflection.loop.responder = Rephraser(fail=True)
-    ws.loops.set_param("reflection", "wording", "responder", actor="system")
+def test_a_failing_model_falls_back_to_plain_wording_and_the_failure_is_recorded(ws: Workspace) -> None:
+    def down(inputs):  # type: ignore[no-untyped-def]
+        raise TimeoutError("the model is down")
+
+    ws.llm.register_offline("reflection.wording", down)
+    ws.loops.set_param("reflection", "wording", "model", actor="system")
     failures(ws, 3)
     reflect_now(ws)
     insight = ws.reflection.insight(ws.reflection.insights()["id"].iloc[0])
     assert insight["wording"] == "plain"
     assert insight["text"].startswith("experiment.run_failed failed 3 times")
+    assert ws.llm.calls(prompt="reflection.wording")["topic"].tolist() == ["llm.failed"]
 
 
 def _scripted_run(seed: int) -> tuple[bytes, int]:

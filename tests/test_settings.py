@@ -8,7 +8,7 @@ import pytest
 
 from grace_core import ReadOnlyError, Workspace, WorkspaceError, open_workspace
 from grace_core import settings as s
-from grace_core.responders import HttpResponder
+from grace_core.llm import HttpBackend
 
 
 @pytest.fixture(autouse=True)
@@ -33,16 +33,16 @@ def test_precedence_given_then_environment_then_workspace_then_default(
     assert ws.settings.get(s.LLM_MODEL) == "default"
 
 
-def test_the_http_responder_reads_its_settings_with_that_precedence(
+def test_the_http_backend_reads_its_settings_with_that_precedence(
     ws: Workspace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ws.settings.set("llm.base_url", "http://127.0.0.1:9/v1")
     ws.settings.set("llm.api_key", "sk-from-the-key-file")
-    responder = HttpResponder(ws=ws)
-    assert (responder.base_url, responder.model) == ("http://127.0.0.1:9/v1", "default")
+    backend = HttpBackend(ws=ws)
+    assert (backend.base_url, backend.model) == ("http://127.0.0.1:9/v1", "default")
     monkeypatch.setenv("GRACE_LLM_BASE_URL", "http://127.0.0.1:10/v1")
-    assert HttpResponder(ws=ws).base_url == "http://127.0.0.1:10/v1"
-    assert HttpResponder(ws=ws, base_url="http://127.0.0.1:11/v1").base_url == "http://127.0.0.1:11/v1"
+    assert HttpBackend(ws=ws).base_url == "http://127.0.0.1:10/v1"
+    assert HttpBackend(ws=ws, base_url="http://127.0.0.1:11/v1").base_url == "http://127.0.0.1:11/v1"
 
 
 def test_a_secret_setting_goes_to_the_key_file_not_the_database(tmp_path: Path) -> None:

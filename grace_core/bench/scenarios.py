@@ -34,3 +34,30 @@ def bench_scenario(ctx: Context) -> Iterator[Figure]:
     yield figure("scenario.ops_day_cpu_s", cpu * per_day, "s", "goal", DAY_GOAL_S)
     every = run_scenario(":memory:", "ops", hours=hours, seed=1, loops="all")
     yield figure("scenario.ops_day_all_s", every.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
+
+
+# ``scenario.qa_day_s``: wall seconds of one simulated day of the qa scenario with the loops on (144 questions
+# answered through ws.llm, six resolved conversations turned into knowledge notes) in a throwaway in-memory
+# workspace; ``scenario.qa_day_cpu_s``: its CPU seconds, against the goal of about 10 s. A quick run simulates 3
+# hours and reports the day at that pace.
+@benchmark(
+    "scenario.qa_day_s",
+    figures=["scenario.qa_day_s", "scenario.qa_day_cpu_s"],
+    goals=[
+        Goal(
+            "scenario.qa_day_cpu_s",
+            DAY_GOAL_S,
+            text="a simulated day of the qa scenario (loops on) <= 10 s CPU",
+        )
+    ],
+)
+def bench_qa_day(ctx: Context) -> Iterator[Figure]:
+    from grace_core.scenarios import run_scenario
+
+    hours = ctx.seconds(24.0, 3.0, minimum=0.5)
+    per_day = 24.0 / hours
+    cpu = time.process_time()
+    on = run_scenario(":memory:", "qa", hours=hours, seed=1, loops="on")
+    cpu = time.process_time() - cpu
+    yield figure("scenario.qa_day_s", on.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
+    yield figure("scenario.qa_day_cpu_s", cpu * per_day, "s", "goal", DAY_GOAL_S)

@@ -2,8 +2,9 @@
 
 ``grace chat --user NAME`` reads one message per line from standard input and prints the reply (or the
 refusal) after it. With a terminal it prompts; piped input works the same without prompts. ``/quit`` or end of
-input ends the chat. ``--json`` prints each reply as one JSON line (id, conversation, text, refused, responder,
-model, citations).
+input ends the chat. Answers come from ``ws.llm`` (``--backend``: offline, http or llamacpp; default the
+workspace's). ``--json`` prints each reply as one JSON line (id, conversation, text, refused, responder (the
+backend), model, citations). A model that cannot answer prints one line on stderr; the message stays on record.
 
 ``grace chat ls``, ``grace chat history CONVERSATION`` and ``grace chat search QUERY`` read the record. With
 ``--user NAME`` the read is NAME's and governed (``chat.read``: users read their own conversations, admins all);
@@ -19,7 +20,8 @@ import sys
 import click
 
 from grace_core.cli import OPERATOR, _echo_json, _records, _show, _workspace, cli, workspace_options
-from grace_core.errors import ResponderError
+from grace_core.errors import ModelCallError, ModelOutputError
+from grace_core.llm import BACKENDS
 
 _JSON = click.option("--json", "as_json", is_flag=True, help="One JSON object per line instead of a table.")
 _READER = click.option(
@@ -34,16 +36,16 @@ _READER = click.option(
 @click.option("--user", "-u", help="Who is chatting (a registered user); required to chat.")
 @click.option("--conversation", "-c", metavar="ID", help="Continue this conversation (default: a new one).")
 @click.option(
-    "--responder",
-    type=click.Choice(["offline", "http"]),
-    default="offline",
-    show_default=True,
-    help="offline answers from the workspace; http asks the model server at $GRACE_LLM_BASE_URL.",
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default=None,
+    help="The model that answers: offline (extractive, no model), http (the server at $GRACE_LLM_BASE_URL) "
+    "or llamacpp. Default: $GRACE_LLM_BACKEND, else the workspace setting llm.backend, else offline.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print each reply as a JSON line.")
 @click.pass_context
 def chat_command(
-    ctx: click.Context, user: str | None, conversation: str | None, responder: str, as_json: bool
+    ctx: click.Context, user: str | None, conversation: str | None, backend: str | None, as_json: bool
 ) -> None:
     """Chat with the workspace's assistant, one message per line (or: ls, history, search)."""
     if ctx.invoked_subcommand is not None:
@@ -68,8 +70,8 @@ def chat_command(
             if text in ("/quit", "/exit"):
                 break
             try:
-                reply = ws.chat.send(user, text, conversation=conversation, responder=responder)
-            except ResponderError as exc:
+                reply = ws.chat.send(user, text, conversation=conversation, backend=backend)
+            except (ModelCallError, ModelOutputError) as exc:
                 failures += 1
                 click.echo(f"grace: error: {exc}", err=True)
                 continue

@@ -69,6 +69,14 @@ def scenario_show(name: str, seed: int | None) -> None:
     show_default=True,
     help="Simulated seconds per point of the learning curve.",
 )
+@click.option(
+    "--option",
+    "-o",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A scenario option (e.g. -o questions=lab for qa); `grace scenario show NAME` lists them.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
 @_JSON
 @workspace_options
@@ -80,6 +88,7 @@ def scenario_run(
     seed: int,
     loops: str,
     score_every: float,
+    options: tuple[str, ...],
     progress: bool,
     as_json: bool,
 ) -> None:
@@ -92,8 +101,21 @@ def scenario_run(
     path = ctx.meta.get(_PATH_KEY) or MEMORY
     if ctx.meta.get("grace.snapshot"):
         raise click.UsageError("`grace scenario run` writes to the workspace; drop --snapshot")
+    chosen: dict[str, str] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise click.UsageError(f"a scenario option is KEY=VALUE, not {option!r}")
+        chosen[key.strip()] = value.strip()
     result = run_scenario(
-        path, name, hours=hours, seed=seed, loops=loops, score_every=score_every, progress=progress
+        path,
+        name,
+        hours=hours,
+        seed=seed,
+        loops=loops,
+        score_every=score_every,
+        progress=progress,
+        options=chosen,
     )
     if as_json:
         _echo_json(result.as_dict())

@@ -8,8 +8,9 @@ Every call is an event, caused by the event being handled when it is made (the m
   not measured, as offline), ``attempts``, ``waited_s`` (backoff on the workspace clock) and ``details``.
 * ``llm.failed``: the same call fields with ``error`` (one line) and ``error_kind``; the call raises
   ``ModelCallError`` with that line. Nothing is swallowed: the caller decides on a fallback.
-* ``llm.output_rejected``: a JSON prompt's answer that is not JSON or does not fit the schema (``reason``),
-  caused by the ``llm.completed`` event it rejects; the call raises ``ModelOutputError``.
+* ``llm.output_rejected``: a JSON prompt's answer that is not JSON or does not fit the schema, or a text
+  prompt's empty answer (``reason``), caused by the ``llm.completed`` event it rejects; the call raises
+  ``ModelOutputError``.
 
 With a cassette (``use_cassette``), a call whose prompt hash was recorded replays the recorded outcome and
 publishes the very payload the original call published, so a rerun reproduces the ledger to its head hash.
@@ -21,7 +22,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pandas as pd
 
@@ -230,6 +231,8 @@ class LanguageModels:
             replayed=replayed,
         )
         if not parse:
+            if not completion.text.strip():  # a text prompt asks for text: an empty answer is malformed
+                self._reject(prompt, completion, event, actor, "the answer is empty")
             return completion
         return self._parsed(prompt, completion, event, actor)
 
@@ -311,6 +314,12 @@ class LanguageModels:
                 return dataclasses.replace(completion, data=data)
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             reason = "; ".join(errors[:3]) + more
+        self._reject(prompt, completion, completed, actor, reason)
+
+    def _reject(
+        self, prompt: Prompt, completion: Completion, completed: Event, actor: str, reason: str
+    ) -> NoReturn:
+        """Record ``llm.output_rejected`` (caused by the completion) and raise ``ModelOutputError``."""
         with handling(completed):
             self.ws.publish(
                 "llm.output_rejected",

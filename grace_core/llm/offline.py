@@ -4,8 +4,10 @@ It needs no model and gives the same answer for the same inputs, so deterministi
 stay deterministic with the loops calling ``ws.llm``. The default handlers are deliberately simple and say
 what they do:
 
-* ``chat.answer``: the sentence of the retrieved passages that shares the most words with the question,
-  citing its passage id; "I do not know" when no passage shares a word.
+* ``chat.answer``: extractive: the sentence of the retrieved passages that shares the most words with the
+  question, citing its passage id, after its part that the question does not already say (the short answer,
+  first line); "I do not know." when no passage shares a word. Lessons and history are in the recorded prompt
+  for a model to read; this policy does not use them.
 * ``reflection.questions``: one question per most frequent topic of the observations, topics with failures
   first.
 * ``reflection.insights``: for the words that recur most across the retrieved statements, an insight naming the
@@ -30,7 +32,14 @@ from grace_core.errors import LanguageModelError, ModelCallError
 
 from .base import Request, Result
 
-__all__ = ["DEFAULT_HANDLERS", "OfflineBackend", "OfflineHandler", "handler_name"]
+__all__ = [
+    "DEFAULT_HANDLERS",
+    "OfflineBackend",
+    "OfflineHandler",
+    "answer_by_extraction",
+    "handler_name",
+    "short_answer",
+]
 
 OfflineHandler = Callable[[Mapping[str, Any]], str]
 
@@ -46,18 +55,60 @@ def _count(value: Any, default: int) -> int:
 
 
 # -- chat.answer -----------------------------------------------------------------------------------------------
-def answer_from_best_passage(inputs: Mapping[str, Any]) -> str:
-    """The passage sentence with the most question words (ties: the earlier passage), citing its id."""
-    question = set(tokenize(str(inputs.get("question", ""))))
+_TRIM = ".,;:!?\"'()[]"
+
+
+def _words(text: str) -> list[str]:
+    return [w.strip(_TRIM) for w in text.split() if w.strip(_TRIM)]
+
+
+def short_answer(question: str, sentence: str) -> str:
+    """The part of ``sentence`` that answers ``question``: its longest run of words the question does not use
+    (a word is the question's when all its parts are: a compound like "results-prod" is new).
+
+    Function words ("the", "by", "is") may sit inside a run but not at its ends; of the runs with the most
+    content words the last wins (answers tend to follow what they answer: "X is <answer>"). The whole sentence
+    when every content word is in the question.
+    """
+    asked = set(tokenize(question))
+    runs: list[list[str]] = [[]]
+    for word in _words(sentence):
+        tokens = tokenize(word)
+        if tokens and all(t in asked for t in tokens):  # "results-prod" is new even when "results" is asked
+            runs.append([])
+        else:
+            runs[-1].append(word)
+    best: list[str] = []
+    best_content = 0
+    for run in runs:
+        while run and not tokenize(run[0]):
+            run = run[1:]
+        while run and not tokenize(run[-1]):
+            run = run[:-1]
+        content = sum(1 for w in run if tokenize(w))
+        if content and content >= best_content:
+            best, best_content = run, content
+    return " ".join(best) if best else sentence.strip().rstrip(".")
+
+
+def answer_by_extraction(inputs: Mapping[str, Any]) -> str:
+    """An extractive answer: the short answer on the first line, then the passage sentence it comes from.
+
+    The sentence is the one of the retrieved passages that shares the most words with the question (ties: the
+    earlier passage); it is cited by its passage id. "I do not know." when no passage shares a word.
+    """
+    question = str(inputs.get("question", ""))
+    asked = set(tokenize(question))
     best: tuple[int, str, str] | None = None
     for passage in inputs.get("passages") or []:
-        for sentence in _SENTENCE.split(str(passage.get("text", "")).strip()):
-            overlap = len(question & set(tokenize(sentence)))
-            if overlap and (best is None or overlap > best[0]):
-                best = (overlap, sentence.strip(), str(passage.get("id", "")))
+        for line in str(passage.get("text", "")).strip().splitlines():
+            for sentence in _SENTENCE.split(line.strip().lstrip("#-* ")):
+                overlap = len(asked & set(tokenize(sentence)))
+                if overlap and (best is None or overlap > best[0]):
+                    best = (overlap, sentence.strip(), str(passage.get("id", "")))
     if best is None:
-        return "I do not know: none of the passages I was given answers that."
-    return f"{best[1]} [{best[2]}]"
+        return "I do not know.\n\nNone of the passages I was given answers that."
+    return f"{short_answer(question, best[1])}\n\n{best[1]} [{best[2]}]"
 
 
 # -- reflection.questions --------------------------------------------------------------------------------------
@@ -167,7 +218,7 @@ def operations_from_outcomes(inputs: Mapping[str, Any]) -> str:
 
 
 DEFAULT_HANDLERS: Mapping[str, OfflineHandler] = {
-    "chat.answer": answer_from_best_passage,
+    "chat.answer": answer_by_extraction,
     "reflection.questions": questions_from_frequent_topics,
     "reflection.insights": insights_from_recurring_words,
     "learning.operations": operations_from_outcomes,

@@ -22,6 +22,7 @@ from .base import (
 from .driver import Driver, Traffic
 from .engine import Scenarios
 from .ops import OpsScenario
+from .qa import QaScenario
 
 __all__ = [
     "LOOPS_OFF",
@@ -29,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "Driver",
     "OpsScenario",
+    "QaScenario",
     "Scenario",
     "ScenarioResult",
     "ScenarioRun",

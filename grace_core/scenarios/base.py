@@ -85,10 +85,16 @@ class Scenario:
     step: ClassVar[float] = 60.0  # simulated seconds per traffic step
     min_interval: ClassVar[float | None] = 120.0  # loops tick at most this often during a run (the driver's)
     intervals: ClassVar[Mapping[str, float]] = {}  # ... and these loops at most this often
+    #: option -> what it chooses (e.g. qa's ``questions``); a subclass reads its options in ``__init__``.
+    options: ClassVar[Mapping[str, str]] = {}
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, **options: Any) -> None:
         if not isinstance(seed, int) or isinstance(seed, bool):
             raise ScenarioError(f"a scenario's seed is a whole number, not {seed!r}")
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            known = ", ".join(self.options) or "none"
+            raise ScenarioError(f"scenario {self.name} has no option {unknown[0]!r}; its options: {known}")
         self.seed = seed
         self.truth: dict[str, Any] = self.draw(random.Random(f"grace-scenario:{self.name}:{seed}:truth"))  # noqa: S311
         self.rng = random.Random(f"grace-scenario:{self.name}:{seed}:traffic")  # noqa: S311 - reproducible
@@ -122,6 +128,7 @@ class Scenario:
             "name": cls.name,
             "summary": cls.summary,
             "scores": dict(cls.score_names),
+            "options": dict(cls.options),
             "step_s": cls.step,
             "doc": " ".join((cls.__doc__ or "").split()),
         }
@@ -377,6 +384,7 @@ def run_scenario(
     score_every: float = 3600.0,
     progress: bool = False,
     before: Callable[[ScenarioRun], None] | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> ScenarioResult:
     """Run scenario ``name`` for ``hours`` of simulated time; returns its ``ScenarioResult``.
 
@@ -404,11 +412,18 @@ def run_scenario(
                 score_every=score_every,
                 progress=progress,
                 before=before,
+                options=options,
             )
     ws = ws_or_path
     if name not in REGISTRY:
         _reject(ws, name)
-    run = ScenarioRun(ws, get_scenario(name)(seed), loops=loops, score_every=score_every).start()
+    try:
+        scenario = get_scenario(name)(seed, **dict(options or {}))
+    except ScenarioError as exc:
+        if not ws.read_only:
+            ws.publish("scenario.rejected", {"scenario": name, "reason": str(exc)}, actor=ACTOR)
+        raise
+    run = ScenarioRun(ws, scenario, loops=loops, score_every=score_every).start()
     if before is not None:
         before(run)
     return run.advance(hours, progress=progress).finish()

@@ -57,12 +57,20 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+# The versions the cassette was recorded with (a newer version of a prompt renders other messages).
+VERSIONS = {"chat.answer": 1}
+
+
 def run(ws: Workspace) -> list[Any]:
     """Every call of the study on the llamacpp backend: a text, parsed JSON, or the rejection's reason."""
     outcomes: list[Any] = []
     for name, inputs in CALLS:
         if ws.llm.prompts.get(name).output == "text":
-            outcomes.append(ws.llm.complete(name, inputs, purpose="smollm2-study", backend="llamacpp").text)
+            outcomes.append(
+                ws.llm.complete(
+                    name, inputs, purpose="smollm2-study", backend="llamacpp", version=VERSIONS.get(name)
+                ).text
+            )
             continue
         try:
             outcomes.append(

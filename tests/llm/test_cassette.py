@@ -124,7 +124,7 @@ def test_a_replay_miss_names_the_prompt_and_hash_and_records_nothing(ws: Workspa
     with pytest.raises(CassetteError) as caught:
         ws.llm.complete("chat.answer", QUESTION, purpose="t")
     message = str(caught.value)
-    assert message.startswith("the cassette holds no chat.answer v1 call by offline/")
+    assert message.startswith("the cassette holds no chat.answer v2 call by offline/")
     assert re.search(r"with prompt hash [0-9a-f]{64}; record it first", message)  # the full hash, to look up
     assert ws.ledger.head == before
     with pytest.raises(CassetteError, match="no cassette at"):

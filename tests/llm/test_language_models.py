@@ -30,7 +30,7 @@ def test_a_call_records_the_full_prompt_params_seed_and_response(ws: Workspace) 
     event = ws.ledger.get(c.event_id)
     p = event.payload
     assert (event.topic, event.actor) == ("llm.completed", "ada")
-    assert (p["prompt"], p["version"], p["purpose"], p["backend"]) == ("chat.answer", 1, "chat:c1", "offline")
+    assert (p["prompt"], p["version"], p["purpose"], p["backend"]) == ("chat.answer", 2, "chat:c1", "offline")
     assert [m["role"] for m in p["messages"]] == ["system", "user", "user"]
     assert "- Be brief." in p["messages"][0]["content"]
     assert "[memory:/a.md] Friday." in p["messages"][-1]["content"]

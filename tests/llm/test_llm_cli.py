@@ -15,7 +15,14 @@ def test_prompts_and_render_need_no_workspace(tmp_path: Path) -> None:
     listed = grace("llm", "prompts", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
-    assert names == ["chat.answer", "learning.operations", "reflection.insights", "reflection.questions"]
+    assert names == [
+        "chat.answer",
+        "chat.answer",
+        "learning.operations",
+        "reflection.insights",
+        "reflection.questions",
+        "reflection.wording",
+    ]  # one line per version
     shown = grace(
         "llm", "render", "chat.answer", "-i", "question=When?", "-i", f"passages={PASSAGES}", cwd=tmp_path
     )
@@ -33,7 +40,7 @@ def test_complete_records_and_calls_lists_it(tmp_path: Path) -> None:
         f"passages={PASSAGES}",
     )  # fmt: skip
     assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.strip() == "The alpha deadline is Friday. [memory:/a.md]"
+    assert answer.stdout.strip() == "Friday\n\nThe alpha deadline is Friday. [memory:/a.md]"
     questions = grace(
         "llm", "complete", "reflection.questions", "-w", ws, "-i",
         'observations=[{"id": "e1", "text": "upload failed", "topic": "task"}]', "--json",
@@ -106,4 +113,4 @@ def test_a_cassette_of_the_workspace_replays_its_calls(tmp_path: Path, model_ser
     assert len(model_server.requests) == 1
     missing = grace(*ask[:-1], 'passages=[{"id": "x", "text": "y"}]', "--cassette", tape, env=env)
     assert missing.returncode == 2
-    assert "the cassette holds no chat.answer v1 call by http/tiny" in missing.stderr
+    assert "the cassette holds no chat.answer v2 call by http/tiny" in missing.stderr

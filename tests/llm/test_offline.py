@@ -12,6 +12,7 @@ import pytest
 from grace_core import ManualClock, Workspace, open_workspace
 from grace_core.errors import ModelCallError
 from grace_core.llm import DEFAULT_HANDLERS, default_prompts, schema_errors
+from grace_core.llm.offline import short_answer
 
 OBSERVATIONS = [
     {"id": "e1", "text": "task upload-42 failed: payload too large", "topic": "task.failed"},
@@ -23,7 +24,7 @@ OBSERVATIONS = [
 ]
 
 
-def test_chat_answer_quotes_the_best_sentence_with_its_id(ws: Workspace) -> None:
+def test_chat_answer_gives_the_short_answer_then_the_best_sentence_with_its_id(ws: Workspace) -> None:
     passages = [
         {"id": "memory:/beta.md", "text": "Beta trains a classifier."},
         {
@@ -34,9 +35,19 @@ def test_chat_answer_quotes_the_best_sentence_with_its_id(ws: Workspace) -> None
     answer = ws.llm.complete(
         "chat.answer", {"question": "When is the alpha deadline?", "passages": passages}, purpose="test"
     )
-    assert answer.text == "The alpha deadline is Friday the 13th. [memory:/alpha.md]"
+    assert answer.text == "Friday the 13th\n\nThe alpha deadline is Friday the 13th. [memory:/alpha.md]"
     none = ws.llm.complete("chat.answer", {"question": "xylophone?", "passages": passages}, purpose="test")
-    assert none.text.startswith("I do not know")
+    assert none.text.startswith("I do not know.")
+    # the short answer is what the sentence says beyond the question (answers follow what they answer)
+    assert short_answer(
+        "What caused the cryostat outage?", "The cryostat outage was caused by a worn seal."
+    ) == ("worn seal")
+    assert short_answer("Who leads project Iris?", "Lena Novak leads project Iris.") == "Lena Novak"
+    moved = "The Alpha results were moved to the results-prod bucket."
+    assert short_answer("Where were the Alpha results moved?", moved) == "results-prod bucket"
+    assert (
+        short_answer("alpha deadline", "The alpha deadline.") == "The alpha deadline"
+    )  # nothing new: all of it
 
 
 def test_questions_put_failing_topics_first(ws: Workspace) -> None:

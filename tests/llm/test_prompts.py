@@ -41,6 +41,7 @@ def test_the_packaged_prompts_load_with_references_and_render() -> None:
         "learning.operations",
         "reflection.insights",
         "reflection.questions",
+        "reflection.wording",
     ]
     for prompt in prompts:
         assert prompt.references, f"{prompt.label} cites no source"
