@@ -132,7 +132,8 @@ def _by_family(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
         test["score"] = model.predict_proba(list(test["text"]))
         test["unit"] = str(fold)
         scored.append(test)
-    return pd.concat(scored, ignore_index=True)
+    result: pd.DataFrame = pd.concat(scored, ignore_index=True)
+    return result
 
 
 def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
@@ -144,7 +145,8 @@ def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
         test["score"] = model.predict_proba(list(test["text"]))
         test["unit"] = source
         scored.append(test)
-    return pd.concat(scored, ignore_index=True)
+    result: pd.DataFrame = pd.concat(scored, ignore_index=True)
+    return result
 
 
 PROTOCOLS = {"family": _by_family, "corpus": _by_corpus}
