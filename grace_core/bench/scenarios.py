@@ -34,3 +34,30 @@ def bench_scenario(ctx: Context) -> Iterator[Figure]:
     yield figure("scenario.ops_day_cpu_s", cpu * per_day, "s", "goal", DAY_GOAL_S)
     every = run_scenario(":memory:", "ops", hours=hours, seed=1, loops="all")
     yield figure("scenario.ops_day_all_s", every.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
+
+
+# ``scenario.security_day_s``: wall seconds of one simulated day of the security scenario with the loops on, in a
+# throwaway in-memory workspace, against the goal of 10 s; ``scenario.security_day_cpu_s``: its CPU seconds. Its
+# cost is the traffic's: every alert fans out into a task, a memory entry and a case note. A quick run simulates 2
+# hours and reports the day at that pace.
+@benchmark(
+    "scenario.security_day_s",
+    figures=["scenario.security_day_s", "scenario.security_day_cpu_s"],
+    goals=[
+        Goal(
+            "scenario.security_day_s",
+            DAY_GOAL_S,
+            text="a simulated day of the security scenario (loops on) <= 10 s",
+        )
+    ],
+)
+def bench_security_day(ctx: Context) -> Iterator[Figure]:
+    from grace_core.scenarios import run_scenario
+
+    hours = ctx.seconds(24.0, 2.0, minimum=0.5)
+    per_day = 24.0 / hours
+    cpu = time.process_time()
+    on = run_scenario(":memory:", "security", hours=hours, seed=1, loops="on")
+    cpu = time.process_time() - cpu
+    yield figure("scenario.security_day_s", on.wall_seconds * per_day, "s", "goal", DAY_GOAL_S)
+    yield figure("scenario.security_day_cpu_s", cpu * per_day, "s", "goal", DAY_GOAL_S)

@@ -22,6 +22,7 @@ from .base import (
 from .driver import Driver, Traffic
 from .engine import Scenarios
 from .ops import OpsScenario
+from .security import SecurityScenario
 
 __all__ = [
     "LOOPS_OFF",
@@ -33,6 +34,7 @@ __all__ = [
     "ScenarioResult",
     "ScenarioRun",
     "Scenarios",
+    "SecurityScenario",
     "Traffic",
     "get_scenario",
     "loop_selection",
