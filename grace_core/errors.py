@@ -13,6 +13,7 @@ __all__ = [
     "DegradedModeError",
     "EventError",
     "ExperimentError",
+    "FeedbackError",
     "GraceError",
     "LakeError",
     "LanguageModelError",
@@ -159,6 +160,10 @@ class RuleError(GraceError):
 
 class ScanError(GraceError):
     """Hunter was asked to scan or evaluate something it cannot (an unknown target, not text, a bad frame)."""
+
+
+class FeedbackError(GraceError):
+    """Feedback on a Hunter alert names no alert, or a verdict that is not one of the known ones."""
 
 
 class TaskError(GraceError):

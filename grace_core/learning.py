@@ -15,9 +15,14 @@ reflection, in ledger order:
   - **UPVOTE** (+1) / **DOWNVOTE** (-1). A lesson *with an effect* is voted on by **measured outcomes** only:
     the tasks it applied to against a seeded **holdout** (below); it gains a vote when its tasks succeed
     significantly more often (a two-proportion z-test, ``vote_z``), loses one when they succeed significantly
-    less often. A lesson *without* an effect (advice a person reads) is voted on by recurrence: its pattern
-    recurring upvotes it, its pattern staying away for ``decay_after`` reflections downvotes it (again after
-    each further ``decay_after``).
+    less often. A lesson with a **Hunter effect** (a ``false_positive`` insight: an allowlist of context words
+    for one rule) is measured on the alerts it would have silenced but that were held out of it, against the
+    analysts' verdicts: silencing a set of alerts of precision ``q`` raises F1 exactly when ``q < F1 / 2``, so
+    it gains a vote when the confirmed share of those alerts is significantly below ``P / (1 + P)`` (half the F1
+    the verdicted alerts would have if they missed nothing; ``P`` = their confirmed share), and loses one when it
+    is significantly above (a one-proportion z-test, ``vote_z``). A lesson *without* an effect (advice a person
+    reads) is voted on by recurrence: its pattern recurring upvotes it, its pattern staying away for
+    ``decay_after`` reflections downvotes it (again after each further ``decay_after``).
 
   A lesson *about chat* (its pattern a ``chat_topic`` or ``unanswered`` one) goes into the context of chat's
   answers; chat holds it out of a seeded share of the questions and records which lessons each answer had and
@@ -59,7 +64,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import pandas as pd
 
 from .causal import handling
-from .effects import validate_effect
+from .effects import HUNTER, scope, validate_effect
 from .errors import EventError, GraceError, LessonError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
@@ -67,6 +72,7 @@ from .mesh import Message
 from .times import TS, to_us
 
 if TYPE_CHECKING:
+    from .hunter import Hunter
     from .tasks import Task, Tasks
     from .workspace import Workspace
 
@@ -135,6 +141,12 @@ def lesson_text(kind: str, key: str, data: Mapping[str, Any]) -> str:
         cause = str(data.get("cause", "")).replace("_", " ")
         what = f"{data.get('task_kind')} fails with {data.get('error')} ({cause})"
         return f"{what}: {describe_effect(effect).split(': ', 1)[1]}." if effect else f"{what}."
+    if kind == "false_positive":
+        effect = data.get("effect") or {}
+        words = ", ".join(f'"{w}"' for w in effect.get("suppress", {}).get("context", ()))
+        return f"Hunter rule {data.get('rule')} fires on harmless text" + (
+            f" with {words} nearby: do not alert there." if words else "."
+        )
     if kind == "chat_topic":
         return f'Users keep asking about "{pattern}": keep a memory note that answers it.'
     if kind == "failure_rate":
@@ -211,13 +223,25 @@ def _z(applied: Mapping[str, Any], held: Mapping[str, Any]) -> float:
     return (s1 / n1 - s0 / n0) / se
 
 
+def _z_silenced(silenced: Mapping[str, Any], alerts: Mapping[str, Any]) -> float:
+    """One-proportion z statistic of a Hunter lesson: how far the confirmed share of the alerts it would silence
+    lies below the share that leaves F1 unchanged (``P / (1 + P)``, see the module docstring); > 0 is good."""
+    n, k = int(silenced["alerts"]), int(silenced["confirmed"])
+    total, confirmed = int(alerts["alerts"]), int(alerts["confirmed"])
+    precision = confirmed / total if total else 0.0
+    neutral = min(0.99, max(0.01, precision / (1 + precision)))
+    return (neutral - k / n) / math.sqrt(neutral * (1 - neutral) / n)
+
+
 def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     """The ExpeL operations learning makes after one reflection (JSON in, JSON out; no workspace access).
 
     ``request``: ``reflection`` (its number), ``insights`` (this reflection's, in ledger order: id, kind, key,
     text, data), ``lessons`` (the active ones: id, key, text, votes, effect or null, last_reflection),
     ``dropped`` (lessons dropped so far: key, effect), ``outcomes`` (per lesson with an effect, the tasks ended
-    since its last outcome vote: ``{"rule_id", "applied": {"tasks", "done"}, "held_out": {"tasks", "done"}}``)
+    since its last outcome vote: ``{"rule_id", "applied": {"tasks", "done"}, "held_out": {"tasks", "done"}}``;
+    per lesson with a Hunter effect, the verdicts given since then: ``{"rule_id", "silenced": {"alerts",
+    "confirmed"}, "alerts": {"alerts", "confirmed"}}``, the held-out alerts it would have silenced, and all alerts)
     and ``params`` (``CHOICE_PARAMS``). Answers ``{"operations": [...]}``, each with ``op`` (ADD, EDIT, UPVOTE,
     DOWNVOTE), ``basis`` (insight, recurrence, quiet, outcome) and what the op needs (key, text, effect,
     rule_id, insight, evidence).
@@ -277,19 +301,33 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     by_id = {str(lesson["id"]): lesson for lesson in lessons.values()}
     for outcome in sorted(request.get("outcomes", []), key=lambda o: str(o["rule_id"])):
         lesson = by_id.get(str(outcome["rule_id"]))
+        # Lessons with an effect, and chat lessons (which change the responder's context), are measured.
+        if lesson is None or (lesson.get("effect") is None and not is_chat_lesson(str(lesson["key"]))):
+            continue
+        silenced, alerts = outcome.get("silenced"), outcome.get("alerts")
         applied, held = outcome.get("applied"), outcome.get("held_out")
-        if lesson is None or not applied or not held:
+        evidence: dict[str, Any]
+        if silenced and alerts:
+            if int(silenced["alerts"]) < params["min_runs"]:
+                continue
+            z = _z_silenced(silenced, alerts)
+            evidence = {
+                "silenced": {"alerts": int(silenced["alerts"]), "confirmed": int(silenced["confirmed"])},
+                "alerts": {"alerts": int(alerts["alerts"]), "confirmed": int(alerts["confirmed"])},
+            }
+        elif applied and held:
+            if min(int(applied["tasks"]), int(held["tasks"])) < params["min_runs"]:
+                continue
+            z = _z(applied, held)
+            evidence = {
+                "applied": {"tasks": int(applied["tasks"]), "done": int(applied["done"])},
+                "held_out": {"tasks": int(held["tasks"]), "done": int(held["done"])},
+            }
+        else:
             continue
-        if min(int(applied["tasks"]), int(held["tasks"])) < params["min_runs"]:
-            continue
-        z = _z(applied, held)
         if abs(z) < params["vote_z"]:
             continue
-        evidence = {
-            "applied": {"tasks": int(applied["tasks"]), "done": int(applied["done"])},
-            "held_out": {"tasks": int(held["tasks"]), "done": int(held["done"])},
-            "z": round(z, 4),
-        }
+        evidence["z"] = round(z, 4)
         ops.append(
             {
                 "op": "UPVOTE" if z > 0 else "DOWNVOTE",
@@ -489,16 +527,52 @@ class LearningLoop(Loop):
 class Learning:
     """``ws.learning``: the loop, the lessons it keeps, their history and the outcomes they are judged by."""
 
-    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks) -> None:
+    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, hunter: Hunter) -> None:
         self.ws = ws
         self._tasks = tasks
         self._loops = loops
+        self._generation = 0  # bumped whenever a lesson changes; Hunter's lessons are re-read lazily
+        self._hunter_cache: tuple[int, list[tuple[str, dict[str, Any]]]] | None = None
         ws.projections.register(
-            "learned_rules", "learning.*", _apply, tables=["learned_rules", "learned_rule_history"]
+            "learned_rules", "learning.*", self._apply, tables=["learned_rules", "learned_rule_history"]
         )
         ws.projections.register("lesson_runs", "task.*", _apply_runs, tables=["lesson_runs"])
         self.loop = LearningLoop(self, loops, tasks)
         loops.add(self.loop)
+        hunter.use_lessons(self)
+
+    def _apply(self, con: Any, events: list[Event]) -> None:
+        _apply(con, events)
+        self._generation += 1
+
+    # -- Hunter's lessons --------------------------------------------------------------------------------------
+    def hunter_lessons(self) -> list[tuple[str, dict[str, Any]]]:
+        """The active lessons with a Hunter effect, (id, effect), oldest first (read again after any change)."""
+        cached = self._hunter_cache
+        generation = self._generation
+        if cached is not None and cached[0] == generation:
+            return cached[1]
+        rows = (
+            self.ws.ledger.reader()
+            .execute(
+                "SELECT id, effect FROM learned_rules WHERE state = 'active' AND task_kind = ? "
+                'ORDER BY created_at, "key"',
+                [HUNTER],
+            )
+            .fetchall()
+        )
+        lessons = [(str(r[0]), json.loads(r[1])) for r in rows]
+        self._hunter_cache = (generation, lessons)
+        return lessons
+
+    def hunter_held_out(self, lesson: str, key: str) -> bool:
+        """Whether the screen ``key`` is held out of ``lesson``: a hash of the workspace seed, the screen and the
+        lesson below ``holdout_share``, as for tasks (see ``held_out``)."""
+        share = float(self._loops.param(LearningLoop.name, "holdout_share"))
+        if share <= 0:
+            return False
+        digest = hashlib.sha256(f"grace-holdout:{self.ws.seed}:{lesson}:{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64 < share
 
     # -- reading ---------------------------------------------------------------------------------------------
     def rules(self, *, include_dropped: bool = False) -> pd.DataFrame:
@@ -537,12 +611,13 @@ class Learning:
         ]
 
     def effects(self) -> dict[str, list[ActiveEffect]]:
-        """Task kind -> the active lessons with an effect (id, key, effect), oldest first."""
+        """Task kind -> the active lessons with an executor effect (id, key, effect), oldest first."""
         rows = (
             self.ws.ledger.reader()
             .execute(
                 "SELECT task_kind, id, \"key\", effect FROM learned_rules WHERE state = 'active' "
-                'AND effect IS NOT NULL ORDER BY created_at, "key"'
+                'AND effect IS NOT NULL AND task_kind <> ? ORDER BY created_at, "key"',
+                [HUNTER],
             )
             .fetchall()
         )
@@ -571,6 +646,13 @@ class Learning:
             }
         for rule_id, arms in self._chat_outcomes().items():
             out.setdefault(rule_id, {"rule_id": rule_id}).update(arms)
+        for rule_id, alerts, confirmed, silenced, silenced_confirmed in self._hunter_outcomes():
+            if silenced:
+                out[rule_id] = {
+                    "rule_id": rule_id,
+                    "silenced": {"alerts": silenced, "confirmed": silenced_confirmed},
+                    "alerts": {"alerts": alerts, "confirmed": confirmed},
+                }
         return [out[k] for k in sorted(out)]
 
     def _chat_outcomes(self) -> dict[str, dict[str, dict[str, int]]]:
@@ -610,6 +692,24 @@ class Learning:
         digest = hashlib.sha256(f"grace-holdout:{self.ws.seed}:{lesson}:{subject}".encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64 < share
 
+    def _hunter_outcomes(self) -> list[tuple[str, int, int, int, int]]:
+        """Per active Hunter lesson, over the verdicts given since its last outcome vote: all verdicted alerts
+        (and how many were confirmed), and those it would have silenced but that were held out of it."""
+        rows = (
+            self.ws.ledger.reader()
+            .execute(
+                "SELECT l.id, count(*), count(*) FILTER (WHERE a.verdict = 'confirmed'), "
+                "count(*) FILTER (WHERE list_contains(json_extract_string(a.held_out, '$[*]'), l.id)), "
+                "count(*) FILTER (WHERE list_contains(json_extract_string(a.held_out, '$[*]'), l.id) "
+                "AND a.verdict = 'confirmed') "
+                "FROM learned_rules l JOIN hunter_alerts a ON a.verdict_seq > coalesce(l.evaluated_seq, 0) "
+                "WHERE l.state = 'active' AND l.task_kind = ? GROUP BY l.id ORDER BY l.id",
+                [HUNTER],
+            )
+            .fetchall()
+        )
+        return [(str(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows]
+
     def outcomes(self) -> pd.DataFrame:
         """Per lesson and arm (applied, held_out): tasks ended, done, success rate and mean time to done."""
         return self.ws.sql(
@@ -639,7 +739,9 @@ class Learning:
             raise LessonError("a lesson needs a text")
         normal = None if effect is None else validate_effect(effect)
         key = key or (
-            f"manual:{normal['kind']}:{normal['cause']}" if normal else f"manual:{text.strip()[:60]}"
+            f"manual:{normal.get('rule') or normal['kind']}:{normal['cause']}"
+            if normal
+            else f"manual:{text.strip()[:60]}"
         )
         if any(lesson["key"] == key for lesson in self.lessons()):
             raise LessonError(f"an active lesson has the key {key!r} already; edit or drop it first")
@@ -684,7 +786,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
                     e.ts_us,
                     e.ts_us,
                     None if effect is None else canonical_json(_valid(effect)),
-                    None if effect is None else effect["kind"],
+                    None if effect is None else scope(_valid(effect)),
                     e.actor,
                 ],
             )
@@ -706,7 +808,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
             supported = op == "edit" or (op == "upvote" and basis == "recurrence")
             con.execute(
                 "UPDATE learned_rules SET votes = ?, text = ?, state = ?, support = support + ?, effect = ?, "
-                "task_kind = json_extract_string(?, '$.kind'), "
+                "task_kind = ?, "
                 "last_reflection = CASE WHEN ? THEN ? ELSE last_reflection END, "
                 "evaluated_seq = CASE WHEN ? THEN ? ELSE evaluated_seq END, "
                 f"updated_at = {TS} WHERE id = ?",
@@ -716,7 +818,7 @@ def _apply(con: Any, events: Iterable[Event]) -> None:
                     "active" if votes > 0 else "dropped",
                     int(supported),
                     effect_json,
-                    effect_json,
+                    None if effect_json is None else scope(json.loads(effect_json)),
                     supported,
                     reflection,
                     basis == "outcome",

@@ -33,6 +33,11 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
     successful runs of the last ``cause_lookback`` seconds that no lesson changed (``ws.tasks.runs``) by
     feature (parameter values, size threshold, hour of day, retry-then-success) and proposes an executable
     effect, which learning turns into a lesson for the executor. Run for the kinds with a new failed run.
+``false_positive``
+    where a Hunter rule fires on harmless text: the analysis of the analysts' verdicts
+    (``grace_core.hunter.verdicts``) compares the rule's false positives of the last ``cause_lookback`` seconds
+    with its confirmed alerts by the words around them and proposes an allowlist (a Hunter effect), which
+    learning turns into a lesson for Hunter. Run for the rules with a new verdict.
 
 Each insight lists every event it rests on (``evidence``) and is published as caused by one of them (the most
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
@@ -58,11 +63,13 @@ import pandas as pd
 from .diagnosis import diagnose
 from .errors import GraceError
 from .events import Event, canonical_json
+from .hunter.verdicts import false_positives
 from .loops import Loop, Scheduler
 from .mesh import Message
 from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
+    from .hunter import Hunter
     from .llm import LanguageModels
     from .tasks import Tasks
     from .workspace import Workspace
@@ -194,11 +201,14 @@ class ReflectionLoop(Loop):
         "anomaly_ratio": (1.5, 20.0),
     }
 
-    def __init__(self, ws: Workspace, loops: Scheduler, tasks: Tasks, llm: LanguageModels) -> None:
+    def __init__(
+        self, ws: Workspace, loops: Scheduler, tasks: Tasks, llm: LanguageModels, hunter: Hunter
+    ) -> None:
         self._ws = ws
         self._loops = loops
         self._tasks = tasks
         self._llm = llm
+        self._hunter = hunter
         # The pending window kept in memory between ticks: the relevant events in (_from, _upto].
         self._pending: list[Event] = []
         self._from: int | None = None
@@ -278,6 +288,7 @@ class ReflectionLoop(Loop):
                 *self._unanswered(span),
                 *self._resolutions(window, span),
                 *self._causes(window),
+                *self._false_positives(window),
             )
             if any(i in new for i in f.evidence)
         ]
@@ -343,7 +354,7 @@ class ReflectionLoop(Loop):
         )
         self._ws.publish_many(messages, actor=ACTOR)
         for f in findings:
-            if f.kind == "failure_cause":
+            if f.kind in ("failure_cause", "false_positive"):
                 self._proposed[f.key] = f.data.get("effect")
         return len(findings)
 
@@ -528,7 +539,7 @@ class ReflectionLoop(Loop):
         out = []
         what = {
             "refused": "were refused",
-            "failed": "got no answer (the responder failed)",
+            "failed": "got no answer (the model call failed)",
             "no_answer": "found nothing to answer from",
         }
         for reason in sorted(groups):
@@ -619,6 +630,37 @@ class ReflectionLoop(Loop):
             )
         return out
 
+    def _false_positives(self, window: list[Event]) -> list[Finding]:
+        """Allowlists for the rules with a verdict in the window (``grace_core.hunter.verdicts``): reported when
+        the rule got a new false positive, or when the proposal changed."""
+        feedback: dict[str, list[Event]] = defaultdict(list)
+        for e in window:
+            if e.topic == "hunter.feedback":
+                feedback[str(e.payload.get("rule"))].append(e)
+        if not feedback:
+            return []
+        since = self._ws.clock.time() - float(self._param("cause_lookback"))
+        verdicts = [v for v in self._hunter.verdicts(since=since) if v["rule"] in feedback]
+        out = []
+        for insight in false_positives({"verdicts": verdicts})["insights"]:
+            data = insight["data"]
+            events = feedback[data["rule"]]
+            fresh = any(e.payload.get("verdict") == "false_positive" for e in events)
+            if not fresh and self._last_effect(insight["key"]) == data.get("effect"):
+                continue  # nothing new: no new false positive, the same proposal
+            out.append(
+                Finding(
+                    "false_positive",
+                    insight["key"],
+                    insight["text"],
+                    float(insight["score"]),
+                    [e.id for e in events] + list(insight["evidence"]),
+                    events[-1],
+                    data,
+                )
+            )
+        return out
+
     def _last_effect(self, key: str) -> Any:
         """The effect the latest insight with ``key`` proposed (None: none; ``_NONE``: no such insight). Kept in
         memory once read: only this loop writes insights, and it notes each one it publishes (``reflect``)."""
@@ -700,10 +742,12 @@ def _strip_redactions(text: str) -> str:
 class Reflection:
     """``ws.reflection``: the loop, its insights and reflections as DataFrames."""
 
-    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, llm: LanguageModels) -> None:
+    def __init__(
+        self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, llm: LanguageModels, hunter: Hunter
+    ) -> None:
         self._ws = ws
         ws.projections.register("insights", "reflection.*", _apply, tables=["insights", "reflections"])
-        self.loop = ReflectionLoop(ws, loops, tasks, llm)
+        self.loop = ReflectionLoop(ws, loops, tasks, llm, hunter)
         loops.add(self.loop)
 
     def insights(self, *, kind: str | None = None, since: float | None = None) -> pd.DataFrame:

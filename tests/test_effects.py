@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from grace_core.effects import combine, next_allowed, validate_effect
+from grace_core.effects import combine, next_allowed, scope, suppresses, validate_effect
 from grace_core.errors import LessonError
 
 
@@ -41,6 +41,16 @@ def test_a_valid_effect_gets_its_normal_form() -> None:
         ({"kind": "k", "retry": {"backoff": -1}}, "backoff"),
         ({"kind": "k", "avoid_hours": [24]}, "hours 0..23"),
         ({"kind": "k", "avoid_hours": list(range(24))}, "whole day"),
+        ({"target": "sandbox", "kind": "k", "params": {"a": 1}}, "effect.target"),
+        ({"target": "hunter", "suppress": {"context": ["x1"]}}, "names the rule"),
+        ({"target": "hunter", "rule": "r", "params": {"a": 1}}, "unknown Hunter effect key"),
+        ({"target": "hunter", "rule": "r", "cause": "size_limit", "severity": "low"}, "cause is one of"),
+        ({"target": "hunter", "rule": "r"}, "suppress or severity"),
+        ({"target": "hunter", "rule": "r", "suppress": {"context": []}}, "lower-case words"),
+        ({"target": "hunter", "rule": "r", "suppress": {"context": ["Example"]}}, "lower-case words"),
+        ({"target": "hunter", "rule": "r", "suppress": ["example"]}, "lower-case words"),
+        ({"target": "hunter", "rule": "r", "severity": "urgent"}, "severity is one of"),
+        ({"target": "hunter", "rule": "r", "severity": "low", "when": {"target": "web"}}, "effect.when"),
     ],
 )
 def test_a_malformed_effect_is_refused_with_the_reason(effect: object, message: str) -> None:
@@ -86,3 +96,29 @@ def test_next_allowed_is_the_earliest_allowed_instant(hours: set[int], now: floa
     # every whole hour strictly between now and until is avoided
     for start in range(int(now // 3600) + 1, int(until // 3600)):
         assert start % 24 in hours
+
+
+def test_a_hunter_effect_gets_its_normal_form_and_silences_only_its_context() -> None:
+    effect = validate_effect(
+        {
+            "target": "hunter",
+            "rule": "aws-access-key-id",
+            "cause": "false_positive",
+            "when": {"target": "memory"},
+            "suppress": {"context": ["placeholder", "example", "example"]},
+        }
+    )
+    assert effect == {
+        "target": "hunter",
+        "rule": "aws-access-key-id",
+        "cause": "false_positive",
+        "when": {"target": "memory"},
+        "suppress": {"context": ["example", "placeholder"]},
+    }
+    assert scope(effect) == "hunter"
+    assert scope(validate_effect({"kind": "ops.k", "params": {"a": 1}})) == "ops.k"
+    assert suppresses(effect, target="memory", words=["the", "example", "key"])
+    assert not suppresses(effect, target="chat", words=["example"])  # another target
+    assert not suppresses(effect, target="memory", words=["deploy", "key"])  # another context
+    severity_only = validate_effect({"target": "hunter", "rule": "r", "severity": "low"})
+    assert not suppresses(severity_only, target="chat", words=["example"])

@@ -4,6 +4,8 @@ with an effect voted on by measured outcomes (holdout), dropped at zero; the pur
 from __future__ import annotations
 
 import json
+import random
+import string
 from collections.abc import Callable
 from pathlib import Path
 
@@ -395,3 +397,106 @@ def test_a_harmful_lesson_is_downvoted_by_outcomes_dropped_and_stops_applying(ws
     outcomes = ws.learning.outcomes().set_index("arm")
     assert outcomes.loc["applied", "success_rate"] == 0.0
     assert outcomes.loc["held_out", "success_rate"] == 1.0
+
+
+HUNTER_EFFECT = {
+    "target": "hunter",
+    "rule": "aws-access-key-id",
+    "cause": "false_positive",
+    "suppress": {"context": ["example"]},
+}
+
+
+def hunter_insight(effect: dict = HUNTER_EFFECT) -> dict:
+    data = {"rule": "aws-access-key-id", "false_positives": 6, "confirmed": 4, "covered": 5, "effect": effect}
+    return {
+        "id": "fp1",
+        "kind": "false_positive",
+        "key": "false_positive:aws-access-key-id",
+        "text": "...",
+        "data": data,
+    }
+
+
+def test_a_false_positive_insight_adds_a_lesson_for_hunter() -> None:
+    [op] = ops_of(insights=[hunter_insight()])
+    assert (op["op"], op["effect"]) == ("ADD", HUNTER_EFFECT)
+    assert (
+        op["text"]
+        == 'Hunter rule aws-access-key-id fires on harmless text with "example" nearby: do not alert there.'
+    )
+
+
+def test_a_hunter_lesson_is_voted_on_by_the_verdicts_on_alerts_it_would_silence() -> None:
+    hunter_lesson = {
+        "id": "h1",
+        "key": "false_positive:aws-access-key-id",
+        "text": "t",
+        "votes": 2,
+        "effect": HUNTER_EFFECT,
+        "last_reflection": 1,
+    }
+
+    def vote(silenced: tuple[int, int], alerts: tuple[int, int]) -> list[dict]:
+        outcome = {
+            "rule_id": "h1",
+            "silenced": {"alerts": silenced[0], "confirmed": silenced[1]},
+            "alerts": {"alerts": alerts[0], "confirmed": alerts[1]},
+        }
+        return ops_of(lessons=[hunter_lesson], outcomes=[outcome])
+
+    # Silencing only false positives while most alerts are right raises F1: up.
+    [up] = vote((10, 0), (40, 30))
+    assert (up["op"], up["basis"]) == ("UPVOTE", "outcome")
+    assert up["evidence"]["silenced"] == {"alerts": 10, "confirmed": 0}
+    # Silencing alerts that are mostly confirmed attacks lowers F1: down, after only a few.
+    [down] = vote((3, 3), (40, 30))
+    assert down["op"] == "DOWNVOTE"
+    assert down["evidence"]["z"] < -1.96
+    assert vote((2, 2), (40, 30)) == []  # too few to tell
+    assert vote((6, 2), (40, 30)) == []  # a third confirmed: no measurable harm or good yet
+
+
+def test_hunter_lessons_are_kept_apart_from_the_executors(ws: Workspace) -> None:
+    lesson = ws.learning.add_lesson("Example keys are no leak.", effect=HUNTER_EFFECT, actor="system")
+    assert ws.learning.lessons()[0]["key"] == "manual:aws-access-key-id:false_positive"
+    assert ws.learning.hunter_lessons() == [(lesson, HUNTER_EFFECT)]
+    assert ws.learning.effects() == {}
+
+
+def test_a_harmful_hunter_lesson_is_downvoted_by_verdicts_dropped_and_stops_silencing(ws: Workspace) -> None:
+    """A lesson allowlists a word that real leaks carry. The analyst confirms the held-out alerts it would have
+    silenced, so the verdicts downvote it to zero; once dropped, the leaks alert again."""
+    ws.auth.register("ada", "Ada-admin-pass-9x!", role="admin", by="system")
+    ws.auth.register("rex", "Rex-researcher-pass-9x!", role="researcher", by="system")
+    ws.loops.set_param("learning", "holdout_share", 0.5, actor="system")
+    bad = {**HUNTER_EFFECT, "suppress": {"context": ["credentials"]}}
+    rule_id = ws.learning.add_lesson("Credentials talk is harmless.", effect=bad, actor="ada")
+    ws.loops.start("reflection")
+    ws.loops.start("learning")
+    silenced = 0
+    rng = random.Random(7)
+    for i in range(60):
+        key = "AKIA" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16))
+        ws.memory.write(
+            f"/team/leak-{i}.md", f"Deploying now, the credentials are {key} for job {i}.", actor="rex"
+        )
+        ws.clock.advance(60)
+        for alert in ws.hunter.alerts().query("verdict.isnull()").id:
+            ws.hunter.feedback(str(alert), "confirmed", actor="rex")
+        silenced = len(ws.ledger.events(topic="hunter.alert_suppressed"))
+        ws.loops.run_for(minutes=5)
+        if ws.learning.rules(include_dropped=True).set_index("id").loc[rule_id, "state"] == "dropped":
+            break
+    history = ws.learning.history(rule_id)
+    assert list(history["op"]) == ["add", "downvote", "downvote"]
+    assert list(history["basis"]) == ["injected", "outcome", "outcome"]
+    evidence = json.loads(history["evidence"].iloc[-1])
+    assert evidence["silenced"]["alerts"] == evidence["silenced"]["confirmed"] >= 3
+    assert silenced > 0  # it did silence leaks while it was active
+    assert ws.learning.hunter_lessons() == []
+    before = ws.hunter.alert_count()
+    ws.memory.write(
+        "/team/leak-after.md", "Deploying now, the credentials are AKIAZ3MHQ7RBX2LPWK4D.", actor="rex"
+    )
+    assert ws.hunter.alert_count() == before + 1  # dropped: nothing silences the leak any more

@@ -50,7 +50,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
         pass
     unknown = grace("scenario", "run", "nope", "--hours", "1", "--workspace", path)
     assert unknown.returncode == 2
-    assert unknown.stderr.strip() == "grace: error: unknown scenario 'nope'; scenarios: ops, qa"
+    assert unknown.stderr.strip() == "grace: error: unknown scenario 'nope'; scenarios: ops, qa, security"
     with open_workspace(path, snapshot=True) as ws:
         assert [e.payload["scenario"] for e in ws.ledger.events(topic="scenario.rejected")] == ["nope"]
     assert grace("scenario", "show", "nope").returncode == 2

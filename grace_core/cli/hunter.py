@@ -1,8 +1,10 @@
-"""Commands of the hunter engine: ``grace hunter scan|rules|disable|enable``.
+"""Commands of the hunter engine: ``grace hunter scan|rules|disable|enable|feedback``.
 
 ``disable`` and ``enable`` change the workspace's rules, so governance decides them first (actions
 ``hunter.rule.disable`` / ``hunter.rule.enable``, logged as ``governance.decision`` events): ``--by NAME`` must
 be an admin or the local operator (``system``, the default); anyone else is refused with exit status 2.
+``feedback ALERT VERDICT --by NAME`` records an analyst's verdict on an alert (``confirmed`` or
+``false_positive``; action ``hunter.feedback``: admins, researchers and the operator).
 
 ``grace hunter scan`` works without any workspace (it uses the default rule pack) or, given ``--workspace``
 (or ``--snapshot``), with that workspace's current rules; it only scans and never writes. It prints one JSON
@@ -163,3 +165,19 @@ def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
 def enable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
     """Run a disabled rule again (a hunter.rule_enabled event)."""
     _switch(ctx, rule_id, True, reason, by)
+
+
+@hunter.command()
+@click.argument("alert_id", metavar="ALERT")
+@click.argument("verdict", metavar="VERDICT")
+@click.option("--note", default="", help="Why (recorded in the event).")
+@by_option(
+    "Who judges the alert: an admin, a researcher, or the local operator (system); governance decides."
+)
+@workspace_options
+@click.pass_context
+def feedback(ctx: click.Context, alert_id: str, verdict: str, note: str, by: str) -> None:
+    """Mark alert ALERT confirmed or false_positive (a hunter.feedback event)."""
+    with _workspace(ctx, writes=True) as ws:
+        event = ws.hunter.feedback(alert_id, verdict, actor=by, note=note)
+    click.echo(f"{alert_id} {verdict} (event {event.id})")

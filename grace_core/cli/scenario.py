@@ -14,7 +14,8 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead
 @cli.group()
 @workspace_options
 def scenario() -> None:
-    """Seeded scenarios whose scores the loops can change (ops: hidden failure causes of task kinds)."""
+    """Seeded scenarios whose scores the loops can change (ops: hidden failure causes of task kinds; security:
+    labelled attacks and benign traffic, an analyst judging alerts)."""
 
 
 @scenario.command("ls")

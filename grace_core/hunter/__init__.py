@@ -18,13 +18,26 @@ Besides its rules, Hunter runs the detectors other engines register with it
 deployed prompt-injection model for chat texts and unregisters it when the model is undeployed. Hunter itself
 knows no engine above it.
 
+**Feedback and lessons.** ``feedback(alert_id, verdict, actor=...)`` records an analyst's verdict on an alert
+(``confirmed`` or ``false_positive``; a ``hunter.feedback`` event, governed as ``hunter.feedback``); the verdict
+is a column of ``hunter_alerts``. Learning turns repeated false positives into lessons whose effect is data for
+Hunter (``grace_core.effects``: a context allowlist or a severity for one rule) and hands Hunter the active
+ones (``use_lessons``). ``screen`` applies them: a finding a lesson suppresses raises no alert (a
+``hunter.alert_suppressed`` event says which lessons silenced what), except for a seeded share of screens held
+out of each lesson, whose alerts name the lesson (``held_out``) so that the analysts' verdicts on them measure
+it. Lessons change which findings alert, never what is masked: ``scan`` stays the rules' raw findings. Each
+alert keeps its ``context``, the plain words (letters only, outside every finding) around its findings, which
+is what a lesson's allowlist matches.
+
 An alert fans out in a durable mesh subscriber (``hunter.fanout``, :mod:`grace_core.hunter.fanout`), never in
 the scanner: a task, a memory entry and a live notification, each caused by the alert.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -32,7 +45,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import pandas as pd
 
-from grace_core.errors import RuleError, ScanError
+from grace_core.effects import suppresses
+from grace_core.errors import FeedbackError, RuleError, ScanError
 from grace_core.events import Event, canonical_json
 from grace_core.mesh import Message
 from grace_core.times import TS
@@ -58,13 +72,16 @@ if TYPE_CHECKING:
 __all__ = [
     "SEVERITIES",
     "TARGETS",
+    "VERDICTS",
     "Detector",
     "EvalReport",
     "Finding",
     "Hunter",
+    "LessonSource",
     "Pack",
     "Rule",
     "Scanner",
+    "context_words",
     "default_pack",
     "default_scanner",
     "evaluate",
@@ -76,6 +93,10 @@ __all__ = [
 HUNTER = "hunter"  # the actor of everything Hunter publishes
 MAX_SPANS = 1000  # per alert; the count is always exact
 MAX_EXCERPTS = 20
+VERDICTS = ("confirmed", "false_positive")  # an analyst's verdict on an alert
+CONTEXT_CHARS = 80  # characters each side of a finding whose words are its context
+MAX_CONTEXT_WORDS = 60  # per alert
+_CONTEXT_WORD = re.compile(r"(?<![A-Za-z0-9_\\])[A-Za-z]{3,15}(?![A-Za-z0-9_])")
 _RULE_TOPICS = (
     "hunter.pack_loaded",
     "hunter.rule_added",
@@ -89,6 +110,31 @@ class Detector(Protocol):
     """A detection another engine adds to Hunter's scans: the findings of ``text`` scanned as ``target``."""
 
     def __call__(self, text: str, *, target: str) -> list[Finding]: ...
+
+
+class LessonSource(Protocol):
+    """Where Hunter finds the lessons it applies (learning is one): active Hunter effects and their holdout."""
+
+    def hunter_lessons(self) -> Sequence[tuple[str, Mapping[str, Any]]]:
+        """The active lessons with a Hunter effect: (lesson id, effect in normal form), oldest first."""
+        ...
+
+    def hunter_held_out(self, lesson: str, key: str) -> bool:
+        """Whether the screen identified by ``key`` is held out of ``lesson`` (seeded, the same on a replay)."""
+        ...
+
+
+def context_words(text: str, findings: Sequence[Finding], spans: Sequence[tuple[int, int]]) -> list[str]:
+    """The plain words around ``findings`` in ``text``: letters only, lower case, outside every span of
+    ``spans`` (all findings of the text), within ``CONTEXT_CHARS`` of a finding; sorted, at most
+    ``MAX_CONTEXT_WORDS``. Words never include a finding's own text, so they hold no secret a rule sees."""
+    words: set[str] = set()
+    for f in findings:
+        lo, hi = max(0, f.start - CONTEXT_CHARS), min(len(text), f.end + CONTEXT_CHARS)
+        for m in _CONTEXT_WORD.finditer(text, lo, hi):
+            if not any(m.start() < e and s < m.end() for s, e in spans):
+                words.add(m.group().lower())
+    return sorted(words)[:MAX_CONTEXT_WORDS]
 
 
 def default_scanner() -> Scanner:
@@ -159,6 +205,7 @@ class Hunter:
         self._built: tuple[int, tuple[Rule, ...], Scanner] | None = None
         self._started = False
         self._detectors: dict[str, tuple[Detector, frozenset[str]]] = {}
+        self._lessons: LessonSource | None = None
         ws.projections.register("hunter_rules", "hunter.*", self._apply_rules, tables=["hunter_rules"])
         ws.projections.register("hunter_alerts", "hunter.*", _apply_alerts, tables=["hunter_alerts"])
 
@@ -245,16 +292,114 @@ class Hunter:
         for f in findings:
             by_rule.setdefault(f.rule, []).append(f)
         rules = {r.id: r for r in self._current()[1]}
-        messages = [
-            Message(
-                "hunter.alert",
-                _alert_payload(rules.get(rid) or _model_rule(group), group, actor, resource, scan_id),
-                resource,
-            )
-            for rid, group in by_rule.items()
-        ]
+        lessons = self._active_lessons()
+        spans = [(f.start, f.end) for f in findings]
+        key = ""
+        messages = []
+        for rid, group in by_rule.items():
+            payload = _alert_payload(rules.get(rid) or _model_rule(group), group, actor, resource, scan_id)
+            words = context_words(text, group, spans)
+            payload["context"] = words
+            silenced: list[str] = []
+            held: list[str] = []
+            for lesson, effect in lessons.get(rid, ()):
+                if (
+                    "severity" in effect and ("when" not in effect or effect["when"]["target"] == target)
+                ):  # a severity changes how urgent an alert is, never whether it is raised: nothing to hold out
+                    payload["severity"] = effect["severity"]
+                    payload.setdefault("lessons", []).append(lesson)
+                if not suppresses(effect, target=target, words=words):
+                    continue
+                key = key or _screen_key(text, target, self._ws.clock.time())
+                assert self._lessons is not None
+                (held if self._lessons.hunter_held_out(lesson, key) else silenced).append(lesson)
+            if silenced:
+                messages.append(
+                    Message(
+                        "hunter.alert_suppressed",
+                        {
+                            "rule": rid,
+                            "target": target,
+                            "actor": actor,
+                            "resource": resource,
+                            "count": len(group),
+                            "scan": scan_id,
+                            "lessons": silenced,
+                            "held_out": held,
+                            "context": words,
+                        },
+                        resource,
+                    )
+                )
+                continue
+            if held:
+                payload["held_out"] = held
+            messages.append(Message("hunter.alert", payload, resource))
         self._ws.publish_many(messages, actor=HUNTER)
         return findings
+
+    # -- lessons and feedback ----------------------------------------------------------------------------------
+    def use_lessons(self, source: LessonSource | None) -> None:
+        """Apply the lessons of ``source`` when screening (learning hands itself over; None: apply none)."""
+        self._lessons = source
+
+    def _active_lessons(self) -> dict[str, list[tuple[str, Mapping[str, Any]]]]:
+        out: dict[str, list[tuple[str, Mapping[str, Any]]]] = {}
+        if self._lessons is not None:
+            for lesson, effect in self._lessons.hunter_lessons():
+                out.setdefault(str(effect["rule"]), []).append((lesson, effect))
+        return out
+
+    def feedback(self, alert_id: str, verdict: str, *, actor: str, note: str = "") -> Event:
+        """Record an analyst's ``verdict`` on an alert (``confirmed`` or ``false_positive``): a ``hunter.feedback``.
+
+        Governance decides first (``hunter.feedback`` on ``hunter:alert:<id>``: admins, researchers and the
+        engines in the default pack); an unknown alert or verdict raises ``FeedbackError`` and publishes nothing.
+        A later verdict on the same alert replaces the earlier one (both stay on the ledger).
+        """
+        if verdict not in VERDICTS:
+            raise FeedbackError(f"a verdict is one of {', '.join(VERDICTS)}, not {verdict!r}")
+        if not isinstance(note, str):
+            raise FeedbackError("a feedback note is text")
+        if not isinstance(alert_id, str) or not alert_id:
+            raise FeedbackError(f"feedback names an alert id, not {alert_id!r}")
+        row = (
+            self._ws.ledger.reader()
+            .execute("SELECT rule, target FROM hunter_alerts WHERE id = ?", [alert_id])
+            .fetchone()
+        )
+        if row is None:
+            raise FeedbackError(f"no alert {alert_id!r}; see hunter.alerts()")
+        resource = f"hunter:alert:{alert_id}"
+        self._governance.check(actor, "hunter.feedback", resource=resource, context={"verdict": verdict})
+        return self._ws.publish(
+            "hunter.feedback",
+            {"alert": alert_id, "rule": row[0], "target": row[1], "verdict": verdict, "note": note},
+            actor=actor,
+            resource=resource,
+        )
+
+    def verdicts(self, *, since: float | None = None) -> list[dict[str, Any]]:
+        """Alerts with a verdict (given at or after ``since``, epoch seconds), oldest verdict first: id, rule,
+        target, verdict, context (words) and held_out (lesson ids)."""
+        sql = (
+            "SELECT id, rule, target, verdict, context, held_out FROM hunter_alerts WHERE verdict IS NOT NULL"
+            + (f" AND verdict_at >= {TS}" if since is not None else "")
+            + " ORDER BY verdict_seq"
+        )
+        params = [] if since is None else [round(since * 1e6)]
+        rows = self._ws.ledger.reader().execute(sql, params).fetchall()
+        return [
+            {
+                "id": r[0],
+                "rule": r[1],
+                "target": r[2],
+                "verdict": r[3],
+                "context": json.loads(r[4]) if r[4] else [],
+                "held_out": json.loads(r[5]) if r[5] else [],
+            }
+            for r in rows
+        ]
 
     # -- rules -------------------------------------------------------------------------------------------------
     def rules(self, *, enabled: bool | None = None) -> pd.DataFrame:
@@ -434,6 +579,13 @@ def _changed_fields(old: Rule, new: Rule) -> list[str]:
     return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
 
 
+def _screen_key(text: str, target: str, now: float) -> str:
+    """What identifies one screen for the holdout: its text, target and instant (not an id drawn in ledger
+    order, which any unrelated earlier event would change)."""
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+    return f"{target}:{round(now * 1e6)}:{digest}"
+
+
 def _resource(rule_id: str) -> str:
     return f"hunter:rule:{rule_id}"
 
@@ -578,12 +730,14 @@ def _apply_rules(con: Any, events: list[Event]) -> bool:
 
 
 def _apply_alerts(con: Any, events: list[Event]) -> None:
-    """Projection: ``hunter_alerts`` from ``hunter.alert`` and the ``hunter.notification`` ending its fan-out."""
+    """Projection: ``hunter_alerts`` from ``hunter.alert``, the ``hunter.notification`` ending its fan-out and the
+    ``hunter.feedback`` giving its verdict."""
     for e in events:
         p = e.payload
         if e.topic == "hunter.alert":
             con.execute(
-                f"INSERT INTO hunter_alerts VALUES (?, {TS}, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL)",
+                f"INSERT INTO hunter_alerts VALUES (?, {TS}, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "NULL, NULL, NULL, ?, ?, NULL, NULL, NULL, NULL, NULL)",
                 [
                     e.id,
                     e.ts_us,
@@ -595,7 +749,15 @@ def _apply_alerts(con: Any, events: list[Event]) -> None:
                     p["count"],
                     p["scan"],
                     json.dumps(p.get("excerpts", []), ensure_ascii=False),
+                    json.dumps(p["context"]) if "context" in p else None,
+                    json.dumps(p["held_out"]) if p.get("held_out") else None,
                 ],
+            )
+        elif e.topic == "hunter.feedback":
+            con.execute(
+                "UPDATE hunter_alerts SET verdict = ?, verdict_by = ?, verdict_note = ?, "
+                f"verdict_at = {TS}, verdict_seq = ? WHERE id = ?",
+                [p["verdict"], e.actor, p.get("note", ""), e.ts_us, e.seq, p["alert"]],
             )
         elif e.topic == "hunter.notification":
             con.execute(

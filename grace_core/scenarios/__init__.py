@@ -23,6 +23,7 @@ from .driver import Driver, Traffic
 from .engine import Scenarios
 from .ops import OpsScenario
 from .qa import QaScenario
+from .security import SecurityScenario
 
 __all__ = [
     "LOOPS_OFF",
@@ -35,6 +36,7 @@ __all__ = [
     "ScenarioResult",
     "ScenarioRun",
     "Scenarios",
+    "SecurityScenario",
     "Traffic",
     "get_scenario",
     "loop_selection",
