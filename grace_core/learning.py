@@ -79,6 +79,7 @@ __all__ = [
 ]
 
 ACTOR = "learning"
+GENERATIVE = "generative"  # the kind of the insights reflection's model step writes
 INITIAL_VOTES = 2  # as in ExpeL: a new rule starts with two votes
 _PRIORITY = {"alert_rate": 70, "failure_rate": 60, "anomaly": 55, "unanswered": 50, "chat_topic": 40}
 #: Operation -> (event topic, history op, vote delta).
@@ -225,6 +226,8 @@ def insight_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     }
     latest: dict[str, Mapping[str, Any]] = {}
     for insight in request.get("insights", []):
+        if insight.get("kind") == GENERATIVE:
+            continue  # a model's free-text insight: for a model to judge, not for the rules
         latest[str(insight["key"])] = insight  # the last of a key wins
     ops: list[dict[str, Any]] = []
     for key in sorted(latest):
@@ -373,10 +376,10 @@ def operations_of_answer(answer: Mapping[str, Any], request: Mapping[str, Any]) 
 
     An ADD needs a text and must cite insights of this reflection; its key is given, else its first insight's
     (unless a lesson has it), else one made from its text. EDIT, UPVOTE and DOWNVOTE need an active lesson's
-    id, at most one EDIT and one vote per lesson. An effect must pass ``validate_effect``; an ADD may not bring back a lesson
-    whose effect was dropped for doing harm. **UPVOTE and DOWNVOTE may not name a lesson with an effect**: its
-    votes come from its measured outcomes only (``outcome_operations``), so a model cannot keep alive, or
-    resurrect, a lesson the outcomes demote.
+    id, at most one EDIT and one vote per lesson. An effect must pass ``validate_effect``; an ADD may not bring
+    back a lesson whose effect was dropped for doing harm. **UPVOTE and DOWNVOTE may not name a lesson with an
+    effect**: its votes come from its measured outcomes only (``outcome_operations``), so a model cannot keep
+    alive, or resurrect, a lesson the outcomes demote.
     """
     n = int(request["reflection"])
     lessons = {str(lesson["id"]): lesson for lesson in request.get("lessons", [])}
@@ -542,6 +545,8 @@ class LearningLoop(Loop):
         for e in insights:
             latest[e.payload["key"]] = e
         for key in sorted(latest):
+            if latest[key].payload["kind"] == GENERATIVE:
+                continue  # tasks are opened for the analysis' recurring patterns; a model's text rarely recurs
             if _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
                 key, n, latest[key]
             ):

@@ -11,7 +11,8 @@ what they do:
   chat topics), then one per most frequent topic of the other observations, topics with failures first.
 * ``reflection.insights``: the failure analysis (``grace_core.diagnosis``) of the task runs among the retrieved
   statements (items with ``run``), each cause citing its runs and any earlier insight with the same key; when
-  it finds no cause, for the words that recur most across the statements an insight naming the word and how
+  it finds no cause, per task kind with two or more failed runs among them how many failed and with which
+  errors; without runs, for the words that recur most across the statements an insight naming the word and how
   often it recurs, citing (at most 10 of) the statements that contain it.
 * ``learning.operations``: version 2 (the learning loop's) answers with the learning rules
   (``grace_core.learning.insight_operations``), so offline learning is exactly the rule-based learning.
@@ -30,7 +31,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from grace_core.diagnosis import diagnose
+from grace_core.diagnosis import diagnose, error_type
 from grace_core.errors import LanguageModelError, ModelCallError
 from grace_core.learning import answer_of, insight_operations, request_of_inputs
 from grace_core.responders import tokenize
@@ -146,9 +147,34 @@ def insights_from_diagnosis(inputs: Mapping[str, Any]) -> str:
         insights.append({"text": found["text"], "evidence": cited[:_MAX_CITED]})
         if len(insights) == count:
             break
+    if not insights and runs:
+        insights = _failing_kinds(statements, count)
     if not insights:
         return insights_from_recurring_words(inputs)
     return json.dumps({"insights": insights})
+
+
+def _failing_kinds(statements: list[Mapping[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Per task kind among the retrieved runs with at least two failures: how many failed, and with what."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for s in statements:
+        run = s.get("run")
+        if isinstance(run, Mapping):
+            by_kind.setdefault(str(run.get("kind")), []).append(s)
+    out = []
+    for kind, held in by_kind.items():
+        failed = [s for s in held if not s["run"].get("ok")]
+        if len(failed) < 2:
+            continue
+        errors = Counter(error_type(s["run"].get("error")) for s in failed).most_common()
+        said = ", ".join(f"{e} ({n})" for e, n in errors)
+        out.append(
+            {
+                "text": f"{kind} failed in {len(failed)} of its {len(held)} retrieved runs, with {said}.",
+                "evidence": [str(s["id"]) for s in failed][:_MAX_CITED],
+            }
+        )
+    return out[:count]
 
 
 def insights_from_recurring_words(inputs: Mapping[str, Any]) -> str:
