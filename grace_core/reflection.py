@@ -180,7 +180,8 @@ class ReflectionLoop(Loop):
         "cause_lookback": 86400.0,  # seconds of task runs the failure analysis compares
         "wording": "plain",  # plain | responder
         # The model step (Generative Agents), in reflections triggered by importance:
-        "questions": 3.0,  # salient questions asked per reflection (0: no model step)
+        "generative": "on",  # on | off: the model step
+        "questions": 3.0,  # salient questions asked per reflection
         "observations": 100.0,  # most recent window events shown to the model when it asks them
         "statements": 10.0,  # statements retrieved per question
         "insight_lookback": 86400.0,  # seconds of earlier insights retrieval may cite
@@ -330,7 +331,7 @@ class ReflectionLoop(Loop):
         importance_sum = round(sum(importance(e) for e in window), 6)
         generated: list[Message] = []
         model: dict[str, Any] = {}
-        if trigger == "importance" and int(self._param("questions")) > 0:
+        if trigger == "importance" and self._param("generative") == "on":
             # The model step: its calls and insights are caused by this reflection's ``reflection.started``,
             # published with the analysis's insights so that the model may cite them.
             started, *analysed = self._ws.publish_many(
