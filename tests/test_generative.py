@@ -22,7 +22,9 @@ def test_relevance_recency_and_importance_each_move_a_statement_up() -> None:
         Statement("new-upload", "upload failed: payload too large", NOW, 6.0),
         Statement("alert", "hunter rule fired on chat", NOW, 10.0),
     ]
-    ranked = retrieve("Why did the upload fail, payload too large?", statements, now_us=NOW, k=4, half_life_s=3600)
+    ranked = retrieve(
+        "Why did the upload fail, payload too large?", statements, now_us=NOW, k=4, half_life_s=3600
+    )
     # Equal text and importance: the newer one first. The relevant failures beat the fresher, more important
     # alert only because relevance counts: without it the alert leads.
     assert ids(ranked)[0] == "new-upload"

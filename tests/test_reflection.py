@@ -398,7 +398,9 @@ def generative(ws: Workspace) -> list[Event]:
     return [e for e in ws.ledger.events(topic="reflection.insight") if e.payload["kind"] == "generative"]
 
 
-def test_an_important_window_asks_the_model_and_keeps_insights_citing_what_was_retrieved(ws: Workspace) -> None:
+def test_an_important_window_asks_the_model_and_keeps_insights_citing_what_was_retrieved(
+    ws: Workspace,
+) -> None:
     failures(ws, 12)  # 12 x 6 importance: over the threshold of 60
     reflect_now(ws)
     [reflection] = ws.reflection.reflections().itertuples()
@@ -458,7 +460,9 @@ def test_reflections_over_reflections_cite_earlier_insights(ws: Workspace) -> No
 def test_insights_citing_ids_that_were_not_retrieved_are_rejected_and_not_stored(ws: Workspace) -> None:
     failed = failures(ws, 12)
     ws.loops.set_param("reflection", "statements", 1.0, actor="system")
-    extra = iter([lambda shown: "no-such-event", lambda shown: next(e.id for e in failed if e.id not in shown)])
+    extra = iter(
+        [lambda shown: "no-such-event", lambda shown: next(e.id for e in failed if e.id not in shown)]
+    )
 
     def cite(inputs: dict[str, Any]) -> str:
         shown = [s["id"] for s in inputs["statements"]]
