@@ -20,7 +20,13 @@ reflection, in ledger order:
     each further ``decay_after``).
 
   At zero votes a lesson is dropped and its effect stops applying. ``choose_operations`` decides all of this as
-  a pure function of JSON-able input (no workspace access), so a model can take its place.
+  a pure function of JSON-able input (no workspace access): ``insight_operations`` (ADD, EDIT, recurrence and
+  quiet votes) and ``outcome_operations`` (the outcome votes). **The model chooses the first part**: the loop
+  asks ``ws.llm`` (prompt ``learning.operations`` v2, caused by the ``reflection.completed``), whose offline
+  policy answers with ``insight_operations``; ``operations_of_answer`` checks a model's answer (one bad
+  operation rejects it all, as ``llm.output_rejected``). The outcome votes are always the loop's own, and a
+  model may not vote on a lesson with an effect, so it can neither keep alive nor bring back what measured
+  outcomes demote.
 
 * **Tasks.** A pattern seen in at least ``min_insights`` insights over the last ``task_window`` reflections
   creates a ``learned`` task (key ``learned:<pattern>``, one open task per pattern), caused by the latest of

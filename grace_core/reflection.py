@@ -30,6 +30,16 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
     feature (parameter values, size threshold, hour of day, retry-then-success) and proposes an executable
     effect, which learning turns into a lesson for the executor. Run for the kinds with a new failed run.
 
+``generative``
+    the model step (Generative Agents, Park et al. 2023): in a reflection triggered by importance (parameter
+    ``generative`` = ``on``), the loop publishes ``reflection.started`` with the analysis's insights, then,
+    caused by it, asks ``ws.llm`` for the ``questions`` most salient questions about them and the most recent
+    window events (prompt ``reflection.questions``); for each it retrieves ``statements`` events and earlier
+    insights by recency, importance and relevance (``grace_core.generative.retrieve``) and asks for insights
+    citing them (``reflection.insights``). An answer citing anything not retrieved for its question is rejected
+    whole (``llm.output_rejected``); a failed call is ``llm.failed``; the reflection completes either way.
+    Insights citing insights are reflections over reflections (``data.level``).
+
 Each insight lists every event it rests on (``evidence``) and is published as caused by one of them (the most
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
 that caused it. The pending window is derived from the ledger (the last reflection's ``to_seq`` and the loop's
