@@ -343,7 +343,8 @@ class ReflectionLoop(Loop):
         model: dict[str, Any] = {}
         if trigger == "importance" and self._param("generative") == "on":
             # The model step: its calls and insights are caused by this reflection's ``reflection.started``,
-            # published with the analysis's insights so that the model may cite them.
+            # published with the analysis's insights so that the model may cite them. The start is caused by the
+            # window's most important event (the latest of them), so lineage reaches the raw events.
             started, *analysed = self._ws.publish_many(
                 [
                     Message(
@@ -356,7 +357,7 @@ class ReflectionLoop(Loop):
                             "to_seq": upto,
                         },
                         "reflection",
-                        cause=None,
+                        cause=max(reversed(window), key=importance),
                     ),
                     *messages,
                 ],

@@ -412,6 +412,8 @@ def test_an_important_window_asks_the_model_and_keeps_insights_citing_what_was_r
     # Every call is caused by the reflection's start, so its lineage leads to the tick that made it.
     [started] = ws.ledger.events(topic="reflection.started")
     assert set(calls["parent_id"]) == {started.id}
+    # The start is caused by the window's most important event (the latest failure), so lineage goes on to it.
+    assert ws.ledger.get(str(started.parent_id)).topic == "experiment.run_failed"
     made = generative(ws)
     assert made
     for insight in made:
