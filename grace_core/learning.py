@@ -30,7 +30,13 @@ reflection, in ledger order:
   outcomes the same way: answers with it against answers without it.
 
   At zero votes a lesson is dropped and its effect stops applying. ``choose_operations`` decides all of this as
-  a pure function of JSON-able input (no workspace access), so a model can take its place.
+  a pure function of JSON-able input (no workspace access): ``insight_operations`` (ADD, EDIT, recurrence and
+  quiet votes) and ``outcome_operations`` (the outcome votes). **The model chooses the first part**: the loop
+  asks ``ws.llm`` (prompt ``learning.operations`` v2, caused by the ``reflection.completed``), whose offline
+  policy answers with ``insight_operations``; ``operations_of_answer`` checks a model's answer (one bad
+  operation rejects it all, as ``llm.output_rejected``). The outcome votes are always the loop's own, and a
+  model may not vote on a lesson with an effect, so it can neither keep alive nor bring back what measured
+  outcomes demote.
 
 * **Tasks.** A pattern seen in at least ``min_insights`` insights over the last ``task_window`` reflections
   creates a ``learned`` task (key ``learned:<pattern>``, one open task per pattern), caused by the latest of
@@ -65,7 +71,7 @@ import pandas as pd
 
 from .causal import handling
 from .effects import HUNTER, scope, validate_effect
-from .errors import EventError, GraceError, LessonError
+from .errors import EventError, GraceError, LessonError, ModelCallError, ModelOutputError
 from .events import Event, canonical_json
 from .loops import Loop, Scheduler
 from .mesh import Message
@@ -73,6 +79,7 @@ from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .hunter import Hunter
+    from .llm import LanguageModels
     from .tasks import Task, Tasks
     from .workspace import Workspace
 
@@ -82,11 +89,17 @@ __all__ = [
     "ActiveEffect",
     "Learning",
     "LearningLoop",
+    "answer_of",
     "choose_operations",
     "describe_effect",
     "held_out",
+    "insight_operations",
     "is_chat_lesson",
     "lesson_text",
+    "model_inputs",
+    "operations_of_answer",
+    "outcome_operations",
+    "request_of_inputs",
     "rule_votes",
 ]
 
@@ -95,6 +108,7 @@ KNOWLEDGE_KINDS = frozenset({"resolution"})  # insights that are facts for memor
 #: Lessons about chat (by their pattern's kind): chat puts them into its answers' context, holding each out of a
 #: seeded share of the questions, and they are voted on by measured outcomes (answered or not), like effects.
 CHAT_LESSON_KEYS = ("chat_topic:", "unanswered:")
+GENERATIVE = "generative"  # the kind of the insights reflection's model step writes
 
 
 def is_chat_lesson(key: str) -> bool:
@@ -234,7 +248,8 @@ def _z_silenced(silenced: Mapping[str, Any], alerts: Mapping[str, Any]) -> float
 
 
 def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
-    """The ExpeL operations learning makes after one reflection (JSON in, JSON out; no workspace access).
+    """The ExpeL operations the rules make after one reflection (JSON in, JSON out; no workspace access):
+    ``insight_operations`` then ``outcome_operations``.
 
     ``request``: ``reflection`` (its number), ``insights`` (this reflection's, in ledger order: id, kind, key,
     text, data), ``lessons`` (the active ones: id, key, text, votes, effect or null, last_reflection),
@@ -246,6 +261,14 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     DOWNVOTE), ``basis`` (insight, recurrence, quiet, outcome) and what the op needs (key, text, effect,
     rule_id, insight, evidence).
     """
+    return {
+        "operations": insight_operations(request)["operations"] + outcome_operations(request)["operations"]
+    }
+
+
+def insight_operations(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The operations judged from the insights (ADD, EDIT, UPVOTE on recurrence, DOWNVOTE when quiet): what
+    the offline policy answers for ``learning.operations``, and what a model may choose instead."""
     params = {**CHOICE_PARAMS, **dict(request.get("params") or {})}
     n = int(request["reflection"])
     lessons = {str(lesson["key"]): lesson for lesson in request.get("lessons", [])}
@@ -256,6 +279,8 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     }
     latest: dict[str, Mapping[str, Any]] = {}
     for insight in request.get("insights", []):
+        if insight.get("kind") == GENERATIVE:
+            continue  # a model's free-text insight: for a model to judge, not for the rules
         latest[str(insight["key"])] = insight  # the last of a key wins
     ops: list[dict[str, Any]] = []
     for key in sorted(latest):
@@ -298,7 +323,14 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
             ops.append(
                 {"op": "DOWNVOTE", "basis": "quiet", "key": key, "rule_id": lesson["id"], "quiet": quiet}
             )
-    by_id = {str(lesson["id"]): lesson for lesson in lessons.values()}
+    return {"operations": ops}
+
+
+def outcome_operations(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The votes on lessons with an effect from their measured outcomes: always the loop's own, never a model's."""
+    params = {**CHOICE_PARAMS, **dict(request.get("params") or {})}
+    ops: list[dict[str, Any]] = []
+    by_id = {str(lesson["id"]): lesson for lesson in request.get("lessons", [])}
     for outcome in sorted(request.get("outcomes", []), key=lambda o: str(o["rule_id"])):
         lesson = by_id.get(str(outcome["rule_id"]))
         # Lessons with an effect, and chat lessons (which change the responder's context), are measured.
@@ -340,6 +372,158 @@ def choose_operations(request: Mapping[str, Any]) -> dict[str, Any]:
     return {"operations": ops}
 
 
+# -- the model's operations ---------------------------------------------------------------------------------------
+def model_inputs(request: Mapping[str, Any], *, max_operations: int) -> dict[str, Any]:
+    """The ``learning.operations`` (version 2) inputs for a ``choose_operations`` request.
+
+    Items carry what the offline policy needs besides what the prompt shows (keys, kinds, data, effects).
+    Outcomes are shown as success rates, held out (before) against applied (after).
+    """
+    outcomes = []
+    for o in request.get("outcomes", []):
+        applied, held = o.get("applied"), o.get("held_out")
+        if applied and held and applied["tasks"] and held["tasks"]:
+            outcomes.append(
+                {
+                    "lesson": o["rule_id"],
+                    "metric": "success rate of its tasks (held out -> applied)",
+                    "before": round(held["done"] / held["tasks"], 3),
+                    "after": round(applied["done"] / applied["tasks"], 3),
+                    "better": "higher",
+                }
+            )
+    params = {**CHOICE_PARAMS, **dict(request.get("params") or {})}
+    return {
+        "reflection": int(request["reflection"]),
+        "lessons": [dict(lesson) for lesson in request.get("lessons", [])],
+        "insights": [dict(insight) for insight in request.get("insights", [])],
+        "dropped": [dict(d) for d in request.get("dropped", [])],
+        "outcomes": outcomes,
+        "decay_after": max(1, math.floor(float(params["decay_after"]))),
+        "max_operations": max_operations,
+    }
+
+
+def request_of_inputs(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``choose_operations`` request back from ``model_inputs`` (what the offline policy decides on)."""
+    return {
+        "reflection": int(inputs["reflection"]),
+        "lessons": list(inputs.get("lessons") or []),
+        "insights": list(inputs.get("insights") or []),
+        "dropped": list(inputs.get("dropped") or []),
+        "params": {"decay_after": float(inputs.get("decay_after") or CHOICE_PARAMS["decay_after"])},
+    }
+
+
+def answer_of(operations: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Operations as ``choose_operations`` gives them, in the form a model answers ``learning.operations``."""
+    out = []
+    for op in operations:
+        item: dict[str, Any] = {"op": op["op"], "basis": op["basis"]}
+        if op["op"] == "ADD":
+            item["key"] = op["key"]
+        else:
+            item["id"] = op["rule_id"]
+        if "text" in op:
+            item["text"] = op["text"]
+        if op.get("effect") is not None:
+            item["effect"] = op["effect"]
+        if op.get("insight"):
+            item["evidence"] = [op["insight"]]
+        item["reason"] = {
+            "insight": "new insight" if op["op"] == "ADD" else "the insight says it differently",
+            "recurrence": "its pattern recurs",
+            "quiet": f"no support for {op.get('quiet')} reflections",
+        }.get(str(op["basis"]), str(op["basis"]))
+        out.append(item)
+    return {"operations": out}
+
+
+def operations_of_answer(answer: Mapping[str, Any], request: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A model's ``learning.operations`` answer as operations the loop applies; raises ``ModelOutputError``
+    (one line) for the first operation that cannot apply, and then none of them is applied.
+
+    An ADD needs a text and must cite insights of this reflection; its key is given, else its first insight's
+    (unless a lesson has it), else one made from its text. EDIT, UPVOTE and DOWNVOTE need an active lesson's
+    id, at most one EDIT and one vote per lesson. An effect must pass ``validate_effect``; an ADD may not bring
+    back a lesson whose effect was dropped for doing harm. **UPVOTE and DOWNVOTE may not name a lesson with an
+    effect**: its votes come from its measured outcomes only (``outcome_operations``), so a model cannot keep
+    alive, or resurrect, a lesson the outcomes demote.
+    """
+    n = int(request["reflection"])
+    lessons = {str(lesson["id"]): lesson for lesson in request.get("lessons", [])}
+    keys = {str(lesson["key"]) for lesson in lessons.values()}
+    insights = {str(i["id"]): i for i in request.get("insights", [])}
+    harmful = {
+        (str(d["key"]), canonical_json({"e": d["effect"]}))
+        for d in request.get("dropped", [])
+        if d.get("effect") is not None
+    }
+    out: list[dict[str, Any]] = []
+    touched: set[tuple[str, str]] = set()
+    for i, op in enumerate(answer.get("operations") or []):
+        kind = str(op.get("op"))
+        where = f"operation {i} ({kind})"
+        evidence = [str(x) for x in op.get("evidence") or []]
+        unknown = [x for x in evidence if x not in insights]
+        if unknown:
+            raise ModelOutputError(f"{where} cites {unknown[0]!r}, which is no insight of this reflection")
+        text = " ".join(str(op.get("text", "")).split())
+        effect = None
+        if op.get("effect") is not None:
+            try:
+                effect = validate_effect(op["effect"])
+            except LessonError as exc:
+                raise ModelOutputError(f"{where}: {exc}") from exc
+        cited = {"insight": evidence[0]} if evidence else {}
+        if kind == "ADD":
+            if not text:
+                raise ModelOutputError(f"{where} has no text")
+            if not evidence:
+                raise ModelOutputError(f"{where} cites no insight")
+            first = str(insights[evidence[0]]["key"])
+            key = str(op.get("key") or "").strip() or (
+                first if first not in keys else "lesson:" + hashlib.sha256(text.encode()).hexdigest()[:12]
+            )
+            if key in keys:
+                raise ModelOutputError(f"{where}: a lesson with key {key!r} exists; EDIT it instead")
+            if effect is not None and (key, canonical_json({"e": effect})) in harmful:
+                raise ModelOutputError(f"{where}: the effect of {key!r} was dropped for doing harm")
+            keys.add(key)
+            add = {"op": "ADD", "basis": "insight", "key": key, **cited, "text": text}
+            out.append({**add, "effect": effect} if effect is not None else add)
+            continue
+        rule_id = str(op.get("id", ""))
+        lesson = lessons.get(rule_id)
+        if lesson is None:
+            raise ModelOutputError(f"{where} names {rule_id!r}, which is no active lesson")
+        what = (rule_id, "edit" if kind == "EDIT" else "vote")
+        if what in touched:
+            raise ModelOutputError(f"{where}: a second {what[1]} of lesson {rule_id}")
+        touched.add(what)
+        common = {"key": str(lesson["key"]), "rule_id": rule_id, **cited}
+        if kind == "EDIT":
+            if not text:
+                raise ModelOutputError(f"{where} has no text")
+            edit = {"op": "EDIT", "basis": "insight", **common, "text": text, "old_text": lesson["text"]}
+            if effect is not None:
+                edit.update(effect=effect, old_effect=lesson.get("effect"))
+            out.append(edit)
+            continue
+        if lesson.get("effect") is not None:
+            raise ModelOutputError(
+                f"{where}: lesson {rule_id} has an effect, so its measured outcomes vote on it, not the model"
+            )
+        if kind == "UPVOTE":
+            out.append({"op": "UPVOTE", "basis": "recurrence", **common})
+        elif op.get("basis") == "quiet":
+            quiet = n - int(lesson["last_reflection"])
+            out.append({"op": "DOWNVOTE", "basis": "quiet", **common, "quiet": quiet})
+        else:
+            out.append({"op": "DOWNVOTE", "basis": "insight", **common})
+    return out
+
+
 # -- the loop ----------------------------------------------------------------------------------------------------
 class LearningLoop(Loop):
     """The ``learning`` loop (see the module docstring)."""
@@ -363,11 +547,12 @@ class LearningLoop(Loop):
         "decay_after": (1.0, 50.0),
     }
 
-    def __init__(self, learning: Learning, loops: Scheduler, tasks: Tasks) -> None:
+    def __init__(self, learning: Learning, loops: Scheduler, tasks: Tasks, llm: LanguageModels) -> None:
         self.learning = learning
         self._ws = learning.ws
         self._loops = loops
         self._tasks = tasks
+        self._llm = llm
 
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Share of the votes cast in [since, until) that were upvotes (None with fewer than 3 votes)."""
@@ -418,7 +603,9 @@ class LearningLoop(Loop):
             "outcomes": self.learning.pending_outcomes(),
             "params": {k: self._param(k) for k in CHOICE_PARAMS},
         }
-        operations = choose_operations(request)["operations"]
+        with handling(completed):
+            chosen = self._chosen(request)
+        operations = chosen + outcome_operations(request)["operations"]
         messages = [self._message(op, n, by_id, completed) for op in operations]
         if messages:
             self._ws.publish_many(messages, actor=ACTOR)
@@ -427,6 +614,8 @@ class LearningLoop(Loop):
         for e in insights:
             latest[e.payload["key"]] = e
         for key in sorted(latest):
+            if latest[key].payload["kind"] == GENERATIVE:
+                continue  # tasks are opened for the analysis' recurring patterns; a model's text rarely recurs
             if latest[key].payload["kind"] in KNOWLEDGE_KINDS:
                 created += self._knowledge_task(latest[key])
             elif _effect_of(latest[key].payload.get("data", {})) is None and self._make_task(
@@ -462,12 +651,49 @@ class LearningLoop(Loop):
                 return False  # governance or a degraded mode said no; the insight stays on record
         return True
 
+    def _chosen(self, request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """The operations the model (offline: the rules of ``insight_operations``) chooses from the insights.
+
+        No call when there is nothing to judge (no insight and no lesson without an effect). A failed call
+        (``llm.failed``) or a rejected answer (``llm.output_rejected``) changes no lesson; the outcome votes and
+        the tasks still happen.
+        """
+        lessons = request.get("lessons", [])
+        if not request.get("insights") and all(lesson.get("effect") is not None for lesson in lessons):
+            return []
+        bound = max(4, len(lessons) + len(request.get("insights", [])))
+        try:
+            answer = self._llm.complete_json(
+                "learning.operations",
+                model_inputs(request, max_operations=bound),
+                purpose="learning",
+                actor=ACTOR,
+            )
+        except (ModelCallError, ModelOutputError):
+            return []
+        try:
+            chosen = operations_of_answer(answer.data, request)
+        except ModelOutputError as exc:
+            self._llm.reject(answer, str(exc), actor=ACTOR)
+            return []
+        return [{**op, "completion": answer.event_id} for op in chosen]
+
     def _message(
         self, op: Mapping[str, Any], n: int, insights: Mapping[str, Event], completed: Event
     ) -> Message:
         topic = OPERATIONS[op["op"]][0]
         payload: dict[str, Any] = {"key": op["key"], "reflection": n, "basis": op["basis"]}
-        for field in ("rule_id", "text", "old_text", "effect", "old_effect", "insight", "evidence", "quiet"):
+        for field in (
+            "rule_id",
+            "text",
+            "old_text",
+            "effect",
+            "old_effect",
+            "insight",
+            "evidence",
+            "quiet",
+            "completion",
+        ):
             if field in op:
                 payload[field] = op[field]
         if op["op"] == "ADD":
@@ -514,12 +740,20 @@ class LearningLoop(Loop):
         return True
 
     def _insights_of(self, completed: Event) -> list[Event]:
-        """The insights of a reflection: published in the same batch, just before its ``reflection.completed``."""
-        count = int(completed.payload.get("insights", 0))
-        if not count:
+        """The insights of a reflection, in ledger order (the analysis's and the model's, when it ran)."""
+        if not int(completed.payload.get("insights", 0)):
             return []
-        since = completed.seq - count - 1
-        events = self._ws.ledger.events(since=since, until=completed.seq - 1, topic="reflection.insight")
+        row = (
+            self._ws.ledger.reader()
+            .execute(
+                "SELECT min(e.seq), max(e.seq) FROM insights i JOIN events e ON e.id = i.id WHERE i.reflection = ?",
+                [int(completed.payload["n"])],
+            )
+            .fetchone()
+        )
+        if row is None or row[0] is None:
+            return []
+        events = self._ws.ledger.events(since=int(row[0]) - 1, until=int(row[1]), topic="reflection.insight")
         return [e for e in events if e.payload.get("reflection") == completed.payload["n"]]
 
 
@@ -527,7 +761,9 @@ class LearningLoop(Loop):
 class Learning:
     """``ws.learning``: the loop, the lessons it keeps, their history and the outcomes they are judged by."""
 
-    def __init__(self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, hunter: Hunter) -> None:
+    def __init__(
+        self, ws: Workspace, *, loops: Scheduler, tasks: Tasks, llm: LanguageModels, hunter: Hunter
+    ) -> None:
         self.ws = ws
         self._tasks = tasks
         self._loops = loops
@@ -537,7 +773,7 @@ class Learning:
             "learned_rules", "learning.*", self._apply, tables=["learned_rules", "learned_rule_history"]
         )
         ws.projections.register("lesson_runs", "task.*", _apply_runs, tables=["lesson_runs"])
-        self.loop = LearningLoop(self, loops, tasks)
+        self.loop = LearningLoop(self, loops, tasks, llm)
         loops.add(self.loop)
         hunter.use_lessons(self)
 

@@ -39,6 +39,16 @@ importance, rolling baseline) in a single transaction. Kinds of insight:
     with its confirmed alerts by the words around them and proposes an allowlist (a Hunter effect), which
     learning turns into a lesson for Hunter. Run for the rules with a new verdict.
 
+``generative``
+    the model step (Generative Agents, Park et al. 2023): in a reflection triggered by importance (parameter
+    ``generative`` = ``on``), the loop publishes ``reflection.started`` with the analysis's insights, then,
+    caused by it, asks ``ws.llm`` for the ``questions`` most salient questions about them and the most recent
+    window events (prompt ``reflection.questions``); for each it retrieves ``statements`` events and earlier
+    insights by recency, importance and relevance (``grace_core.generative.retrieve``) and asks for insights
+    citing them (``reflection.insights``). An answer citing anything not retrieved for its question is rejected
+    whole (``llm.output_rejected``); a failed call is ``llm.failed``; the reflection completes either way.
+    Insights citing insights are reflections over reflections (``data.level``).
+
 Each insight lists every event it rests on (``evidence``) and is published as caused by one of them (the most
 recent, or the question behind a refusal), so ``ws.causal.lineage(insight_id)`` reaches back to the messages
 that caused it. The pending window is derived from the ledger (the last reflection's ``to_seq`` and the loop's
@@ -50,6 +60,7 @@ the workspace's default backend) rephrases it, the plain wording kept alongside;
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -60,9 +71,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pandas as pd
 
+from .causal import handling
 from .diagnosis import diagnose
-from .errors import GraceError
+from .errors import GraceError, ModelCallError, ModelOutputError
 from .events import Event, canonical_json
+from .generative import INSIGHT_IMPORTANCE, Statement, check_insights, retrieve
 from .hunter.verdicts import false_positives
 from .loops import Loop, Scheduler
 from .mesh import Message
@@ -70,7 +83,7 @@ from .times import TS, US_PER_SECOND, to_us
 
 if TYPE_CHECKING:
     from .hunter import Hunter
-    from .llm import LanguageModels
+    from .llm import Completion, LanguageModels
     from .tasks import Tasks
     from .workspace import Workspace
 
@@ -188,6 +201,16 @@ class ReflectionLoop(Loop):
         "max_topics": 3,  # chat topics per reflection
         "cause_lookback": 86400.0,  # seconds of task runs the failure analysis compares
         "wording": "plain",  # plain | model
+        # The model step (Generative Agents), in reflections triggered by importance:
+        "generative": "on",  # on | off: the model step
+        "questions": 3.0,  # salient questions asked per reflection
+        "observations": 100.0,  # most recent window events shown to the model when it asks them
+        "statements": 10.0,  # statements retrieved per question
+        "insight_lookback": 86400.0,  # seconds of earlier insights retrieval may cite
+        "recency_half_life": 3600.0,  # seconds after which a statement's recency score halves
+        "w_recency": 1.0,  # weights of retrieval (grace_core.generative.WEIGHTS)
+        "w_importance": 1.0,
+        "w_relevance": 1.0,
     }
     # Ticks with no new event still run: pending events are reflected on once the period is over.
     process_idle: ClassVar[bool] = True
@@ -314,7 +337,7 @@ class ReflectionLoop(Loop):
                 "lookback_start_us": span_start,
             },
         }
-        messages = []
+        messages: list[Message] = []
         for f in findings:
             payload: dict[str, Any] = {
                 "kind": f.kind,
@@ -331,17 +354,47 @@ class ReflectionLoop(Loop):
             if worded is not None:
                 payload.update(text=worded[1], plain=f.text, wording=worded[0])
             messages.append(Message("reflection.insight", payload, f"insight:{f.key}", cause=f.cause))
+        importance_sum = round(sum(importance(e) for e in window), 6)
+        generated: list[Message] = []
+        model: dict[str, Any] = {}
+        if trigger == "importance" and self._param("generative") == "on":
+            # The model step: its calls and insights are caused by this reflection's ``reflection.started``,
+            # published with the analysis's insights so that the model may cite them. The start is caused by the
+            # window's most important event (the latest of them), so lineage reaches the raw events.
+            started, *analysed = self._ws.publish_many(
+                [
+                    Message(
+                        "reflection.started",
+                        {
+                            "n": n,
+                            "trigger": trigger,
+                            "importance": importance_sum,
+                            "from_seq": last.to_seq,
+                            "to_seq": upto,
+                        },
+                        "reflection",
+                        cause=max(reversed(window), key=importance),
+                    ),
+                    *messages,
+                ],
+                actor=ACTOR,
+            )
+            with handling(started):
+                generated, model = self._generate(window, span, analysed, end_us=end_us, common=common)
+            messages = generated
+        kinds = Counter(f.kind for f in findings) + Counter(str((m.payload or {})["kind"]) for m in generated)
         messages.append(
             Message(
                 "reflection.completed",
                 {
                     "n": n,
                     "trigger": trigger,
-                    "importance": round(sum(importance(e) for e in window), 6),
+                    "importance": importance_sum,
                     "threshold": float(self._param("importance_threshold")),
                     "events": len(window),
-                    "insights": len(findings),
-                    "kinds": dict(sorted(Counter(f.kind for f in findings).items())),
+                    "insights": len(findings) + len(generated),
+                    "kinds": dict(sorted(kinds.items())),
+                    **({"model": model} if model else {}),
                     "from_seq": last.to_seq,
                     "to_seq": upto,
                     "start_us": start_us,
@@ -356,7 +409,147 @@ class ReflectionLoop(Loop):
         for f in findings:
             if f.kind in ("failure_cause", "false_positive"):
                 self._proposed[f.key] = f.data.get("effect")
-        return len(findings)
+        return len(findings) + len(generated)
+
+    # -- the model step ----------------------------------------------------------------------------------------
+    def _generate(
+        self,
+        window: list[Event],
+        span: list[Event],
+        analysed: list[Event],
+        *,
+        end_us: int,
+        common: dict[str, Any],
+    ) -> tuple[list[Message], dict[str, Any]]:
+        """Questions about the window, retrieval per question, insights citing what was retrieved.
+
+        Returns the insights to publish and what happened (questions asked, insights kept, answers rejected,
+        calls failed). A failed call or a rejected answer is on the ledger already (``llm.failed``,
+        ``llm.output_rejected``) and the reflection carries on without it.
+        """
+        summary = {"questions": 0, "insights": 0, "rejected": 0, "failed": 0}
+        recent = window[-int(self._param("observations")) :]
+        # The analysis's findings first (what the loop already computed), then the most recent events.
+        observations = [
+            {
+                "id": e.id,
+                "text": str(e.payload["text"]),
+                "finding": e.payload["kind"],
+                "key": e.payload["key"],
+            }
+            for e in analysed
+        ] + [{"id": e.id, "text": describe(e), "topic": _observation_topic(e)} for e in recent]
+        try:
+            asked = self._llm.complete_json(
+                "reflection.questions",
+                {"observations": observations, "count": int(self._param("questions"))},
+                purpose="reflection",
+                actor=ACTOR,
+            )
+        except ModelOutputError:
+            return [], {**summary, "rejected": 1}
+        except ModelCallError:
+            return [], {**summary, "failed": 1}
+        questions = [" ".join(str(q).split()) for q in asked.data["questions"]]
+        questions = list(dict.fromkeys(q for q in questions if q))[: int(self._param("questions"))]
+        summary["questions"] = len(questions)
+        statements = self._statements(span, end_us)
+        known = [s.id for s in statements]
+        levels = {s.id: s.level for s in statements}
+        weights = {w: float(self._param(f"w_{w}")) for w in ("recency", "importance", "relevance")}
+        out: list[Message] = []
+        keys: set[str] = set()
+        for question in questions:
+            hits = retrieve(
+                question,
+                statements,
+                now_us=end_us,
+                k=int(self._param("statements")),
+                half_life_s=float(self._param("recency_half_life")),
+                weights=weights,
+            )
+            scores = {s.id: score for s, score in hits}
+            try:
+                answer = self._llm.complete_json(
+                    "reflection.insights",
+                    {"question": question, "statements": [s.as_input() for s, _ in hits]},
+                    purpose="reflection",
+                    actor=ACTOR,
+                )
+                found = self._checked(answer, retrieved=list(scores), known=known)
+            except ModelOutputError:
+                summary["rejected"] += 1
+                continue
+            except ModelCallError:
+                summary["failed"] += 1
+                continue
+            completed = self._ws.ledger.get(answer.event_id)
+            for insight in found:
+                cited = insight["evidence"]
+                text = insight["text"][:2000]
+                key = "generative:" + hashlib.sha256(text.lower().encode()).hexdigest()[:12]
+                if key in keys:
+                    continue  # another question led to the same insight
+                keys.add(key)
+                payload = {
+                    "kind": "generative",
+                    "key": key,
+                    "text": text,
+                    "score": round(sum(scores[i] for i in cited) / len(cited), 6),
+                    "evidence": cited,
+                    "evidence_count": len(cited),
+                    "data": {
+                        "question": question,
+                        "level": 1 + max(levels[i] for i in cited),
+                        "cites_insights": [i for i in cited if levels[i] > 0],
+                        "retrieved": list(scores),
+                        "completion": answer.event_id,
+                        "questions_completion": asked.event_id,
+                    },
+                    "wording": f"{answer.backend}:{answer.model}",
+                    **common,
+                }
+                out.append(Message("reflection.insight", payload, f"insight:{key}", cause=completed))
+        summary["insights"] = len(out)
+        return out, summary
+
+    def _checked(self, answer: Completion, *, retrieved: list[str], known: list[str]) -> list[dict[str, Any]]:
+        try:
+            return check_insights(answer.data, retrieved=retrieved, known=known)
+        except ModelOutputError as exc:
+            raise self._llm.reject(answer, str(exc), actor=ACTOR) from exc
+
+    def _statements(self, span: list[Event], end_us: int) -> list[Statement]:
+        """What retrieval ranks: the events of the lookback and the insights of ``insight_lookback``."""
+        since_us = end_us - to_us(float(self._param("insight_lookback")))
+        rows = (
+            self._ws.ledger.reader()
+            .execute(
+                'SELECT i.id, i.text, epoch_us(i.created_at), i."key", '
+                "coalesce(TRY_CAST(e.payload->>'$.data.level' AS INTEGER), 1) FROM insights i "
+                f"JOIN events e ON e.id = i.id WHERE i.created_at >= {TS} ORDER BY e.seq",
+                [since_us],
+            )
+            .fetchall()
+        )
+        kinds = sorted({str(e.payload.get("kind")) for e in span if _is_run_end(e)})
+        since = min(e.ts_us for e in span) / 1e6
+        runs = {r["id"]: r for r in self._tasks.runs(kinds=kinds, since=since)} if kinds else {}
+        events = [
+            Statement(
+                e.id,
+                describe(e),
+                e.ts_us,
+                importance(e),
+                extra={"topic": _observation_topic(e), **({"run": runs[e.id]} if e.id in runs else {})},
+            )
+            for e in span
+        ]
+        insights = [
+            Statement(str(r[0]), str(r[1]), int(r[2]), INSIGHT_IMPORTANCE, level=int(r[4]), key=str(r[3]))
+            for r in rows
+        ]
+        return events + insights
 
     def _span(self, window: list[Event], end_us: int) -> tuple[list[Event], int]:
         """The relevant events of the last ``lookback`` seconds up to the window's end (the window included)."""
@@ -721,6 +914,43 @@ class ReflectionLoop(Loop):
 
 
 _NONE = object()  # "no earlier insight", distinct from an insight that proposed no effect
+
+
+def _is_run_end(e: Event) -> bool:
+    return e.topic == "task.state_changed" and e.payload.get("from") == "running"
+
+
+_DESCRIBED = ("kind", "title", "rule", "severity", "target", "reason", "error", "status", "name")
+
+
+def describe(event: Event) -> str:
+    """One line about an event, as a statement a model reads (at most 300 characters)."""
+    p = event.payload
+    if event.topic == "task.state_changed":
+        what = f"task {p.get('kind')} went from {p.get('from')} to {p.get('to')}"
+        if p.get("attempt") is not None:
+            what += f" (attempt {p.get('attempt')})"
+        text = f"{what}: {p['error']}" if p.get("error") else what
+    elif event.topic.startswith("chat.message.") and isinstance(p.get("text"), str):
+        text = f"{event.topic} from {p.get('user') or event.actor}: {_strip_redactions(p['text'])}"
+    elif event.topic == "reflection.insight":
+        text = str(p.get("text", ""))
+    else:
+        fields = ", ".join(
+            f"{k} {p[k]}" for k in _DESCRIBED if isinstance(p.get(k), str | int | float) and p.get(k) != ""
+        )
+        text = f"{event.topic} by {event.actor}" + (f": {fields}" if fields else "")
+    text = " ".join(text.split())
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _observation_topic(e: Event) -> str:
+    """What an observation is about, for the offline policy's grouping: a task kind, a rule, or the topic."""
+    if e.topic.startswith("task.") and e.payload.get("kind"):
+        return f"task {e.payload['kind']}"
+    if e.topic == "hunter.alert":
+        return f"rule {e.payload.get('rule')}"
+    return e.topic
 
 
 def _band(rate: float) -> str:

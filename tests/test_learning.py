@@ -15,9 +15,17 @@ from hypothesis import strategies as st
 from support import grace
 
 from grace_core import ManualClock, Workspace, open_workspace
-from grace_core.errors import EventError, LessonError
+from grace_core.errors import EventError, LessonError, ModelOutputError
 from grace_core.events import Event
-from grace_core.learning import INITIAL_VOTES, choose_operations, lesson_text, rule_votes
+from grace_core.learning import (
+    INITIAL_VOTES,
+    answer_of,
+    choose_operations,
+    insight_operations,
+    lesson_text,
+    operations_of_answer,
+    rule_votes,
+)
 from grace_core.tasks import Task
 
 PASSWORD = "correct horse battery staple 42"
@@ -500,3 +508,110 @@ def test_a_harmful_hunter_lesson_is_downvoted_by_verdicts_dropped_and_stops_sile
         "/team/leak-after.md", "Deploying now, the credentials are AKIAZ3MHQ7RBX2LPWK4D.", actor="rex"
     )
     assert ws.hunter.alert_count() == before + 1  # dropped: nothing silences the leak any more
+
+
+# -- the model chooses the operations --------------------------------------------------------------------------
+def scripted(*answers: dict) -> Callable[[dict], str]:
+    """A model for ``learning.operations`` that answers ``answers`` in turn (built from what it is shown)."""
+    queue = list(answers)
+
+    def answer(inputs: dict) -> str:
+        made = queue.pop(0) if queue else {"operations": []}
+        return json.dumps(made(inputs) if callable(made) else made)
+
+    return answer
+
+
+def test_offline_learning_is_the_rules_through_one_recorded_call(ws: Workspace) -> None:
+    failures(ws, 3)
+    cycle(ws)
+    [call] = ws.llm.calls(prompt="learning.operations").itertuples()
+    completed = ws.ledger.events(topic="reflection.completed")[-1]
+    assert call.topic == "llm.completed"
+    assert call.parent_id == completed.id  # caused by the reflection the tick learns from
+    [added] = ws.ledger.events(topic="learning.rule_added")
+    assert added.payload["completion"] == call.id
+    assert added.payload["text"] == "experiment.run_failed fails now and then: investigate the cause."
+    ws.publish("note.touched", {}, actor="rita")
+    cycle(ws)  # a reflection without insights: still an advice lesson to judge (quiet for one reflection)
+    assert len(ws.llm.calls(prompt="learning.operations")) == 2
+    ws.learning.rules()  # the lesson is still there: one quiet reflection is not yet a downvote
+    assert ws.learning.history(added.id)["op"].tolist() == ["add"]
+
+
+def test_model_operations_apply_as_learning_events(ws: Workspace) -> None:
+    def add(inputs: dict) -> dict:
+        [insight] = inputs["insights"]
+        return {"operations": [{"op": "ADD", "text": "Retry flaky runs.", "evidence": [insight["id"]]}]}
+
+    def edit(inputs: dict) -> dict:
+        [lesson] = inputs["lessons"]
+        return {"operations": [{"op": "EDIT", "id": lesson["id"], "text": "Retry flaky runs twice."}]}
+
+    def downvote(inputs: dict) -> dict:
+        [lesson] = inputs["lessons"]
+        return {"operations": [{"op": "DOWNVOTE", "id": lesson["id"], "reason": "contradicted"}]}
+
+    ws.llm.register_offline("learning.operations", scripted(add, edit, downvote, downvote))
+    for _ in range(4):
+        failures(ws, 3)
+        cycle(ws)
+    [rule_id] = ws.learning.rules(include_dropped=True)["id"]
+    history = ws.learning.history(rule_id)
+    assert list(history["op"]) == ["add", "edit", "downvote", "downvote"]
+    assert list(history["votes"]) == [2, 2, 1, 0]
+    assert history["text"].iloc[-1] == "Retry flaky runs twice."
+    assert ws.learning.rules().empty  # dropped at zero, as any lesson
+    assert ws.learning.rules(include_dropped=True)["key"].iloc[0] == "failure:experiment.run_failed"
+
+
+def test_a_model_vote_on_a_lesson_with_an_effect_is_rejected(ws: Workspace) -> None:
+    rule_id = ws.learning.add_lesson("Use zstd for lz4 runs.", effect=EFFECT, actor="system")
+
+    def upvote(inputs: dict) -> dict:
+        return {"operations": [{"op": "UPVOTE", "id": rule_id, "reason": "looks right"}]}
+
+    ws.llm.register_offline("learning.operations", scripted(upvote))
+    failures(ws, 3)
+    cycle(ws)
+    calls = ws.llm.calls(prompt="learning.operations")
+    assert calls["topic"].tolist() == ["llm.completed", "llm.output_rejected"]
+    assert "its measured outcomes vote on it, not the model" in calls["error"].iloc[1]
+    assert calls["parent_id"].iloc[1] == calls["id"].iloc[0]
+    assert ws.learning.history(rule_id)["op"].tolist() == ["add"]  # nothing of the answer applied
+    assert ws.learning.rules().set_index("id").loc[rule_id, "votes"] == INITIAL_VOTES
+
+
+def test_a_model_cannot_bring_back_what_the_outcomes_dropped() -> None:
+    harmful = {"key": "cause:ops.k:BadRequest", "effect": EFFECT, "text": "t"}
+    request = {"reflection": 3, "insights": [cause_insight()], "lessons": [], "dropped": [harmful]}
+    bad = {
+        "no active lesson": {"op": "UPVOTE", "id": "r1"},  # the dropped lesson: gone for the model too
+        "dropped for doing harm": {
+            "op": "ADD", "key": harmful["key"], "text": "again", "effect": EFFECT, "evidence": ["i1"]
+        },
+        "no insight of this reflection": {"op": "ADD", "text": "x", "evidence": ["i9"]},
+        "unknown effect key": {"op": "ADD", "text": "x", "evidence": ["i1"], "effect": {**EFFECT, "zap": 1}},
+    }  # fmt: skip
+    for reason, op in bad.items():
+        with pytest.raises(ModelOutputError, match=reason):
+            operations_of_answer({"operations": [op]}, request)
+    # Another effect under the same key is a new proposal: it may be added.
+    other = {**EFFECT, "params": {"codec": "gzip"}}
+    [added] = operations_of_answer(
+        {"operations": [{"op": "ADD", "text": "use gzip", "effect": other, "evidence": ["i1"]}]}, request
+    )
+    assert (added["key"], added["effect"], added["insight"]) == (harmful["key"], other, "i1")
+
+
+def test_the_offline_answer_is_the_rules_operations() -> None:
+    request = {
+        "reflection": 4,
+        "insights": [cause_insight(), {**cause_insight(None, 2), "key": "failure:x", "kind": "failure_rate"}],
+        "lessons": [lesson(None, key="failure:y", id="r2", last_reflection=1)],
+        "dropped": [],
+        "params": {"decay_after": 3},
+    }
+    rules = insight_operations(request)["operations"]
+    assert [op["op"] for op in rules] == ["ADD", "ADD", "DOWNVOTE"]
+    assert operations_of_answer(answer_of(rules), request) == rules

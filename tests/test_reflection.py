@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import grace
@@ -389,3 +390,99 @@ def test_scenario_events_are_never_reflected_on(ws: Workspace) -> None:
     reflect_now(ws)
     assert len(ws.reflection.reflections()) == before  # nothing relevant was pending
     assert not any(k.startswith("failure:scenario") for k in ws.reflection.insights()["key"])
+
+
+# -- the model step (Generative Agents) ----------------------------------------------------------------------------
+def generative(ws: Workspace) -> list[Event]:
+    return [e for e in ws.ledger.events(topic="reflection.insight") if e.payload["kind"] == "generative"]
+
+
+def test_an_important_window_asks_the_model_and_keeps_insights_citing_what_was_retrieved(
+    ws: Workspace,
+) -> None:
+    failures(ws, 12)  # 12 x 6 importance: over the threshold of 60
+    reflect_now(ws)
+    [reflection] = ws.reflection.reflections().itertuples()
+    assert reflection.trigger == "importance"
+    calls = ws.llm.calls()
+    assert calls["prompt"].tolist()[0] == "reflection.questions"
+    assert set(calls["prompt"]) == {"reflection.questions", "reflection.insights"}
+    assert set(calls["topic"]) == {"llm.completed"}
+    # Every call is caused by the reflection's start, so its lineage leads to the tick that made it.
+    [started] = ws.ledger.events(topic="reflection.started")
+    assert set(calls["parent_id"]) == {started.id}
+    # The start is caused by the window's most important event (the latest failure), so lineage goes on to it.
+    assert ws.ledger.get(str(started.parent_id)).topic == "experiment.run_failed"
+    made = generative(ws)
+    assert made
+    for insight in made:
+        data = insight.payload["data"]
+        assert set(insight.payload["evidence"]) <= set(data["retrieved"])
+        assert len(data["retrieved"]) <= ws.loops.param("reflection", "statements")
+        assert insight.parent_id == data["completion"]  # caused by the answer it came from
+        assert ws.ledger.get(data["completion"]).parent_id == started.id
+    # The analysis's insight was published first, so the model could be asked about it.
+    first_question = ws.llm.call(calls["id"].iloc[0])["messages"][-1]["content"]
+    assert "experiment.run_failed failed 12 times" in first_question
+    completed = ws.ledger.events(topic="reflection.completed")[-1].payload
+    assert completed["insights"] == len(ws.reflection.insights())
+    assert completed["model"]["insights"] == len(made)
+    assert completed["model"]["rejected"] == completed["model"]["failed"] == 0
+
+
+def test_a_window_below_the_threshold_calls_no_model(ws: Workspace) -> None:
+    failures(ws, 3)
+    reflect_now(ws)
+    assert ws.reflection.reflections()["trigger"].tolist() == ["interval"]
+    assert ws.llm.calls().empty
+    ws.loops.set_param("reflection", "generative", "off", actor="system")
+    failures(ws, 12)
+    reflect_now(ws)
+    assert ws.reflection.reflections()["trigger"].tolist() == ["interval", "importance"]
+    assert ws.llm.calls().empty  # the model step is off
+
+
+def test_reflections_over_reflections_cite_earlier_insights(ws: Workspace) -> None:
+    failures(ws, 12)
+    reflect_now(ws)
+    earlier = {e.id for e in ws.ledger.events(topic="reflection.insight")}
+    failures(ws, 12)
+    reflect_now(ws)
+    second = [e for e in generative(ws) if e.payload["reflection"] == 2]
+    over = [e for e in second if e.payload["data"]["cites_insights"]]
+    assert over, "no insight of the second reflection cites an insight"
+    for insight in over:
+        cited = set(insight.payload["data"]["cites_insights"])
+        assert cited <= earlier | {e.id for e in ws.ledger.events(topic="reflection.insight")}
+        assert cited <= set(insight.payload["evidence"])
+        assert insight.payload["data"]["level"] >= 2
+
+
+def test_insights_citing_ids_that_were_not_retrieved_are_rejected_and_not_stored(ws: Workspace) -> None:
+    failed = failures(ws, 12)
+    ws.loops.set_param("reflection", "statements", 1.0, actor="system")
+    extra = iter(
+        [lambda shown: "no-such-event", lambda shown: next(e.id for e in failed if e.id not in shown)]
+    )
+
+    def cite(inputs: dict[str, Any]) -> str:
+        shown = [s["id"] for s in inputs["statements"]]
+        more = next(extra, None)  # first an id that does not exist, then one that exists but was not shown
+        evidence = shown + ([more(shown)] if more else [])
+        return json.dumps({"insights": [{"text": "Runs fail.", "evidence": evidence}]})
+
+    ws.llm.register_offline("reflection.insights", cite)  # a model that cites what it was not shown
+    ws.loops.set_param("reflection", "questions", 3.0, actor="system")
+    reflect_now(ws)
+    rejected = ws.llm.calls()
+    rejected = rejected[rejected["topic"] == "llm.output_rejected"]
+    assert len(rejected) == 2
+    assert "which is no statement's id" in rejected["error"].iloc[0]
+    assert "which was not retrieved for this question" in rejected["error"].iloc[1]
+    # Each rejection is caused by the completion it rejects; nothing of those answers is stored.
+    for row in rejected.itertuples():
+        assert ws.ledger.get(str(row.parent_id)).topic == "llm.completed"
+    made = generative(ws)
+    completions = {e.payload["data"]["completion"] for e in made}
+    assert not completions & {str(p) for p in rejected["parent_id"]}
+    assert ws.ledger.events(topic="reflection.completed")[-1].payload["model"]["rejected"] == 2

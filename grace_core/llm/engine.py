@@ -22,7 +22,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -232,7 +232,7 @@ class LanguageModels:
         )
         if not parse:
             if not completion.text.strip():  # a text prompt asks for text: an empty answer is malformed
-                self._reject(prompt, completion, event, actor, "the answer is empty")
+                raise self.reject(completion, "the answer is empty", actor=actor, completed=event)
             return completion
         return self._parsed(prompt, completion, event, actor)
 
@@ -314,18 +314,22 @@ class LanguageModels:
                 return dataclasses.replace(completion, data=data)
             more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
             reason = "; ".join(errors[:3]) + more
-        self._reject(prompt, completion, completed, actor, reason)
+        raise self.reject(completion, reason, actor=actor, completed=completed)
 
-    def _reject(
-        self, prompt: Prompt, completion: Completion, completed: Event, actor: str, reason: str
-    ) -> NoReturn:
-        """Record ``llm.output_rejected`` (caused by the completion) and raise ``ModelOutputError``."""
-        with handling(completed):
+    def reject(
+        self, completion: Completion, reason: str, *, actor: str, completed: Event | None = None
+    ) -> ModelOutputError:
+        """Record that ``completion``'s answer is unusable (``llm.output_rejected``, caused by its
+        ``llm.completed``) and return the error to raise. For answers that parse but fail the caller's own
+        checks too (e.g. insights citing ids that were not retrieved), so every rejection is recorded one way."""
+        reason = " ".join(str(reason).split())
+        event = completed if completed is not None else self.ws.ledger.get(completion.event_id)
+        with handling(event):
             self.ws.publish(
                 "llm.output_rejected",
                 {
-                    "prompt": prompt.name,
-                    "version": prompt.version,
+                    "prompt": completion.prompt,
+                    "version": completion.version,
                     "purpose": completion.purpose,
                     "backend": completion.backend,
                     "model": completion.model,
@@ -334,8 +338,9 @@ class LanguageModels:
                 },
                 actor=actor,
             )
-        raise ModelOutputError(
-            f"{prompt.label} answer from {completion.backend} ({completion.model}) rejected: {reason}",
+        return ModelOutputError(
+            f"{completion.prompt} v{completion.version} answer from {completion.backend} ({completion.model}) "
+            f"rejected: {reason}",
             completion=completion,
         )
 

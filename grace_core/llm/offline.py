@@ -8,12 +8,18 @@ what they do:
   question, citing its passage id, after its part that the question does not already say (the short answer,
   first line); "I do not know." when no passage shares a word. Lessons and history are in the recorded prompt
   for a model to read; this policy does not use them.
-* ``reflection.questions``: one question per most frequent topic of the observations, topics with failures
-  first.
-* ``reflection.insights``: for the words that recur most across the retrieved statements, an insight naming the
-  word and how often it recurs, citing the statements that contain it.
-* ``learning.operations``: UPVOTE a lesson whose measured outcome improved, DOWNVOTE one that got worse, ADD
-  each new insight that is not yet a lesson (citing it). It never EDITs: rewording needs a model.
+* ``reflection.questions``: one question per finding of the reflection's own analysis among the observations
+  (items with ``finding``: failure causes first, then failure rates, alerts, unanswered questions, anomalies,
+  chat topics), then one per most frequent topic of the other observations, topics with failures first.
+* ``reflection.insights``: the failure analysis (``grace_core.diagnosis``) of the task runs among the retrieved
+  statements (items with ``run``), each cause citing its runs and any earlier insight with the same key; when
+  it finds no cause, per task kind with two or more failed runs among them how many failed and with which
+  errors; without runs, for the words that recur most across the statements an insight naming the word and how
+  often it recurs, citing (at most 10 of) the statements that contain it.
+* ``learning.operations``: version 2 (the learning loop's) answers with the learning rules
+  (``grace_core.learning.insight_operations``), so offline learning is exactly the rule-based learning.
+  Version 1: UPVOTE a lesson whose measured outcome improved, DOWNVOTE one that got worse, ADD each new insight
+  that is not yet a lesson (citing it); it never EDITs.
 
 Replace or add a handler with ``ws.llm.register_offline(name, fn)``; ``fn(inputs) -> str`` gets the inputs
 with defaults filled in and list items as dicts, and returns the answer text (JSON text for json prompts).
@@ -28,7 +34,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from grace_core.bm25 import tokenize
+from grace_core.diagnosis import diagnose, error_type
 from grace_core.errors import LanguageModelError, ModelCallError
+from grace_core.learning import answer_of, insight_operations, request_of_inputs
 
 from .base import Request, Result
 
@@ -148,7 +156,78 @@ def questions_from_frequent_topics(inputs: Mapping[str, Any]) -> str:
     return json.dumps({"questions": questions})
 
 
+#: The order in which findings of the reflection's analysis are asked about (failures first).
+_FINDING_ORDER = ("failure_cause", "failure_rate", "alert_rate", "unanswered", "anomaly", "chat_topic")
+
+
+def questions_from_analysis(inputs: Mapping[str, Any]) -> str:
+    """A question per finding of the analysis (failures first), then per frequent topic of the rest."""
+    observations = list(inputs.get("observations") or [])
+    count = _count(inputs.get("count"), 3)
+    findings = [o for o in observations if o.get("finding")]
+    rank = {kind: i for i, kind in enumerate(_FINDING_ORDER)}
+    findings.sort(key=lambda o: rank.get(str(o.get("finding")), len(rank)))  # stable: the analysis's order
+    questions = []
+    for finding in findings[:count]:
+        said = " ".join(str(finding.get("text", "")).split()).rstrip(".")
+        questions.append(f"What explains this, and what would prevent it: {said}?")
+    if len(questions) < count:
+        rest = {
+            "observations": [o for o in observations if not o.get("finding")],
+            "count": count - len(questions),
+        }
+        if rest["observations"]:
+            questions += json.loads(questions_from_frequent_topics(rest))["questions"]
+    return json.dumps({"questions": questions or ["What happened recently?"]})
+
+
 # -- reflection.insights ---------------------------------------------------------------------------------------
+_MAX_CITED = 10  # the insights schema's maxItems for evidence
+
+
+def insights_from_diagnosis(inputs: Mapping[str, Any]) -> str:
+    """Causes the failure analysis finds in the retrieved runs, citing them; else recurring words."""
+    statements = list(inputs.get("statements") or [])
+    count = _count(inputs.get("count"), 3)
+    runs = [dict(s["run"]) for s in statements if isinstance(s.get("run"), Mapping)]
+    ids = {str(s.get("id")) for s in statements}
+    insights = []
+    for found in diagnose({"runs": runs})["insights"] if runs else []:
+        earlier = [str(s["id"]) for s in statements if s.get("key") == found["key"]]
+        cited = earlier + [str(i) for i in found["evidence"] if str(i) in ids]
+        insights.append({"text": found["text"], "evidence": cited[:_MAX_CITED]})
+        if len(insights) == count:
+            break
+    if not insights and runs:
+        insights = _failing_kinds(statements, count)
+    if not insights:
+        return insights_from_recurring_words(inputs)
+    return json.dumps({"insights": insights})
+
+
+def _failing_kinds(statements: list[Mapping[str, Any]], count: int) -> list[dict[str, Any]]:
+    """Per task kind among the retrieved runs with at least two failures: how many failed, and with what."""
+    by_kind: dict[str, list[Mapping[str, Any]]] = {}
+    for s in statements:
+        run = s.get("run")
+        if isinstance(run, Mapping):
+            by_kind.setdefault(str(run.get("kind")), []).append(s)
+    out = []
+    for kind, held in by_kind.items():
+        failed = [s for s in held if not s["run"].get("ok")]
+        if len(failed) < 2:
+            continue
+        errors = Counter(error_type(s["run"].get("error")) for s in failed).most_common()
+        said = ", ".join(f"{e} ({n})" for e, n in errors)
+        out.append(
+            {
+                "text": f"{kind} failed in {len(failed)} of its {len(held)} retrieved runs, with {said}.",
+                "evidence": [str(s["id"]) for s in failed][:_MAX_CITED],
+            }
+        )
+    return out[:count]
+
+
 def insights_from_recurring_words(inputs: Mapping[str, Any]) -> str:
     """For the words found in the most statements (at least two), an insight citing those statements."""
     statements = list(inputs.get("statements") or [])
@@ -172,7 +251,7 @@ def insights_from_recurring_words(inputs: Mapping[str, Any]) -> str:
             {
                 "text": f"'{word}' recurs in {len(ids)} of {len(statements)} statements about: "
                 f"{inputs.get('question', '')}",
-                "evidence": list(ids),
+                "evidence": list(ids)[:_MAX_CITED],
             }
         )
         if len(insights) == count:
@@ -217,11 +296,18 @@ def operations_from_outcomes(inputs: Mapping[str, Any]) -> str:
     return json.dumps({"operations": operations[:limit]})
 
 
+def operations_by_rules(inputs: Mapping[str, Any]) -> str:
+    """Version 2 (with ``reflection``): the learning rules' operations; version 1: ``operations_from_outcomes``."""
+    if not inputs.get("reflection"):
+        return operations_from_outcomes(inputs)
+    return json.dumps(answer_of(insight_operations(request_of_inputs(inputs))["operations"]))
+
+
 DEFAULT_HANDLERS: Mapping[str, OfflineHandler] = {
     "chat.answer": answer_by_extraction,
-    "reflection.questions": questions_from_frequent_topics,
-    "reflection.insights": insights_from_recurring_words,
-    "learning.operations": operations_from_outcomes,
+    "reflection.questions": questions_from_analysis,
+    "reflection.insights": insights_from_diagnosis,
+    "learning.operations": operations_by_rules,
 }
 
 

@@ -57,24 +57,22 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-# The versions the cassette was recorded with (a newer version of a prompt renders other messages).
-VERSIONS = {"chat.answer": 1}
-
-
 def run(ws: Workspace) -> list[Any]:
-    """Every call of the study on the llamacpp backend: a text, parsed JSON, or the rejection's reason."""
+    """Every call of the study on the llamacpp backend: a text, parsed JSON, or the rejection's reason.
+
+    The study is of the prompts' first versions (what it was recorded with)."""
     outcomes: list[Any] = []
     for name, inputs in CALLS:
-        if ws.llm.prompts.get(name).output == "text":
+        if ws.llm.prompts.get(name, 1).output == "text":
             outcomes.append(
-                ws.llm.complete(
-                    name, inputs, purpose="smollm2-study", backend="llamacpp", version=VERSIONS.get(name)
-                ).text
+                ws.llm.complete(name, inputs, purpose="smollm2-study", backend="llamacpp", version=1).text
             )
             continue
         try:
             outcomes.append(
-                ws.llm.complete_json(name, inputs, purpose="smollm2-study", backend="llamacpp").data
+                ws.llm.complete_json(
+                    name, inputs, purpose="smollm2-study", backend="llamacpp", version=1
+                ).data
             )
         except ModelOutputError as exc:
             outcomes.append(f"rejected: {exc}")

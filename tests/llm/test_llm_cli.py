@@ -14,14 +14,15 @@ PASSAGES = '[{"id": "memory:/a.md", "text": "The alpha deadline is Friday."}]'
 def test_prompts_and_render_need_no_workspace(tmp_path: Path) -> None:
     listed = grace("llm", "prompts", "--json", cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    names = [json.loads(line)["name"] for line in listed.stdout.splitlines()]
+    names = [(json.loads(line)["name"], json.loads(line)["version"]) for line in listed.stdout.splitlines()]
     assert names == [
-        "chat.answer",
-        "chat.answer",
-        "learning.operations",
-        "reflection.insights",
-        "reflection.questions",
-        "reflection.wording",
+        ("chat.answer", 1),
+        ("chat.answer", 2),
+        ("learning.operations", 1),
+        ("learning.operations", 2),
+        ("reflection.insights", 1),
+        ("reflection.questions", 1),
+        ("reflection.wording", 1),
     ]  # one line per version
     shown = grace(
         "llm", "render", "chat.answer", "-i", "question=When?", "-i", f"passages={PASSAGES}", cwd=tmp_path

@@ -97,14 +97,14 @@ def test_learning_votes_by_measured_outcome_and_adds_new_insights(ws: Workspace)
             {"lesson": "L9", "metric": "success_rate", "before": 0.1, "after": 0.9, "better": "higher"},
         ],
     }
-    ops = ws.llm.complete_json("learning.operations", inputs, purpose="test").data["operations"]
+    ops = ws.llm.complete_json("learning.operations", inputs, purpose="test", version=1).data["operations"]
     assert ops == [
         {"op": "UPVOTE", "id": "L1", "reason": "success_rate went from 0.5 to 0.9"},
         {"op": "DOWNVOTE", "id": "L2", "reason": "time_to_done_s went from 30 to 45"},
         {"op": "ADD", "text": "Uploads fail when the payload is too large.", "evidence": ["i2"]},
     ]
     limited = ws.llm.complete_json(
-        "learning.operations", {**inputs, "max_operations": 1}, purpose="test"
+        "learning.operations", {**inputs, "max_operations": 1}, purpose="test", version=1
     ).data["operations"]
     assert [o["op"] for o in limited] == ["UPVOTE"]
 
@@ -117,8 +117,9 @@ def test_default_answers_fit_their_prompts_schema(name: str) -> None:
         "passages": [{"id": "p1", "text": "Uploads fail over 10 MB."}],
         "observations": OBSERVATIONS,
         "statements": OBSERVATIONS,
-        "lessons": [{"id": "L1", "text": "Chunk uploads.", "votes": 2}],
-        "insights": [{"id": "i1", "text": "Uploads fail over 10 MB."}],
+        "lessons": [{"id": "L1", "key": "k1", "text": "Chunk uploads.", "votes": 2, "last_reflection": 1}],
+        "insights": [{"id": "i1", "kind": "chat_topic", "key": "k2", "text": "Uploads fail over 10 MB."}],
+        "reflection": 2,
     }
     values = prompt.normalize({k: v for k, v in inputs.items() if k in {s.name for s in prompt.inputs}})
     text = DEFAULT_HANDLERS[name](values)
@@ -157,7 +158,7 @@ def test_offline_calls_record_no_latency_and_name_their_handler(ws: Workspace) -
     payload = ws.ledger.get(c.event_id).payload
     assert payload["latency_ms"] is None
     assert payload["usage"] == {}
-    assert payload["model"] == "grace_core.llm.offline.questions_from_frequent_topics"
+    assert payload["model"] == "grace_core.llm.offline.questions_from_analysis"
 
 
 def test_a_registered_handler_replaces_the_default_for_this_workspace_only(ws: Workspace) -> None:
