@@ -102,18 +102,21 @@ def short_answer(question: str, sentence: str) -> str:
 def answer_by_extraction(inputs: Mapping[str, Any]) -> str:
     """An extractive answer: the short answer on the first line, then the passage sentence it comes from.
 
-    The sentence is the one of the retrieved passages that shares the most words with the question (ties: the
-    earlier passage); it is cited by its passage id. "I do not know." when no passage shares a word.
+    The sentence is the one of the retrieved passages that shares the most words with the question and, among
+    those, one that says something the question does not (a heading that only repeats the question's words
+    answers nothing); ties: the earlier passage. It is cited by its passage id. "I do not know." when no
+    passage shares a word.
     """
     question = str(inputs.get("question", ""))
     asked = set(tokenize(question))
-    best: tuple[int, str, str] | None = None
+    best: tuple[tuple[int, bool], str, str] | None = None
     for passage in inputs.get("passages") or []:
         for line in str(passage.get("text", "")).strip().splitlines():
             for sentence in _SENTENCE.split(line.strip().lstrip("#-* ")):
-                overlap = len(asked & set(tokenize(sentence)))
-                if overlap and (best is None or overlap > best[0]):
-                    best = (overlap, sentence.strip(), str(passage.get("id", "")))
+                words = set(tokenize(sentence))
+                rank = (len(asked & words), bool(words - asked))
+                if rank[0] and (best is None or rank > best[0]):
+                    best = (rank, sentence.strip(), str(passage.get("id", "")))
     if best is None:
         return "I do not know.\n\nNone of the passages I was given answers that."
     return f"{short_answer(question, best[1])}\n\n{best[1]} [{best[2]}]"

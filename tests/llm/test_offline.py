@@ -36,6 +36,14 @@ def test_chat_answer_gives_the_short_answer_then_the_best_sentence_with_its_id(w
         "chat.answer", {"question": "When is the alpha deadline?", "passages": passages}, purpose="test"
     )
     assert answer.text == "Friday the 13th\n\nThe alpha deadline is Friday the 13th. [memory:/alpha.md]"
+    # A heading that only repeats the question answers nothing: the sentence after it does.
+    note = [
+        {"id": "memory:/review.md", "text": "# Weekly review\n\nThe weekly review is on Fridays at 10:00."}
+    ]
+    review = ws.llm.complete(
+        "chat.answer", {"question": "When is the weekly review?", "passages": note}, purpose="t"
+    )
+    assert review.text.startswith("Fridays at 10:00\n\nThe weekly review is on Fridays at 10:00")
     none = ws.llm.complete("chat.answer", {"question": "xylophone?", "passages": passages}, purpose="test")
     assert none.text.startswith("I do not know.")
     # the short answer is what the sentence says beyond the question (answers follow what they answer)

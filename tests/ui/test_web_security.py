@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 # A note as a hostile colleague writes it: an image that signs the reader out, one that tells another site who
 # reads what, and four backticks that close a three-backtick fence early to smuggle in a third.
 HOSTILE = (
-    "The standup moved to Tuesdays. ![x](logout) ![p](http://beacon.invalid/p.png)\n\n"
+    "The standup moved to Tuesdays ![x](logout) ![p](http://beacon.invalid/p.png) at 9.\n\n"
     "````\n```\n![y](/logout)\n![z](http://beacon.invalid/z.png)\n````\n\n"
     '<img src="http://beacon.invalid/i.png"> <a href="/logout">help</a>\n'
 )
