@@ -54,7 +54,7 @@ from .effects import applies, combine, next_allowed
 from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
 from .learning import ActiveEffect, Learning, describe_effect, held_out
-from .loops import Loop, Scheduler
+from .loops import Loop, Scheduler, negated_window_mean
 from .mesh import Message
 from .tasks import COLUMNS, Task, _task
 from .times import TS, from_us, to_us
@@ -173,18 +173,15 @@ class ExecutorLoop(Loop):
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Minus the mean seconds from a task's creation to its end (done or failed), for tasks ended in the
         window: the executor does better when work finishes sooner. None when no task ended."""
-        row = (
-            ws.ledger.reader()
-            .execute(
-                "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
-                "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
-                "AND (e.payload->>'$.to') IN ('done', 'failed') "
-                f"AND e.ts >= {TS} AND e.ts < {TS}",
-                [to_us(since), to_us(until)],
-            )
-            .fetchone()
+        return negated_window_mean(
+            ws,
+            "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
+            "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
+            "AND (e.payload->>'$.to') IN ('done', 'failed') "
+            f"AND e.ts >= {TS} AND e.ts < {TS}",
+            since,
+            until,
         )
-        return None if row is None or row[0] is None else -float(row[0])
 
 
 class Executor:
