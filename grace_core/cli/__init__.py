@@ -37,6 +37,7 @@ __all__ = [
     "by_option",
     "cli",
     "hours_option",
+    "json_pairs",
     "main",
     "progress_option",
     "score_every_option",
@@ -112,6 +113,21 @@ def progress_option(f: F) -> F:
     return click.option(
         "--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr."
     )(f)
+
+
+def json_pairs(values: Iterable[str], option: str, *, form: str = "NAME=VALUE") -> dict[str, Any]:
+    """The values of a repeatable ``NAME=VALUE`` option as a dict, each VALUE parsed as JSON when it can be,
+    else kept as text; a value without ``=`` or a name is a usage error ("``option`` takes ``form``")."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} takes {form}, not {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
 
 def _path(ctx: click.Context) -> str:
