@@ -212,32 +212,27 @@ class Memory:
 
     def delete(self, path: str, *, actor: str, reason: str = "") -> None:
         """Soft-delete: the artifact disappears from reads, lists and search; its versions stay."""
-        path = normalise_path(path)
-        row = self._row(path)
-        if row is None or row["deleted"]:
-            raise ArtifactError(f"no memory artifact at {path}")
-        self._governance.check(actor, f"memory.delete:{path}")
-        self._ws.publish(
-            "memory.item.deleted",
-            {"path": path, "id": row["id"], "reason": reason},
-            actor=actor,
-            resource=f"memory:{path}",
-        )
+        self._set_deleted(path, True, actor=actor, reason=reason)
 
     def restore(self, path: str, *, actor: str, reason: str = "") -> Artifact:
         """Undo a soft delete."""
+        return self.read(self._set_deleted(path, False, actor=actor, reason=reason))
+
+    def _set_deleted(self, path: str, deleted: bool, *, actor: str, reason: str) -> str:
+        """Delete (governed as ``memory.delete``) or restore (as ``memory.write``) the artifact at ``path``;
+        returns the normalised path."""
         path = normalise_path(path)
         row = self._row(path)
-        if row is None or not row["deleted"]:
-            raise ArtifactError(f"nothing deleted at {path}")
-        self._governance.check(actor, f"memory.write:{path}")
+        if row is None or row["deleted"] == deleted:
+            raise ArtifactError(f"no memory artifact at {path}" if deleted else f"nothing deleted at {path}")
+        self._governance.check(actor, f"memory.{'delete' if deleted else 'write'}:{path}")
         self._ws.publish(
-            "memory.item.restored",
+            "memory.item.deleted" if deleted else "memory.item.restored",
             {"path": path, "id": row["id"], "reason": reason},
             actor=actor,
             resource=f"memory:{path}",
         )
-        return self.read(path)
+        return path
 
     def restore_version(self, path: str, version: int, *, actor: str, reason: str = "") -> Artifact:
         """Make an old version current again (a new version with its content, type and tags)."""
