@@ -146,8 +146,10 @@ class Memory:
         if masked:
             payload["masked"] = masked
         topic = "memory.item.created" if current is None else "memory.item.updated"
-        self._ws.publish(topic, payload, actor=actor, resource=f"memory:{path}")
-        return self.read(path)
+        event = self._ws.publish(topic, payload, actor=actor, resource=f"memory:{path}")
+        # The artifact as the projection wrote it (without reading it back).
+        owner = actor if current is None else current["owner"]
+        return Artifact(path, stored, content_type, tuple(tag_list), owner, version, event.ts)
 
     def _screen(self, content: str, *, path: str, actor: str) -> tuple[str, list[str]]:
         findings = self._hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
@@ -324,21 +326,24 @@ class Memory:
         """The artifact at ``path`` (its latest or an older ``version``); ``actor``'s read is governed."""
         path = normalise_path(path)
         self._may(actor, "memory.read", path)
-        cur = self._ws.ledger.reader()
-        item = cur.execute(
-            "SELECT content_type, tags, owner, version, updated_at FROM memory_items WHERE path = ? AND NOT deleted",
-            [path],
-        ).fetchone()
-        if item is None:
-            raise ArtifactError(f"no memory artifact at {path}")
-        want = int(item[3]) if version is None else version
-        row = cur.execute(
-            "SELECT content, content_type, ts FROM memory_versions WHERE path = ? AND version = ?",
-            [path, want],
-        ).fetchone()
+        # One statement: the item and the wanted version (the item's latest unless ``version`` is given).
+        row = (
+            self._ws.ledger.reader()
+            .execute(
+                "SELECT i.tags, i.owner, i.version, v.version, v.content, v.content_type, v.ts FROM memory_items i "
+                "LEFT JOIN memory_versions v ON v.path = i.path AND v.version = coalesce(?, i.version) "
+                "WHERE i.path = ? AND NOT i.deleted",
+                [version, path],
+            )
+            .fetchone()
+        )
         if row is None:
-            raise ArtifactError(f"{path} has no version {want} (latest is {item[3]})")
-        return Artifact(path, row[0], row[1], tuple(json.loads(item[1])), item[2], want, row[2])
+            raise ArtifactError(f"no memory artifact at {path}")
+        tags, owner, latest, found, content, content_type, ts = row
+        if found is None:
+            want = latest if version is None else version
+            raise ArtifactError(f"{path} has no version {want} (latest is {latest})")
+        return Artifact(path, content, content_type, tuple(json.loads(tags)), owner, int(found), ts)
 
     def list(self, prefix: str = "/", *, deleted: bool = False, actor: str | None = None) -> pd.DataFrame:
         """Artifacts under a folder, newest first (``deleted=True``: the deleted ones instead)."""
@@ -474,12 +479,18 @@ class Memory:
     def _row(self, path: str) -> dict[str, Any] | None:
         row = (
             self._ws.ledger.reader()
-            .execute("SELECT id, version, deleted, tags FROM memory_items WHERE path = ?", [path])
+            .execute("SELECT id, version, deleted, tags, owner FROM memory_items WHERE path = ?", [path])
             .fetchone()
         )
         if row is None:
             return None
-        return {"id": row[0], "version": row[1], "deleted": bool(row[2]), "tags": json.loads(row[3])}
+        return {
+            "id": row[0],
+            "version": row[1],
+            "deleted": bool(row[2]),
+            "tags": json.loads(row[3]),
+            "owner": row[4],
+        }
 
     def _apply(self, con: Any, events: builtins.list[Event]) -> None:
         _apply(con, events)
