@@ -39,6 +39,7 @@ Two handlers come built in, for the tasks the system creates itself:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import threading
@@ -659,9 +660,9 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
     alert_id = task.details.get("alert")
     if not alert_id:
         raise TaskError("a security_alert task names its Hunter alert in details.alert")
-    alert = ws.ledger.get(alert_id)
-    p = alert.payload
-    lineage = ws.causal.lineage(alert_id)
+    lineage = ws.causal.lineage(alert_id)  # depth 0 is the alert itself (an unknown id raises LedgerError)
+    alert_seq = int(lineage["seq"].iloc[0])
+    p = json.loads(lineage["payload"].iloc[0])
     evidence = [str(i) for i in lineage["id"]]
     finding = {
         "rule": p.get("rule"),
@@ -682,7 +683,7 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
             f"## Task {task.id}",
             "",
             f"- handled: {_when(ws)} by the executor",
-            f"- alert: {alert_id} (seq {alert.seq}), severity {p.get('severity')}, {p.get('count')} occurrence(s)",
+            f"- alert: {alert_id} (seq {alert_seq}), severity {p.get('severity')}, {p.get('count')} occurrence(s)",
             f"- where: {p.get('target')} {p.get('resource') or ''}".rstrip(),
             f"- text from: {p.get('actor', '-')}",
             f"- causal chain ({len(evidence)} events): {topics}",
