@@ -45,12 +45,15 @@ class Causal:
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
 
-    def _check(self, event_id: str) -> None:
-        self._ledger.get(event_id)  # raises a clear LedgerError for an unknown id
+    @staticmethod
+    def _found(df: pd.DataFrame, event_id: str) -> pd.DataFrame:
+        # Depth 0 is the event itself: an empty chain is an unknown id (the same error as ledger.get).
+        if df.empty:
+            raise LedgerError(f"no event with id {event_id!r}")
+        return df
 
     def lineage(self, event_id: str) -> pd.DataFrame:
         """The chain of causes from ``event_id`` back to its root; depth 0 is the event itself."""
-        self._check(event_id)
         sql = f"""
             WITH RECURSIVE chain(id, parent_id, depth) AS (
                 SELECT id, parent_id, 0 FROM events WHERE id = ?
@@ -62,11 +65,10 @@ class Causal:
             SELECT chain.depth, {", ".join("e." + c for c in _COLUMNS.split(", "))}
             FROM chain JOIN events e ON e.id = chain.id ORDER BY chain.depth
         """
-        return self._ledger.reader().execute(sql, [event_id]).df()
+        return self._found(self._ledger.reader().execute(sql, [event_id]).df(), event_id)
 
     def impact(self, event_id: str) -> pd.DataFrame:
         """Everything ``event_id`` caused, directly or not; depth 0 is the event itself."""
-        self._check(event_id)
         sql = f"""
             WITH RECURSIVE tree(id, depth) USING KEY (id) AS (
                 SELECT id, 0 FROM events WHERE id = ?
@@ -77,7 +79,7 @@ class Causal:
             SELECT tree.depth, {", ".join("e." + c for c in _COLUMNS.split(", "))}
             FROM tree JOIN events e ON e.id = tree.id ORDER BY e.seq
         """
-        return self._ledger.reader().execute(sql, [event_id]).df()
+        return self._found(self._ledger.reader().execute(sql, [event_id]).df(), event_id)
 
     def correlation(self, correlation_id: str) -> pd.DataFrame:
         """Every event of one causal tree (same root), in ledger order."""

@@ -51,6 +51,30 @@ _REPLIES = {
 }
 _RESPONSE_SECONDS = (0.12, 0.34, 0.21)
 DEMO_USERS = (("ada", "admin"), ("bob", "researcher"), ("vic", "viewer"))
+# The first memory notes (path, content, author, tags, reason), written in this order: a note, a new version, another.
+_NOTES = (
+    (
+        "/notes/weekly-review.md",
+        "# Weekly review\n\nThe weekly review is on Thursdays at 10:00.\n",
+        "ada",
+        ("meetings",),
+        "first notes",
+    ),
+    (
+        "/notes/weekly-review.md",
+        "# Weekly review\n\nThe weekly review is on Fridays at 10:00, in the small room.\n",
+        "ada",
+        ("meetings",),
+        "moved to Fridays",
+    ),
+    (
+        "/projects/grace/plan.md",
+        "# Plan\n\n1. Ledger and mesh\n2. Security core\n3. Chat and memory\n4. The apps\n",
+        "bob",
+        ("plan",),
+        "project plan",
+    ),
+)
 _PASSWORD_SECRET = "demo_password.{}"  # noqa: S105 - the name the password is kept under, not a password
 
 
@@ -158,27 +182,8 @@ def _seed_ledger_demo(ws: Workspace) -> None:
 def _seed_users_and_content(ws: Workspace) -> None:
     for name, role in DEMO_USERS:
         ws.auth.register(name, demo_password(ws, name), role=role, by=OPERATOR)
-    ws.memory.write(
-        "/notes/weekly-review.md",
-        "# Weekly review\n\nThe weekly review is on Thursdays at 10:00.\n",
-        actor="ada",
-        tags=("meetings",),
-        reason="first notes",
-    )
-    ws.memory.write(
-        "/notes/weekly-review.md",
-        "# Weekly review\n\nThe weekly review is on Fridays at 10:00, in the small room.\n",
-        actor="ada",
-        tags=("meetings",),
-        reason="moved to Fridays",
-    )
-    ws.memory.write(
-        "/projects/grace/plan.md",
-        "# Plan\n\n1. Ledger and mesh\n2. Security core\n3. Chat and memory\n4. The apps\n",
-        actor="bob",
-        tags=("plan",),
-        reason="project plan",
-    )
+    for path, content, actor, tags, reason in _NOTES:
+        ws.memory.write(path, content, actor=actor, tags=tags, reason=reason)
     ws.chat.send("ada", "When is the weekly review?")
     # A leaked credential in a note: Hunter masks it, raises an alert and opens a task.
     ws.memory.write(

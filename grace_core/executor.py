@@ -39,6 +39,7 @@ Two handlers come built in, for the tasks the system creates itself:
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 import threading
@@ -54,7 +55,7 @@ from .effects import applies, combine, next_allowed
 from .errors import ArtifactError, PayloadError, PermissionDenied, TaskError
 from .events import Event, canonical_json
 from .learning import ActiveEffect, Learning, describe_effect, held_out
-from .loops import Loop, Scheduler
+from .loops import Loop, Scheduler, negated_window_mean
 from .mesh import Message
 from .tasks import COLUMNS, Task, _task
 from .times import TS, from_us, to_us
@@ -173,18 +174,15 @@ class ExecutorLoop(Loop):
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Minus the mean seconds from a task's creation to its end (done or failed), for tasks ended in the
         window: the executor does better when work finishes sooner. None when no task ended."""
-        row = (
-            ws.ledger.reader()
-            .execute(
-                "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
-                "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
-                "AND (e.payload->>'$.to') IN ('done', 'failed') "
-                f"AND e.ts >= {TS} AND e.ts < {TS}",
-                [to_us(since), to_us(until)],
-            )
-            .fetchone()
+        return negated_window_mean(
+            ws,
+            "SELECT avg(epoch(e.ts) - epoch(c.ts)) FROM events e JOIN events c "
+            "ON c.id = (e.payload->>'$.task_id') WHERE e.topic = 'task.state_changed' "
+            "AND (e.payload->>'$.to') IN ('done', 'failed') "
+            f"AND e.ts >= {TS} AND e.ts < {TS}",
+            since,
+            until,
         )
-        return None if row is None or row[0] is None else -float(row[0])
 
 
 class Executor:
@@ -662,9 +660,9 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
     alert_id = task.details.get("alert")
     if not alert_id:
         raise TaskError("a security_alert task names its Hunter alert in details.alert")
-    alert = ws.ledger.get(alert_id)
-    p = alert.payload
-    lineage = ws.causal.lineage(alert_id)
+    lineage = ws.causal.lineage(alert_id)  # depth 0 is the alert itself (an unknown id raises LedgerError)
+    alert_seq = int(lineage["seq"].iloc[0])
+    p = json.loads(lineage["payload"].iloc[0])
     evidence = [str(i) for i in lineage["id"]]
     finding = {
         "rule": p.get("rule"),
@@ -685,7 +683,7 @@ def handle_security_alert(task: Task, ws: Workspace) -> dict[str, Any]:
             f"## Task {task.id}",
             "",
             f"- handled: {_when(ws)} by the executor",
-            f"- alert: {alert_id} (seq {alert.seq}), severity {p.get('severity')}, {p.get('count')} occurrence(s)",
+            f"- alert: {alert_id} (seq {alert_seq}), severity {p.get('severity')}, {p.get('count')} occurrence(s)",
             f"- where: {p.get('target')} {p.get('resource') or ''}".rstrip(),
             f"- text from: {p.get('actor', '-')}",
             f"- causal chain ({len(evidence)} events): {topics}",

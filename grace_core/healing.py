@@ -44,7 +44,7 @@ from .causal import handling
 from .clock import ManualClock
 from .errors import GraceError, LedgerError, PolicyError
 from .events import Event
-from .loops import Loop, Scheduler
+from .loops import Loop, Scheduler, negated_window_mean
 from .mesh import Message
 from .modes import MODES
 from .times import TS, from_us, to_us
@@ -238,15 +238,12 @@ class HealingLoop(Loop):
 
     def objective(self, ws: Workspace, since: float, until: float) -> float | None:
         """Minus the mean time to repair (seconds) of the incidents resolved in the window; None if none was."""
-        row = (
-            ws.ledger.reader()
-            .execute(
-                f"SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= {TS} AND resolved_at < {TS}",
-                [to_us(since), to_us(until)],
-            )
-            .fetchone()
+        return negated_window_mean(
+            ws,
+            f"SELECT avg(mttr_s) FROM incidents WHERE resolved_at >= {TS} AND resolved_at < {TS}",
+            since,
+            until,
         )
-        return None if row is None or row[0] is None else -float(row[0])
 
 
 class Healing:

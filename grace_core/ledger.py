@@ -354,6 +354,13 @@ class Ledger:
 
     def _transaction(self, events: list[Event], cursors: Mapping[str, int]) -> None:
         con = self._write
+        if not cursors and 0 < len(events) <= _SMALL_BATCH and not self.projections.touch(events):
+            # One statement (a governance decision, a model call, a notification): atomic on its own, and
+            # BEGIN + COMMIT would cost about as much again as the insert.
+            values = ", ".join([_ROW_SQL] * len(events))
+            con.execute(f"INSERT INTO events VALUES {values}", [v for e in events for v in e])
+            self.transactions += 1
+            return
         con.execute("BEGIN TRANSACTION")
         try:
             if len(events) <= _SMALL_BATCH:

@@ -25,14 +25,22 @@ from .events import Event, canonical_json, is_finite_number
 from .files import write_private
 from .mesh import Message
 from .projections import topic_matcher
-from .times import TS
+from .times import TS, to_us
 
 if TYPE_CHECKING:
     from .governance import Governance
     from .mesh import Mesh
     from .workspace import Workspace
 
-__all__ = ["STOP_SUFFIX", "Loop", "LoopStatus", "Scheduler", "request_stop", "run_foreground"]
+__all__ = [
+    "STOP_SUFFIX",
+    "Loop",
+    "LoopStatus",
+    "Scheduler",
+    "negated_window_mean",
+    "request_stop",
+    "run_foreground",
+]
 
 STATES = ("stopped", "running", "paused")
 
@@ -64,6 +72,14 @@ class Loop:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
+
+
+def negated_window_mean(ws: Workspace, sql: str, since: float, until: float) -> float | None:
+    """Minus the one value ``sql`` selects (a mean) over the window [since, until), whose bounds are its two
+    ``TS`` parameters; None when it selects nothing: an objective for a loop that does better when the mean
+    (seconds to finish, to repair) is lower."""
+    row = ws.ledger.reader().execute(sql, [to_us(since), to_us(until)]).fetchone()
+    return None if row is None or row[0] is None else -float(row[0])
 
 
 @dataclass

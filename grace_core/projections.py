@@ -62,14 +62,21 @@ class Projections:
         """The registered projections (name, pattern, tables, matches), in the order they are applied."""
         return iter(list(self._items))
 
+    def _targets(self, topic: str) -> list[_Projection]:
+        targets = self._by_topic.get(topic)
+        if targets is None:
+            targets = self._by_topic[topic] = [p for p in self._items if p.matches(topic)]
+        return targets
+
+    def touch(self, events: Sequence[Event]) -> bool:
+        """Whether any projection applies to any of ``events`` (else ``apply`` writes nothing)."""
+        return any(self._targets(event.topic) for event in events)
+
     def apply(self, con: duckdb.DuckDBPyConnection, events: Sequence[Event]) -> None:
         """Hand each applier its events, in ledger order. Runs inside the ledger's write transaction."""
         batches: dict[str, list[Event]] = {}
         for event in events:
-            targets = self._by_topic.get(event.topic)
-            if targets is None:
-                targets = self._by_topic[event.topic] = [p for p in self._items if p.matches(event.topic)]
-            for projection in targets:
+            for projection in self._targets(event.topic):
                 batches.setdefault(projection.name, []).append(event)
         if not batches:
             return

@@ -299,6 +299,26 @@ def run_one(run: Run) -> dict[str, Any]:
         raise SweepError(
             f"objective {run.objective!r} is not a count of the simulation: {', '.join(summary.counts)}"
         )
+    return _result_row(
+        run,
+        value=float(summary.counts[run.objective]),
+        counts=summary.counts,
+        head=(summary.head_seq, summary.head_hash),
+        wall_seconds=summary.wall_seconds,
+        workspace=str(path),
+    )
+
+
+def _result_row(
+    run: Run,
+    *,
+    value: float,
+    counts: Mapping[str, int],
+    head: tuple[int, str],
+    wall_seconds: float,
+    workspace: str,
+) -> dict[str, Any]:
+    """The columns every result row has (a simulation's or a scenario's), in the lake table's order."""
     return {
         "sweep": run.sweep,
         "run_id": run.id,
@@ -306,12 +326,12 @@ def run_one(run: Run) -> dict[str, Any]:
         "seed": run.seed,
         "hours": run.hours,
         "objective": run.objective,
-        "value": float(summary.counts[run.objective]),
-        "counts": json.dumps(summary.counts, sort_keys=True),
-        "head_seq": summary.head_seq,
-        "head_hash": summary.head_hash,
-        "wall_seconds": summary.wall_seconds,
-        "workspace": str(path),
+        "value": value,
+        "counts": json.dumps(counts, sort_keys=True),
+        "head_seq": head[0],
+        "head_hash": head[1],
+        "wall_seconds": wall_seconds,
+        "workspace": workspace,
         "host": os.uname().nodename,
     }
 
@@ -332,19 +352,14 @@ def _run_scenario(run: Run) -> dict[str, Any]:
     value = result.scores.get(run.objective) if run.objective else None
     described = result.as_dict()
     return {
-        "sweep": run.sweep,
-        "run_id": run.id,
-        "params": json.dumps(dict(run.params), sort_keys=True),
-        "seed": run.seed,
-        "hours": run.hours,
-        "objective": run.objective,
-        "value": float("nan") if value is None else float(value),
-        "counts": json.dumps(result.counts, sort_keys=True),
-        "head_seq": result.head_seq,
-        "head_hash": result.head_hash,
-        "wall_seconds": result.wall_seconds,
-        "workspace": path,
-        "host": os.uname().nodename,
+        **_result_row(
+            run,
+            value=float("nan") if value is None else float(value),
+            counts=result.counts,
+            head=(result.head_seq, result.head_hash),
+            wall_seconds=result.wall_seconds,
+            workspace=path,
+        ),
         "scenario": run.scenario,
         "arm": run.arm,
         "loops": json.dumps(result.loops),

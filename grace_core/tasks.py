@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pandas as pd
 
@@ -25,11 +25,13 @@ from .mesh import Message
 from .times import TS, to_us
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.12+; only the type checker reads it
+
     from .governance import Governance
     from .hunter import Hunter
     from .workspace import Workspace
 
-__all__ = ["STATES", "Task", "Tasks"]
+__all__ = ["STATES", "Task", "TaskChange", "Tasks"]
 
 STATES = ("pending", "running", "done", "failed", "cancelled")
 OPEN_STATES = ("pending", "running")
@@ -41,6 +43,17 @@ TRANSITIONS = {
     "done": set(),
     "cancelled": set(),
 }
+
+
+class TaskChange(TypedDict, total=False):
+    """What a move records besides the new state (the keyword options of ``Tasks.message``)."""
+
+    result: Any
+    reason: str
+    attempt: int | None
+    error: str | None
+    retry_at: float | None
+    policy: Mapping[str, Any] | None
 
 
 @dataclass(frozen=True)
@@ -112,19 +125,7 @@ class Tasks:
             event.id, kind, title, "pending", priority, key, p["details"], actor, event.ts, event.ts, None
         )
 
-    def transition(
-        self,
-        task_id: str,
-        state: str,
-        *,
-        actor: str,
-        result: Any = None,
-        reason: str = "",
-        attempt: int | None = None,
-        error: str | None = None,
-        retry_at: float | None = None,
-        policy: Mapping[str, Any] | None = None,
-    ) -> Task:
+    def transition(self, task_id: str, state: str, *, actor: str, **changes: Unpack[TaskChange]) -> Task:
         """Move a task to ``state`` (a ``task.state_changed`` event); refuses moves the lifecycle forbids.
 
         The executor adds ``attempt`` (the number of the run that starts or ends), ``error`` (why it failed),
@@ -132,44 +133,13 @@ class Tasks:
         lessons that applied to the run, or would have but the task is held out, and what they changed).
         Returns the task as it is afterwards.
         """
-        self.move(
-            self.get(task_id),
-            state,
-            actor=actor,
-            result=result,
-            reason=reason,
-            attempt=attempt,
-            error=error,
-            retry_at=retry_at,
-            policy=policy,
-        )
+        self.move(self.get(task_id), state, actor=actor, **changes)
         return self.get(task_id)
 
-    def move(
-        self,
-        task: Task,
-        state: str,
-        *,
-        actor: str,
-        result: Any = None,
-        reason: str = "",
-        attempt: int | None = None,
-        error: str | None = None,
-        retry_at: float | None = None,
-        policy: Mapping[str, Any] | None = None,
-    ) -> None:
+    def move(self, task: Task, state: str, *, actor: str, **changes: Unpack[TaskChange]) -> None:
         """``transition`` for a caller that holds the task's current row (the executor, under its lock): the
         same checks and event, without reading the task before or after."""
-        message = self.message(
-            task,
-            state,
-            result=result,
-            reason=reason,
-            attempt=attempt,
-            error=error,
-            retry_at=retry_at,
-            policy=policy,
-        )
+        message = self.message(task, state, **changes)
         self._ws.publish(message.topic, message.payload, actor=actor, resource=message.resource)
 
     def message(

@@ -38,6 +38,19 @@ def test_write_read_and_versions(ws: g.Workspace) -> None:
         ws.memory.read("/projects/alpha/notes.md", version=3)
 
 
+def test_a_write_returns_the_artifact_a_read_gives(ws: g.Workspace, clock: g.ManualClock) -> None:
+    """What write returns is what a read gives right after: the stored (masked) content, the kept tags, the
+    creator as owner after someone else's update, the version and its time."""
+    first = ws.memory.write("/projects/shared/plan.md", "# plan", actor="alice", tags=["b", "a"])
+    assert first == ws.memory.read("/projects/shared/plan.md")
+    clock.advance(90)
+    second = ws.memory.write("/projects/shared/plan.md", "deploy key AKIAQ7Z3EXAMPLE4KEYZ", actor="bob")
+    assert second == ws.memory.read("/projects/shared/plan.md")
+    assert (second.owner, second.tags, second.version) == ("alice", ("a", "b"), 2)
+    assert "AKIAQ7Z3EXAMPLE4KEYZ" not in second.content
+    assert second.updated_at - first.updated_at == timedelta(seconds=90)
+
+
 def test_list_by_folder(ws: g.Workspace) -> None:
     ws.memory.write("/projects/alpha/a.md", "a", actor="alice")
     ws.memory.write("/projects/beta/b.md", "b", actor="bob")

@@ -49,21 +49,8 @@ from grace_core.bench import lake as lake
 from grace_core.bench import scenarios as scenarios
 
 # isort: on
-from grace_core.bench.core import (
-    KEYS,
-    REGISTRY,
-    Benchmark,
-    Context,
-    Figure,
-    Goal,
-    benchmark,
-    figure,
-    goal_status,
-    goals,
-    lower_is_better,
-    ratio_of,
-    run,
-)
+from grace_core.bench import core
+from grace_core.bench.core import *  # noqa: F403 - the framework is the package's API, listed once in core.__all__
 from grace_core.bench.governance import (
     GOVERNANCE_ROLES,
     casbin_effect,
@@ -76,29 +63,18 @@ from grace_core.bench.governance import (
 )
 from grace_core.bench.memory import memory_corpus
 
-GOALS = goals()
+GOALS = core.goals()
 
 __all__ = [
     "GOALS",
     "GOVERNANCE_ROLES",
-    "KEYS",
-    "REGISTRY",
-    "Benchmark",
-    "Context",
-    "Figure",
-    "Goal",
-    "benchmark",
     "casbin_effect",
     "casbin_enforcer",
     "cedar_effect",
     "cedar_entities",
     "cedar_policies",
     "cedar_request",
-    "figure",
-    "goal_status",
     "governance_mix",
-    "lower_is_better",
     "memory_corpus",
-    "ratio_of",
-    "run",
+    *core.__all__,
 ]

@@ -171,6 +171,28 @@ class Context:
     def on_close(self, closer: Callable[[], None]) -> None:
         self._closers.append(closer)
 
+    def workspace(self, stem: str) -> Workspace:
+        """A fresh file workspace (wall clock, live delivery: the way a served one runs), closed and its files
+        removed when the run ends."""
+        path = self.path(stem)
+        ws = _open(path)
+
+        def close() -> None:
+            ws.close()
+            _remove(path)
+
+        self.on_close(close)
+        return ws
+
+    def simulated_workspace(self, *, seed: int) -> Workspace:
+        """A throwaway in-memory workspace on a ManualClock with ``seed``, closed when the run ends."""
+        from grace_core.clock import ManualClock
+        from grace_core.workspace import open_workspace
+
+        ws = open_workspace(":memory:", clock=ManualClock(), seed=seed)
+        self.on_close(ws.close)
+        return ws
+
     @property
     def ledger_size(self) -> int:
         return self.size(200_000, 20_000, minimum=10)

@@ -7,7 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from grace_core.bench.core import (
     REPEATS,
@@ -21,10 +21,6 @@ from grace_core.bench.core import (
     figure,
 )
 from grace_core.errors import BenchError
-
-if TYPE_CHECKING:
-    pass
-
 
 # -- governance ----------------------------------------------------------------------------------------------
 # ``governance.decide``: decisions/s of ``Governance.check`` as a what-if (``record="none"``) over a
@@ -295,89 +291,82 @@ def bench_governance(ctx: Context) -> Iterator[Figure]:
     """Governance decisions over the request mix, on the default pack, against pycasbin and cedarpy."""
     import importlib.util
 
-    from grace_core.clock import ManualClock
     from grace_core.governance import default_pack
-    from grace_core.workspace import open_workspace
 
-    ws = open_workspace(":memory:", clock=ManualClock(), seed=0)
-    try:
-        ws.governance.seed_defaults()
-        check = ws.governance.check  # as a what-if (record="none"): the decision without its event
-        policies = default_pack()
-        roles = GOVERNANCE_ROLES
-        n = ctx.size(200_000, 20_000, minimum=50)
-        mix = governance_mix(n, seed=1)
-        hot = governance_mix(n, seed=2, distinct=max(10, n // 100))
+    ws = ctx.simulated_workspace(seed=0)
+    ws.governance.seed_defaults()
+    check = ws.governance.check  # as a what-if (record="none"): the decision without its event
+    policies = default_pack()
+    roles = GOVERNANCE_ROLES
+    n = ctx.size(200_000, 20_000, minimum=50)
+    mix = governance_mix(n, seed=1)
+    hot = governance_mix(n, seed=2, distinct=max(10, n // 100))
 
-        def ours_pass(requests: list[Request], cache: bool) -> None:
-            get = roles.get
-            for actor, action, resource, context in requests:
-                check(
-                    actor,
-                    action,
-                    resource,
-                    context,
-                    record="none",
-                    enforce=False,
-                    role=get(actor),
-                    cache=cache,
-                )
+    def ours_pass(requests: list[Request], cache: bool) -> None:
+        get = roles.get
+        for actor, action, resource, context in requests:
+            check(
+                actor,
+                action,
+                resource,
+                context,
+                record="none",
+                enforce=False,
+                role=get(actor),
+                cache=cache,
+            )
 
-        ours_pass(mix[:1000], False)  # warm up: candidate lists per (action, role)
-        uncached = _best_rate(
-            n, [_timed(functools.partial(ours_pass, mix, False))[0] for _ in range(REPEATS)]
-        )
-        ours_pass(hot, True)
-        cached = _best_rate(n, [_timed(functools.partial(ours_pass, hot, True))[0] for _ in range(REPEATS)])
-        clock = time.perf_counter
-        latencies = []
-        for actor, action, resource, context in mix:
-            role = roles.get(actor)
+    ours_pass(mix[:1000], False)  # warm up: candidate lists per (action, role)
+    uncached = _best_rate(n, [_timed(functools.partial(ours_pass, mix, False))[0] for _ in range(REPEATS)])
+    ours_pass(hot, True)
+    cached = _best_rate(n, [_timed(functools.partial(ours_pass, hot, True))[0] for _ in range(REPEATS)])
+    clock = time.perf_counter
+    latencies = []
+    for actor, action, resource, context in mix:
+        role = roles.get(actor)
+        started = clock()
+        check(actor, action, resource, context, record="none", enforce=False, role=role, cache=False)
+        latencies.append(clock() - started)
+    latencies.sort()
+    p99 = _percentile(latencies, 99) * 1e6
+
+    if importlib.util.find_spec("casbin") is not None:
+        enforcer = casbin_enforcer(policies, roles)
+        m = ctx.size(3_000, 600, minimum=20)
+        sample = mix[:m]
+        peer_latencies = []
+        for actor, action, resource, context in sample:
             started = clock()
-            check(actor, action, resource, context, record="none", enforce=False, role=role, cache=False)
-            latencies.append(clock() - started)
-        latencies.sort()
-        p99 = _percentile(latencies, 99) * 1e6
+            casbin_effect(enforcer, actor, action, resource, context)
+            peer_latencies.append(clock() - started)
+        peer_rate = m / sum(peer_latencies)
+        peer_latencies.sort()
+        yield figure("governance.decide", uncached, "decisions/s", "pycasbin.enforce_ex", peer_rate)
+        yield figure("governance.decide_cached", cached, "decisions/s", "pycasbin.enforce_ex", peer_rate)
+        yield figure(
+            "governance.decide_p99_us",
+            p99,
+            "us",
+            "pycasbin.enforce_ex",
+            _percentile(peer_latencies, 99) * 1e6,
+        )
+    if importlib.util.find_spec("cedarpy") is not None:
+        import cedarpy
 
-        if importlib.util.find_spec("casbin") is not None:
-            enforcer = casbin_enforcer(policies, roles)
-            m = ctx.size(3_000, 600, minimum=20)
-            sample = mix[:m]
-            peer_latencies = []
-            for actor, action, resource, context in sample:
-                started = clock()
-                casbin_effect(enforcer, actor, action, resource, context)
-                peer_latencies.append(clock() - started)
-            peer_rate = m / sum(peer_latencies)
-            peer_latencies.sort()
-            yield figure("governance.decide", uncached, "decisions/s", "pycasbin.enforce_ex", peer_rate)
-            yield figure("governance.decide_cached", cached, "decisions/s", "pycasbin.enforce_ex", peer_rate)
-            yield figure(
-                "governance.decide_p99_us",
-                p99,
-                "us",
-                "pycasbin.enforce_ex",
-                _percentile(peer_latencies, 99) * 1e6,
-            )
-        if importlib.util.find_spec("cedarpy") is not None:
-            import cedarpy
+        policy_set = cedarpy.PolicySet.from_str(cedar_policies(policies))
+        entities = cedarpy.Entities.from_json_str(json.dumps(cedar_entities(roles)))
+        k = ctx.size(20_000, 2_000, minimum=20)
+        requests = [cedar_request(*r) for r in mix[:k]]
 
-            policy_set = cedarpy.PolicySet.from_str(cedar_policies(policies))
-            entities = cedarpy.Entities.from_json_str(json.dumps(cedar_entities(roles)))
-            k = ctx.size(20_000, 2_000, minimum=20)
-            requests = [cedar_request(*r) for r in mix[:k]]
+        def cedar_pass() -> None:
+            cedarpy.is_authorized_batch(requests, policy_set, entities)
 
-            def cedar_pass() -> None:
-                cedarpy.is_authorized_batch(requests, policy_set, entities)
-
-            cedar_pass()
-            cedar_rate = _best_rate(k, [_timed(cedar_pass)[0] for _ in range(REPEATS)])
-            yield figure(
-                "governance.decide_vs_cedar",
-                uncached,
-                "decisions/s",
-                "cedarpy.is_authorized_batch",
-                cedar_rate,
-            )
-    finally:
-        ws.close()
+        cedar_pass()
+        cedar_rate = _best_rate(k, [_timed(cedar_pass)[0] for _ in range(REPEATS)])
+        yield figure(
+            "governance.decide_vs_cedar",
+            uncached,
+            "decisions/s",
+            "cedarpy.is_authorized_batch",
+            cedar_rate,
+        )

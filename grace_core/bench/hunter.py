@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from grace_core.bench.core import (
-    REPEATS,
-    Context,
-    Figure,
-    Goal,
-    _timed,
-    benchmark,
-    figure,
-)
+from grace_core.bench.core import REPEATS, Context, Figure, Goal, _timed, benchmark, figure
 from grace_core.errors import BenchError
-
-if TYPE_CHECKING:
-    pass
-
 
 # -- hunter ----------------------------------------------------------------------------------------------------
 # ``hunter.scan``: MB/s of the default pack's scanner over a seeded corpus of code, configuration, logs and

@@ -3,23 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 import duckdb
 
-from grace_core.bench.core import (
-    Context,
-    Figure,
-    _messages,
-    _open,
-    _timed,
-    benchmark,
-    figure,
-)
+from grace_core.bench.core import Context, Figure, _messages, _timed, benchmark, figure
 from grace_core.db import sql_string
-
-if TYPE_CHECKING:
-    pass
 
 
 # -- lake and sweeps -----------------------------------------------------------------------------------------------
@@ -38,9 +27,8 @@ def bench_lake(ctx: Context) -> Iterator[Figure]:
     from grace_core.lake import open_lake
 
     n = ctx.size(100_000, 10_000, minimum=100)
-    path = ctx.path("lake-owner")
-    ws = _open(path)
-    ctx.on_close(ws.close)
+    ws = ctx.workspace("lake-owner")
+    path = Path(ws.path)
     ws.publish_many(_messages(n), actor="bench")
     catalog = f"sqlite:{ctx.dir / f'lake-{path.stem}.sqlite'}"
     ws.lake.attach(catalog, ctx.dir / f"lake-{path.stem}-data")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 from grace_core.bench.core import (
     REPEATS,
@@ -23,9 +22,6 @@ from grace_core.bench.core import (
     figure,
 )
 from grace_core.errors import BenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 @benchmark("ledger.append", goals=[Goal("ledger.append", 100_000, text="append >= 100,000 events/s")])

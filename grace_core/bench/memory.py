@@ -5,25 +5,11 @@ from __future__ import annotations
 import functools
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 
-from grace_core.bench.core import (
-    Context,
-    Figure,
-    Goal,
-    _open,
-    _percentile,
-    _remove,
-    _timed,
-    benchmark,
-    figure,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from grace_core.bench.core import Context, Figure, Goal, _percentile, _timed, benchmark, figure
 
 # -- memory search -------------------------------------------------------------------------------------------
 # ``memory.search_p50_ms`` / ``_p99_ms``: ``ws.memory.search(query)`` (BM25 over the fts extension's index,
@@ -94,14 +80,7 @@ def memory_corpus(n: int, *, seed: int = 0) -> list[Any]:
 def bench_memory_search(ctx: Context) -> Iterator[Figure]:
     """Full-text search over a large memory: latency percentiles against an unindexed ILIKE scan."""
     n = ctx.size(100_000, 10_000, minimum=100)
-    path = ctx.path("memory")
-    ws = _open(path)
-
-    def close() -> None:
-        ws.close()
-        _remove(path)
-
-    ctx.on_close(close)
+    ws = ctx.workspace("memory")
     corpus = memory_corpus(n)
     for start in range(0, n, 10_000):
         ws.publish_many(corpus[start : start + 10_000], actor="bench")

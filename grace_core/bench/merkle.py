@@ -6,22 +6,9 @@ import functools
 import hashlib
 import random
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from grace_core.bench.core import (
-    REPEATS,
-    Context,
-    Figure,
-    _best_rate,
-    _percentile,
-    _timed,
-    benchmark,
-    figure,
-)
+from grace_core.bench.core import REPEATS, Context, Figure, _best_rate, _percentile, _timed, benchmark, figure
 from grace_core.errors import BenchError
-
-if TYPE_CHECKING:
-    pass
 
 
 @benchmark("merkle.root", figures=["merkle.root", "merkle.tree_append"])

@@ -8,7 +8,6 @@ import itertools
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
 
 from grace_core.bench.core import (
     PUBLISHERS,
@@ -22,9 +21,6 @@ from grace_core.bench.core import (
     figure,
 )
 from grace_core.times import TS, to_us
-
-if TYPE_CHECKING:
-    pass
 
 
 def _publishers(deadline_s: float, publish_one: Callable[[int, int], None]) -> tuple[list[float], float]:

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from grace_core.bench.core import (
-    Context,
-    Figure,
-    _percentile,
-    _timed,
-    benchmark,
-    figure,
-)
-
-if TYPE_CHECKING:
-    pass
+from grace_core.bench.core import Context, Figure, _percentile, _timed, benchmark, figure
 
 
 # -- mldl ------------------------------------------------------------------------------------------------------
@@ -28,12 +17,9 @@ if TYPE_CHECKING:
 @benchmark("mldl.injection", figures=["mldl.injection_f1", "mldl.scan_ms"])
 def bench_mldl(ctx: Context) -> Iterator[Figure]:
     """The injection classifier against Hunter's rules: F1 on unseen data, and its cost per chat scan."""
-    from grace_core.clock import ManualClock
     from grace_core.mldl import INJECTION_MODEL, make_dataset
-    from grace_core.workspace import open_workspace
 
-    ws = open_workspace(":memory:", clock=ManualClock(), seed=7)
-    ctx.on_close(ws.close)
+    ws = ctx.simulated_workspace(seed=7)
     train = make_dataset(ctx.size(2000, 600, minimum=100), seed=7)
     unseen = make_dataset(ctx.size(1000, 300, minimum=100), seed=8)
     texts = list(unseen["text"])

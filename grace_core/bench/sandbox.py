@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
-from grace_core.bench.core import (
-    Context,
-    Figure,
-    Goal,
-    _timed,
-    benchmark,
-    figure,
-)
-
-if TYPE_CHECKING:
-    pass
-
+from grace_core.bench.core import Context, Figure, Goal, _timed, benchmark, figure
 
 # -- sandbox -------------------------------------------------------------------------------------------------
 # ``sandbox.isolated_run_p50_ms``: one trivial program (``pass``) run under every isolation layer the machine
@@ -43,9 +31,7 @@ def bench_sandbox(ctx: Context) -> Iterator[Figure]:
     import statistics
     import subprocess
 
-    from grace_core.clock import ManualClock
     from grace_core.sandbox.isolation import Limits, detect, run_isolated
-    from grace_core.workspace import open_workspace
 
     python = detect().python
     limits = Limits()
@@ -71,8 +57,7 @@ def bench_sandbox(ctx: Context) -> Iterator[Figure]:
         "sandbox.overhead_p50_ms", max(iso_ms - bare_ms, 0.001), "ms", "subprocess.python_c_pass", bare_ms
     )
 
-    ws = open_workspace(":memory:", clock=ManualClock(), seed=0)
-    ctx.on_close(ws.close)
+    ws = ctx.simulated_workspace(seed=0)
     ws.sandbox.run("pass", actor="system", limits=limits)
     governed = sorted(
         _timed(lambda: ws.sandbox.run("pass", actor="system", limits=limits))[0] for _ in range(n)

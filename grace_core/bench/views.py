@@ -5,16 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
-from grace_core.bench.core import (
-    REPEATS,
-    Context,
-    Figure,
-    Goal,
-    _open,
-    _timed,
-    benchmark,
-    figure,
-)
+from grace_core.bench.core import REPEATS, Context, Figure, Goal, _timed, benchmark, figure
 
 if TYPE_CHECKING:
     from panel.viewable import Viewable
@@ -47,8 +38,7 @@ def _view_workspace(ctx: Context, n: int) -> Workspace:
     per role, some tasks, alerts and memory, so every view has rows to show."""
     from grace_core.mesh import Message
 
-    ws = _open(ctx.path("views"))
-    ctx.on_close(ws.close)
+    ws = ctx.workspace("views")
     for name, role in (("ada", "admin"), ("bob", "researcher")):
         ws.auth.register(name, "bench-password-views-1", role=role, by="system")
     topics = ("bench.event", "bench.chat", "bench.loop", "bench.task")

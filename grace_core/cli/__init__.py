@@ -32,7 +32,17 @@ from grace_core.events import Event
 from grace_core.governance import OPERATOR
 from grace_core.workspace import MEMORY, Workspace, open_workspace
 
-__all__ = ["OPERATOR", "by_option", "cli", "main"]
+__all__ = [
+    "OPERATOR",
+    "by_option",
+    "cli",
+    "hours_option",
+    "json_pairs",
+    "main",
+    "progress_option",
+    "score_every_option",
+    "workspace_options",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _PATH_KEY = "grace.workspace"
@@ -77,6 +87,47 @@ def by_option(
     """The option naming who a command acts as: the local operator (``OPERATOR``, the service actor
     ``system``) unless given; governance decides whether that actor may."""
     return click.option(flag, dest, default=OPERATOR, show_default=True, help=text)
+
+
+# -- options of the commands that simulate time (scenario run, experiment, simulate) and of long runs -------------
+def hours_option(*, default: float, text: str = "Simulated time.") -> Callable[[F], F]:
+    """``--hours``: how much simulated time a run covers (a positive number)."""
+    return click.option(
+        "--hours", type=click.FloatRange(min=0, min_open=True), default=default, show_default=True, help=text
+    )
+
+
+def score_every_option(f: F) -> F:
+    """``--score-every``: simulated seconds per point of a scenario's learning curve."""
+    return click.option(
+        "--score-every",
+        type=click.FloatRange(min=0, min_open=True),
+        default=3600.0,
+        show_default=True,
+        help="Simulated seconds per point of the learning curve.",
+    )(f)
+
+
+def progress_option(f: F) -> F:
+    """``--progress/--no-progress``: a progress bar on stderr (on by default)."""
+    return click.option(
+        "--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr."
+    )(f)
+
+
+def json_pairs(values: Iterable[str], option: str, *, form: str = "NAME=VALUE") -> dict[str, Any]:
+    """The values of a repeatable ``NAME=VALUE`` option as a dict, each VALUE parsed as JSON when it can be,
+    else kept as text; a value without ``=`` or a name is a usage error ("``option`` takes ``form``")."""
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise click.UsageError(f"{option} takes {form}, not {item!r}")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
 
 
 def _path(ctx: click.Context) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _echo_json, cli
+from grace_core.cli import _echo_json, cli, hours_option, progress_option, score_every_option
 
 
 @cli.command()
@@ -18,20 +18,8 @@ from grace_core.cli import _echo_json, cli
 @click.option(
     "--seeds", default="1-5", show_default=True, help="Seeds, e.g. 1-5 or 1,2,7 (every arm runs each)."
 )
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=6.0,
-    show_default=True,
-    help="Simulated time of each run.",
-)
-@click.option(
-    "--score-every",
-    type=click.FloatRange(min=0, min_open=True),
-    default=3600.0,
-    show_default=True,
-    help="Simulated seconds per point of the learning curve.",
-)
+@hours_option(default=6.0, text="Simulated time of each run.")
+@score_every_option
 @click.option("--baseline", help="The arm differences are taken to (default: the first arm).")
 @click.option("--name", help="The experiment's key in the lake table (default: SCENARIO-experiment).")
 @click.option(
@@ -62,7 +50,7 @@ from grace_core.cli import _echo_json, cli
 )
 @click.option("--ci-seed", type=int, default=0, show_default=True, help="Seed of the bootstrap resampling.")
 @click.option("--curves", is_flag=True, help="Also print the learning curves (mean and interval per window).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print the whole report as JSON.")
 def experiment(
     scenario: str,

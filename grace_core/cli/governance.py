@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -211,6 +212,20 @@ def approvals_list(ctx: click.Context, state: str | None, as_json: bool) -> None
     _show(rows, columns, as_json, json_fields="all", empty=empty, tidy=tidy)
 
 
+def _answer_options(*, by: str, note: str) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The arguments of ``approve`` and ``reject``: the request's ID, --by and --note (with these help texts),
+    the workspace."""
+
+    def apply(f: Callable[..., None]) -> Callable[..., None]:
+        f = click.pass_context(f)
+        f = workspace_options(f)
+        f = click.option("--note", default="", help=note)(f)
+        f = click.option("--by", required=True, help=by)(f)
+        return click.argument("approval_id", metavar="ID")(f)
+
+    return apply
+
+
 def _answer(ctx: click.Context, approval_id: str, state: str, by: str, note: str) -> None:
     with _workspace(ctx, writes=True) as ws:
         answer = ws.governance.approve if state == "approved" else ws.governance.reject
@@ -222,22 +237,18 @@ def _answer(ctx: click.Context, approval_id: str, state: str, by: str, note: str
 
 
 @approvals.command("approve")
-@click.argument("approval_id", metavar="ID")
-@click.option("--by", required=True, help="The admin who approves (not the requester).")
-@click.option("--note", default="", help="A note for the requester and the record.")
-@workspace_options
-@click.pass_context
+@_answer_options(
+    by="The admin who approves (not the requester).", note="A note for the requester and the record."
+)
 def approvals_approve(ctx: click.Context, approval_id: str, by: str, note: str) -> None:
     """Approve pending request ID (admins only; the waiting action then proceeds)."""
     _answer(ctx, approval_id, "approved", by, note)
 
 
 @approvals.command("reject")
-@click.argument("approval_id", metavar="ID")
-@click.option("--by", required=True, help="The admin who rejects (not the requester).")
-@click.option("--note", default="", help="Why (for the requester and the record).")
-@workspace_options
-@click.pass_context
+@_answer_options(
+    by="The admin who rejects (not the requester).", note="Why (for the requester and the record)."
+)
 def approvals_reject(ctx: click.Context, approval_id: str, by: str, note: str) -> None:
     """Reject pending request ID (admins only; the waiting action then fails)."""
     _answer(ctx, approval_id, "rejected", by, note)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -134,6 +135,17 @@ def rules(ctx: click.Context, as_json: bool, pack: bool) -> None:
     _show(rows, _COLUMNS, as_json)
 
 
+def _switch_options(f: Callable[..., None]) -> Callable[..., None]:
+    """The arguments of ``disable`` and ``enable``: the rule's ID, --reason, --by, the workspace."""
+    f = click.pass_context(f)
+    f = workspace_options(f)
+    f = by_option("Who is making the change: an admin, or the local operator (system); governance decides.")(
+        f
+    )
+    f = click.option("--reason", default="", help="Why (recorded in the event).")(f)
+    return click.argument("rule_id", metavar="ID")(f)
+
+
 def _switch(ctx: click.Context, rule_id: str, enabled: bool, reason: str, by: str) -> None:
     with _workspace(ctx, writes=True) as ws:
         before = ws.hunter.rule(rule_id).enabled
@@ -146,22 +158,14 @@ def _switch(ctx: click.Context, rule_id: str, enabled: bool, reason: str, by: st
 
 
 @hunter.command()
-@click.argument("rule_id", metavar="ID")
-@click.option("--reason", default="", help="Why (recorded in the event).")
-@by_option("Who is making the change: an admin, or the local operator (system); governance decides.")
-@workspace_options
-@click.pass_context
+@_switch_options
 def disable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
     """Stop a rule from running (a hunter.rule_disabled event)."""
     _switch(ctx, rule_id, False, reason, by)
 
 
 @hunter.command()
-@click.argument("rule_id", metavar="ID")
-@click.option("--reason", default="", help="Why (recorded in the event).")
-@by_option("Who is making the change: an admin, or the local operator (system); governance decides.")
-@workspace_options
-@click.pass_context
+@_switch_options
 def enable(ctx: click.Context, rule_id: str, reason: str, by: str) -> None:
     """Run a disabled rule again (a hunter.rule_enabled event)."""
     _switch(ctx, rule_id, True, reason, by)

@@ -7,13 +7,11 @@ recorded calls to a JSONL file that ``complete --cassette FILE`` (or ``ws.llm.us
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, _workspace, cli, workspace_options
+from grace_core.cli import _echo_json, _records, _show, _workspace, cli, json_pairs, workspace_options
 from grace_core.errors import ModelOutputError
 from grace_core.llm import BACKENDS, Cassette, default_prompts
 from grace_core.llm.cassette import MODES
@@ -31,19 +29,6 @@ _PARAM = click.option(
     "--param", "-p", "params", multiple=True, metavar="KEY=VALUE", help="A generation parameter (JSON value)."
 )
 _VERSION = click.option("--prompt-version", "version", type=int, help="Prompt version (default: the newest).")
-
-
-def _pairs(values: tuple[str, ...], option: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"{option} takes NAME=VALUE, not {item!r}")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
 
 
 @cli.group()
@@ -67,7 +52,7 @@ def prompts(as_json: bool) -> None:
 @_JSON
 def render(prompt: str, inputs: tuple[str, ...], version: int | None, as_json: bool) -> None:
     """Print the messages PROMPT renders to for the given inputs (nothing is called or recorded)."""
-    messages = default_prompts().get(prompt, version).render(_pairs(inputs, "--input"))
+    messages = default_prompts().get(prompt, version).render(json_pairs(inputs, "--input"))
     if as_json:
         _echo_json({"messages": messages})
         return
@@ -101,7 +86,7 @@ def complete(
     as_json: bool,
 ) -> None:
     """Call a model with PROMPT and print its answer (JSON prompts are parsed and checked)."""
-    values, options = _pairs(inputs, "--input"), _pairs(params, "--param")
+    values, options = json_pairs(inputs, "--input"), json_pairs(params, "--param")
     with _workspace(ctx, writes=True) as ws:
         if cassette is not None:
             ws.llm.use_cassette(cassette, mode=mode)

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from grace_core.cli import _records, _show, _workspace, by_option, cli, workspace_options
+from grace_core.cli import _records, _show, _workspace, by_option, cli, json_pairs, workspace_options
 from grace_core.mldl import ANOMALY_MODEL, INJECTION_MODEL, make_dataset, make_metric_frame
 
 _BY = by_option()
@@ -79,19 +79,6 @@ def runs(ctx: click.Context, name: str | None, as_json: bool) -> None:
     _show(rows, ["run_id", "model", "kind", "status", "seed", "params", "metrics", "started_at"], as_json)
 
 
-def _param(values: tuple[str, ...]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in values:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise click.UsageError(f"--param takes KEY=VALUE, not {item!r}")
-        try:
-            params[key] = json.loads(raw)
-        except ValueError:
-            params[key] = raw
-    return params
-
-
 @models.command()
 @click.argument("kind", type=click.Choice(["injection", "anomaly"]))
 @click.option("--name", help="Model name (default: prompt-injection or metrics-anomaly).")
@@ -122,7 +109,15 @@ def train(
             make = make_dataset if kind == "injection" else make_metric_frame
             data = make(rows, seed=seed)
             source = f"grace_core.mldl.{make.__name__}({rows}, seed={seed})"
-        run = ws.mldl.train(name, kind, data, params=_param(params), seed=seed, actor=by, source=source)
+        run = ws.mldl.train(
+            name,
+            kind,
+            data,
+            params=json_pairs(params, "--param", form="KEY=VALUE"),
+            seed=seed,
+            actor=by,
+            source=source,
+        )
         click.echo(f"run {run.run_id} {run.status}: {_metrics_text(json.dumps(run.metrics))}")
         if register or alias:
             mv = ws.mldl.register(run, actor=by)

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _PATH_KEY, _echo_json, _show, cli, workspace_options
+from grace_core.cli import (
+    _PATH_KEY,
+    _echo_json,
+    _show,
+    cli,
+    hours_option,
+    progress_option,
+    score_every_option,
+    workspace_options,
+)
 from grace_core.scenarios import get_scenario, run_scenario, scenarios
 from grace_core.workspace import MEMORY
 
@@ -46,13 +55,7 @@ def scenario_show(name: str, seed: int | None) -> None:
 
 @scenario.command("run")
 @click.argument("name")
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=24.0,
-    show_default=True,
-    help="Simulated time.",
-)
+@hours_option(default=24.0)
 @click.option(
     "--seed", type=int, default=1, show_default=True, help="Seed of the ground truth and the traffic."
 )
@@ -63,13 +66,7 @@ def scenario_show(name: str, seed: int | None) -> None:
     show_default=True,
     help="on: reflection, learning, executor; off: the executor only; all: every loop (healing, meta too).",
 )
-@click.option(
-    "--score-every",
-    type=click.FloatRange(min=0, min_open=True),
-    default=3600.0,
-    show_default=True,
-    help="Simulated seconds per point of the learning curve.",
-)
+@score_every_option
 @click.option(
     "--option",
     "-o",
@@ -78,7 +75,7 @@ def scenario_show(name: str, seed: int | None) -> None:
     metavar="KEY=VALUE",
     help="A scenario option (e.g. -o questions=lab for qa); `grace scenario show NAME` lists them.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@progress_option
 @_JSON
 @workspace_options
 @click.pass_context

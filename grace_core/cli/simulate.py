@@ -4,20 +4,14 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _PATH_KEY, _echo_json, cli, workspace_options
+from grace_core.cli import _PATH_KEY, _echo_json, cli, hours_option, progress_option, workspace_options
 from grace_core.workload import simulate as run_simulation
 from grace_core.workload import simulation_clock
 from grace_core.workspace import MEMORY, open_workspace
 
 
 @cli.command()
-@click.option(
-    "--hours",
-    type=click.FloatRange(min=0, min_open=True),
-    default=24.0,
-    show_default=True,
-    help="Simulated time.",
-)
+@hours_option(default=24.0)
 @click.option("--seed", type=int, default=7, show_default=True, help="Seed of every random choice.")
 @click.option("--users", type=click.IntRange(min=1, max=64), default=8, show_default=True)
 @click.option("--attack-share", type=click.FloatRange(0, 1), default=0.05, show_default=True)
@@ -32,7 +26,7 @@ from grace_core.workspace import MEMORY, open_workspace
     show_default=True,
     help="Loops tick at most this often (simulated seconds) during the run; 0 keeps their own intervals.",
 )
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@progress_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON object.")
 @workspace_options
 @click.pass_context

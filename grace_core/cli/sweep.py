@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from grace_core.cli import _echo_json, _records, _show, cli
+from grace_core.cli import _echo_json, _records, _show, cli, progress_option
 from grace_core.sweep import backends, run_sweep
 
 
@@ -19,7 +19,7 @@ from grace_core.sweep import backends, run_sweep
 )
 @click.option("--workers", type=click.IntRange(min=1), help="Parallel runs (default: the config's workers).")
 @click.option("--limit", type=click.IntRange(min=0), help="Run at most this many of the missing runs.")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="A progress bar on stderr.")
+@progress_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per result row, then the summary.")
 def sweep(
     config: str, backend: str, workers: int | None, limit: int | None, progress: bool, as_json: bool

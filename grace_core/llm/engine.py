@@ -22,7 +22,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pandas as pd
 
@@ -48,9 +48,23 @@ from .prompts import Prompt, check_params, default_prompts
 from .schema import extract_json, schema_errors
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.12+; only the type checker reads it
+
     from grace_core.workspace import Workspace
 
-__all__ = ["BACKENDS", "Completion", "LanguageModels"]
+__all__ = ["BACKENDS", "CallOptions", "Completion", "LanguageModels"]
+
+
+class CallOptions(TypedDict, total=False):
+    """The options of ``complete`` and ``complete_json``: ``backend`` (a name or a Backend; default: the
+    workspace's ``default_backend``), ``params`` (override the prompt's defaults), ``version`` (of the prompt;
+    default: the newest), ``actor`` (who calls; default ``system``)."""
+
+    backend: str | Backend | None
+    params: Mapping[str, Any] | None
+    version: int | None
+    actor: str
+
 
 BACKENDS = ("offline", "http", "llamacpp")
 
@@ -131,15 +145,7 @@ class LanguageModels:
 
     # -- calls -------------------------------------------------------------------------------------------------
     def complete(
-        self,
-        name: str,
-        inputs: Mapping[str, Any],
-        *,
-        purpose: str,
-        backend: str | Backend | None = None,
-        params: Mapping[str, Any] | None = None,
-        version: int | None = None,
-        actor: str = "system",
+        self, name: str, inputs: Mapping[str, Any], *, purpose: str, **options: Unpack[CallOptions]
     ) -> Completion:
         """Render prompt ``name`` with ``inputs``, call the backend, record the call; the answer's text.
 
@@ -148,37 +154,29 @@ class LanguageModels:
         workspace seed (0 without one). Raises PromptError for bad inputs (nothing recorded), ModelCallError
         when the backend fails (recorded as ``llm.failed``), CassetteError on a replay miss.
         """
-        return self._call(name, inputs, purpose, backend, params, version, actor, parse=False)
+        return self._call(name, inputs, purpose=purpose, parse=False, **options)
 
     def complete_json(
-        self,
-        name: str,
-        inputs: Mapping[str, Any],
-        *,
-        purpose: str,
-        backend: str | Backend | None = None,
-        params: Mapping[str, Any] | None = None,
-        version: int | None = None,
-        actor: str = "system",
+        self, name: str, inputs: Mapping[str, Any], *, purpose: str, **options: Unpack[CallOptions]
     ) -> Completion:
         """``complete`` for a JSON prompt, with the answer parsed and checked against the prompt's schema.
 
         The parsed value is ``completion.data``. An answer that is not JSON or does not fit the schema is
         recorded as ``llm.output_rejected`` and raises ModelOutputError (which carries the completion).
         """
-        return self._call(name, inputs, purpose, backend, params, version, actor, parse=True)
+        return self._call(name, inputs, purpose=purpose, parse=True, **options)
 
     def _call(
         self,
         name: str,
         inputs: Mapping[str, Any],
-        purpose: str,
-        backend: str | Backend | None,
-        params: Mapping[str, Any] | None,
-        version: int | None,
-        actor: str,
         *,
+        purpose: str,
         parse: bool,
+        backend: str | Backend | None = None,
+        params: Mapping[str, Any] | None = None,
+        version: int | None = None,
+        actor: str = "system",
     ) -> Completion:
         if not isinstance(purpose, str) or not purpose.strip():
             raise PromptError("a model call needs a purpose: say why it is made (e.g. 'reflection')")

@@ -146,8 +146,10 @@ class Memory:
         if masked:
             payload["masked"] = masked
         topic = "memory.item.created" if current is None else "memory.item.updated"
-        self._ws.publish(topic, payload, actor=actor, resource=f"memory:{path}")
-        return self.read(path)
+        event = self._ws.publish(topic, payload, actor=actor, resource=f"memory:{path}")
+        # The artifact as the projection wrote it (without reading it back).
+        owner = actor if current is None else current["owner"]
+        return Artifact(path, stored, content_type, tuple(tag_list), owner, version, event.ts)
 
     def _screen(self, content: str, *, path: str, actor: str) -> tuple[str, list[str]]:
         findings = self._hunter.screen(content, target="memory", actor=actor, resource=f"memory:{path}")
@@ -212,32 +214,27 @@ class Memory:
 
     def delete(self, path: str, *, actor: str, reason: str = "") -> None:
         """Soft-delete: the artifact disappears from reads, lists and search; its versions stay."""
-        path = normalise_path(path)
-        row = self._row(path)
-        if row is None or row["deleted"]:
-            raise ArtifactError(f"no memory artifact at {path}")
-        self._governance.check(actor, f"memory.delete:{path}")
-        self._ws.publish(
-            "memory.item.deleted",
-            {"path": path, "id": row["id"], "reason": reason},
-            actor=actor,
-            resource=f"memory:{path}",
-        )
+        self._set_deleted(path, True, actor=actor, reason=reason)
 
     def restore(self, path: str, *, actor: str, reason: str = "") -> Artifact:
         """Undo a soft delete."""
+        return self.read(self._set_deleted(path, False, actor=actor, reason=reason))
+
+    def _set_deleted(self, path: str, deleted: bool, *, actor: str, reason: str) -> str:
+        """Delete (governed as ``memory.delete``) or restore (as ``memory.write``) the artifact at ``path``;
+        returns the normalised path."""
         path = normalise_path(path)
         row = self._row(path)
-        if row is None or not row["deleted"]:
-            raise ArtifactError(f"nothing deleted at {path}")
-        self._governance.check(actor, f"memory.write:{path}")
+        if row is None or row["deleted"] == deleted:
+            raise ArtifactError(f"no memory artifact at {path}" if deleted else f"nothing deleted at {path}")
+        self._governance.check(actor, f"memory.{'delete' if deleted else 'write'}:{path}")
         self._ws.publish(
-            "memory.item.restored",
+            "memory.item.deleted" if deleted else "memory.item.restored",
             {"path": path, "id": row["id"], "reason": reason},
             actor=actor,
             resource=f"memory:{path}",
         )
-        return self.read(path)
+        return path
 
     def restore_version(self, path: str, version: int, *, actor: str, reason: str = "") -> Artifact:
         """Make an old version current again (a new version with its content, type and tags)."""
@@ -329,21 +326,24 @@ class Memory:
         """The artifact at ``path`` (its latest or an older ``version``); ``actor``'s read is governed."""
         path = normalise_path(path)
         self._may(actor, "memory.read", path)
-        cur = self._ws.ledger.reader()
-        item = cur.execute(
-            "SELECT content_type, tags, owner, version, updated_at FROM memory_items WHERE path = ? AND NOT deleted",
-            [path],
-        ).fetchone()
-        if item is None:
-            raise ArtifactError(f"no memory artifact at {path}")
-        want = int(item[3]) if version is None else version
-        row = cur.execute(
-            "SELECT content, content_type, ts FROM memory_versions WHERE path = ? AND version = ?",
-            [path, want],
-        ).fetchone()
+        # One statement: the item and the wanted version (the item's latest unless ``version`` is given).
+        row = (
+            self._ws.ledger.reader()
+            .execute(
+                "SELECT i.tags, i.owner, i.version, v.version, v.content, v.content_type, v.ts FROM memory_items i "
+                "LEFT JOIN memory_versions v ON v.path = i.path AND v.version = coalesce(?, i.version) "
+                "WHERE i.path = ? AND NOT i.deleted",
+                [version, path],
+            )
+            .fetchone()
+        )
         if row is None:
-            raise ArtifactError(f"{path} has no version {want} (latest is {item[3]})")
-        return Artifact(path, row[0], row[1], tuple(json.loads(item[1])), item[2], want, row[2])
+            raise ArtifactError(f"no memory artifact at {path}")
+        tags, owner, latest, found, content, content_type, ts = row
+        if found is None:
+            want = latest if version is None else version
+            raise ArtifactError(f"{path} has no version {want} (latest is {latest})")
+        return Artifact(path, content, content_type, tuple(json.loads(tags)), owner, int(found), ts)
 
     def list(self, prefix: str = "/", *, deleted: bool = False, actor: str | None = None) -> pd.DataFrame:
         """Artifacts under a folder, newest first (``deleted=True``: the deleted ones instead)."""
@@ -479,12 +479,18 @@ class Memory:
     def _row(self, path: str) -> dict[str, Any] | None:
         row = (
             self._ws.ledger.reader()
-            .execute("SELECT id, version, deleted, tags FROM memory_items WHERE path = ?", [path])
+            .execute("SELECT id, version, deleted, tags, owner FROM memory_items WHERE path = ?", [path])
             .fetchone()
         )
         if row is None:
             return None
-        return {"id": row[0], "version": row[1], "deleted": bool(row[2]), "tags": json.loads(row[3])}
+        return {
+            "id": row[0],
+            "version": row[1],
+            "deleted": bool(row[2]),
+            "tags": json.loads(row[3]),
+            "owner": row[4],
+        }
 
     def _apply(self, con: Any, events: builtins.list[Event]) -> None:
         _apply(con, events)

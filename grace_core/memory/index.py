@@ -43,6 +43,47 @@ class _Doc:
     length: int
 
 
+@dataclass(frozen=True)
+class _Filter:
+    """A search's filters, read the same way over the base (in SQL, on table ``d``) and over the delta."""
+
+    prefix: str | None
+    tags: Sequence[str]
+    owner: str | None
+    since: datetime | None
+    until: datetime | None
+
+    def sql(self) -> tuple[list[str], list[Any]]:
+        """(conditions, their parameters) on the base's ``docs d``; no conditions without filters."""
+        where: list[str] = []
+        params: list[Any] = []
+        if self.prefix is not None:
+            where.append("starts_with(d.path, ?)")
+            params.append(self.prefix)
+        for tag in self.tags:
+            where.append("list_contains(d.tags, ?)")
+            params.append(tag)
+        if self.owner is not None:
+            where.append("d.owner = ?")
+            params.append(self.owner)
+        if self.since is not None:
+            where.append("d.updated_at >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            where.append("d.updated_at < ?")
+            params.append(self.until)
+        return where, params
+
+    def matches(self, a: Artifact) -> bool:
+        return (
+            (self.prefix is None or a.path.startswith(self.prefix))
+            and all(t in a.tags for t in self.tags)
+            and (self.owner is None or a.owner == self.owner)
+            and (self.since is None or a.updated_at >= self.since)
+            and (self.until is None or a.updated_at < self.until)
+        )
+
+
 @dataclass
 class _Base:
     """One full build: a private DuckDB with the fts index and a termid-sorted postings table."""
@@ -305,10 +346,9 @@ class SearchIndex:
             hits: list[dict[str, Any]] = []
             if n > 0 and any(df.values()):
                 avgdl = total / n
-                hits = self._score_base(
-                    con, known, df, termids, n, avgdl, prefix, tags, owner, since, until, limit
-                )
-                hits += _score_delta(delta, df, n, avgdl, prefix, tags, owner, since, until)
+                filters = _Filter(prefix, tags, owner, since, until)
+                hits = self._score_base(con, known, df, termids, n, avgdl, filters, limit)
+                hits += _score_delta(delta, df, n, avgdl, filters)
         if not hits:
             return pd.DataFrame(columns=columns)
         hits.sort(key=lambda h: (-h["score"], h["path"]))
@@ -326,32 +366,12 @@ class SearchIndex:
         termids: dict[str, int],
         n: int,
         avgdl: float,
-        prefix: str | None,
-        tags: list[str],
-        owner: str | None,
-        since: datetime | None,
-        until: datetime | None,
+        filters: _Filter,
         limit: int,
     ) -> list[dict[str, Any]]:
         if not known:
             return []
-        where: list[str] = ["true"]
-        params: list[Any] = []
-        if prefix is not None:
-            where.append("starts_with(d.path, ?)")
-            params.append(prefix)
-        for tag in tags:
-            where.append("list_contains(d.tags, ?)")
-            params.append(tag)
-        if owner is not None:
-            where.append("d.owner = ?")
-            params.append(owner)
-        if since is not None:
-            where.append("d.updated_at >= ?")
-            params.append(since)
-        if until is not None:
-            where.append("d.updated_at < ?")
-            params.append(until)
+        where, params = filters.sql()
         params.append(limit)
         by_id = {termid: df[t] for t, termid in termids.items()}
         # The query's term ids and idf as constants: the scan of the (termid-sorted) postings skips every
@@ -369,7 +389,7 @@ class SearchIndex:
                 FROM postings p JOIN qd USING (termid) WHERE p.termid IN ({ids}){skip}
                 GROUP BY p.docid)"""
         columns = "d.path, s.score, d.content, d.content_type, d.tags, d.owner, d.version, d.updated_at"
-        if len(where) == 1:
+        if not where:
             # No filter: the top documents first, then their rows (docid order is path order: same ties).
             sql = f"""{scored},
                 top AS (SELECT docid, score FROM scored ORDER BY score DESC, docid LIMIT ?)
@@ -421,23 +441,13 @@ def _score_delta(
     df: dict[str, int],
     n: int,
     avgdl: float,
-    prefix: str | None,
-    tags: list[str],
-    owner: str | None,
-    since: datetime | None,
-    until: datetime | None,
+    filters: _Filter,
 ) -> list[dict[str, Any]]:
     idf = {t: bm25.idf(n, f) for t, f in df.items() if f > 0}
     out = []
     for d in delta:
         a = d.artifact
-        if not any(t in d.tf for t in idf):
-            continue
-        if prefix is not None and not a.path.startswith(prefix):
-            continue
-        if any(t not in a.tags for t in tags) or (owner is not None and a.owner != owner):
-            continue
-        if (since is not None and a.updated_at < since) or (until is not None and a.updated_at >= until):
+        if not any(t in d.tf for t in idf) or not filters.matches(a):
             continue
         score = bm25.score(d.tf, bm25.length_norm(d.length, avgdl, _PARAMS), idf, _PARAMS)
         out.append(
