@@ -519,11 +519,12 @@ def test_normalise_spells_out_what_obfuscations_hide() -> None:
 @pytest.mark.slow
 def test_the_shipped_model_meets_the_goal_on_the_held_out_test_splits_as_re_evaluated() -> None:
     import json as _json
+    import lzma
     import pickle
 
     for package in _CORPUS_MODULES:
         pytest.importorskip(package)
-    from grace_core.mldl.external import PARAMS, TARGET_FPR, evaluate, training_frame
+    from grace_core.mldl.external import ARTIFACT, PARAMS, TARGET_FPR, evaluate, training_frame
     from grace_core.mldl.registry import DATA
 
     manifest = _json.loads((DATA / "prompt-injection.json").read_text())
@@ -539,7 +540,7 @@ def test_the_shipped_model_meets_the_goal_on_the_held_out_test_splits_as_re_eval
     assert held["fpr"] <= TARGET_FPR, held
     assert held["grace_chat_fpr"] <= TARGET_FPR, held
     # The shipped bytes are the model that was scored: the same flags on the same test rows.
-    model = pickle.loads((DATA / "prompt-injection.pkl").read_bytes())
+    model = pickle.loads(lzma.decompress((DATA / ARTIFACT).read_bytes()))
     frame = training_frame()
     test = frame[(frame["split"] == "test") & (frame["source"] != "grace")]
     flagged = model.predict(list(test["text"]))

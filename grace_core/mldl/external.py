@@ -33,6 +33,7 @@ import argparse
 import hashlib
 import importlib.metadata
 import json
+import lzma
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ from .corpora import CORPORA, SPLITS, external_frame, grace_frame
 from .injection import InjectionModel, InjectionTrainer
 
 __all__ = [
+    "ARTIFACT",
     "DATA",
     "FOLDS",
     "PARAMS",
@@ -74,6 +76,7 @@ PARAMS: Mapping[str, Any] = {
 }
 GROUP_WEIGHT_POWER = 0.5
 DATA = Path(__file__).with_name("data")
+ARTIFACT = "prompt-injection.pkl.xz"
 _PACKAGES = (
     "bastioncorpus",
     "spikee",
@@ -270,13 +273,14 @@ def build_default(target: Path = DATA, params: Mapping[str, Any] = PARAMS) -> di
     train = frame[frame["split"] == "train"]
     data = train[["text", "label"]]
     model = _fit(train, {**params, "threshold": report["threshold"]})
-    blob = pickle.dumps(model, protocol=5)
+    # xz-compressed (a third of the size; the same bytes for the same model), decompressed by MLDL's load
+    blob = lzma.compress(pickle.dumps(model, protocol=5), preset=6)
     target.mkdir(parents=True, exist_ok=True)
-    (target / "prompt-injection.pkl").write_bytes(blob)
+    (target / ARTIFACT).write_bytes(blob)
     manifest = {
         "name": "prompt-injection",
         "kind": "injection",
-        "artifact": "prompt-injection.pkl",
+        "artifact": ARTIFACT,
         "sha256": "sha256:" + hashlib.sha256(blob).hexdigest(),
         "bytes": len(blob),
         "threshold": report["threshold"],

@@ -25,7 +25,7 @@ it unregisters the detector), and the metrics anomaly detector (kind ``anomaly``
 model ``metrics-anomaly``), which ``anomalies()`` uses (self-healing reads it).
 
 A new workspace is protected from its first event on: genesis installs the prompt-injection model that ships
-with Grace (``mldl/data/prompt-injection.pkl``, trained on external corpora by ``python -m
+with Grace (``mldl/data/prompt-injection.pkl.xz``, trained on external corpora by ``python -m
 grace_core.mldl.external --write``; its manifest holds the sha256, dataset digest, parameters and held-out
 metrics) as version 1 and champion of ``prompt-injection``, in one ``mldl.model_installed`` event (a dataset, a
 finished run, a version and the alias in the projection). Nothing is read but the small manifest: the
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import pickle
 import re
@@ -766,6 +767,8 @@ class MLDL:
         data = self._read_artifact(
             mv.artifact_path, mv.artifact_sha256, what=f"model {name} version {mv.version}"
         )
+        if mv.artifact_path.endswith(".xz"):  # the shipped default is stored compressed
+            data = lzma.decompress(data)
         # Unpickling runs code: these bytes are exactly the ones whose digest the ledger recorded.
         return pickle.loads(data)  # noqa: S301 - verified against the ledger's sha256 just above
 
